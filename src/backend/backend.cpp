@@ -1,12 +1,31 @@
 // Backend factory: the CPU backend always, the CUDA backend when built and a GPU is present.
 #include "backend/backend.h"
 
+#include <vector>
+
 #include "backend/cpu/cpu_backend.h"
 #ifdef COMPACTOR_HAS_CUDA
 #include "backend/cuda/cuda_backend.h"
 #endif
 
 namespace compactor {
+
+void Backend::copy(View dst, View src) {
+  COMPACTOR_ASSERT(dst.shape == src.shape && dst.dtype == src.dtype, "copy {} -> {}", src.shape.str(), dst.shape.str());
+  std::vector<uint8_t> staging(src.bytes());
+  copy_to_host(src, staging.data());
+  copy_from_host(staging.data(), dst);
+}
+
+void copy_to_host_f32(Backend& backend, View src, float* out) {
+  if (src.dtype == DType::kF32) {
+    backend.copy_to_host(src, out);
+    return;
+  }
+  std::vector<uint8_t> raw(src.bytes());
+  backend.copy_to_host(src, raw.data());
+  convert_to_f32(raw.data(), src.dtype, src.numel(), out);
+}
 
 Result<std::unique_ptr<Backend>> make_backend(BackendKind kind) {
   if (kind == BackendKind::kCpu) return std::unique_ptr<Backend>(std::make_unique<CpuBackend>());

@@ -53,6 +53,8 @@ class Backend {
   virtual void copy_to_host(View src, void* dst) = 0;
   virtual void copy_from_host(const void* src, View dst) = 0;
   virtual void synchronize() = 0;
+  // dst = src (same shape and dtype, both on this backend). The default goes through the host.
+  virtual void copy(View dst, View src);
 
   // out: [T, D] act; ids: [T] i32 (host memory); table: [V, D] any float dtype
   virtual void embedding(View out, const int32_t* ids, View table) = 0;
@@ -77,6 +79,9 @@ class Backend {
   // nll: [T] f32 (host memory) = -log_softmax(logits[t])[targets[t]]; logits: [T, V] act; targets host [T]
   virtual void cross_entropy(float* nll, View logits, const int32_t* targets) = 0;
 };
+
+// Copies a float view (any float dtype) from the backend to host f32: out: [numel].
+void copy_to_host_f32(Backend& backend, View src, float* out);
 
 enum class BackendKind { kCpu, kCuda };
 

@@ -1,0 +1,140 @@
+// The shared decoder forward of every registered architecture (pre-norm Llama block):
+//   x = embed(ids)
+//   per layer: h = norm(x); q,k,v = h·W; rope(q,k); cache(k,v); a = attn(q, cache)
+//              x += a·Wo; h = norm(x); x += down(silu(h·Wg) * (h·Wu))
+//   logits = norm(x)·Wlm
+// Each named intermediate is passed to the optional tap (see model.h for the names).
+#include <fmt/format.h>
+
+#include "model/model.h"
+
+namespace compactor {
+
+// Activation buffers reused across calls with the same row counts (allocation on an accelerator
+// is far too slow for the decode loop).
+struct Model::Scratch {
+  int64_t rows = -1, logits_rows = -1;
+  Tensor x, h, q, k, v, attn, proj, gate, up, act, last, logits;
+};
+
+Model::Scratch& Model::scratch(int64_t rows, int64_t logits_rows) {
+  if (scratch_ && scratch_->rows == rows && scratch_->logits_rows == logits_rows) return *scratch_;
+  const ModelConfig& c = config_;
+  const DType a = backend_->activation_dtype();
+  auto s = std::make_unique<Scratch>();
+  s->rows = rows;
+  s->logits_rows = logits_rows;
+  auto buf = [&](int64_t r, int64_t cols) { return backend_->alloc(Shape{r, cols}, a); };
+  s->x = buf(rows, c.hidden_size);
+  s->h = buf(rows, c.hidden_size);
+  s->q = buf(rows, c.num_heads * c.head_dim);
+  s->k = buf(rows, c.num_kv_heads * c.head_dim);
+  s->v = buf(rows, c.num_kv_heads * c.head_dim);
+  s->attn = buf(rows, c.num_heads * c.head_dim);
+  s->proj = buf(rows, c.hidden_size);
+  s->gate = buf(rows, c.intermediate_size);
+  s->up = buf(rows, c.intermediate_size);
+  s->act = buf(rows, c.intermediate_size);
+  if (logits_rows > 0) {
+    s->last = buf(logits_rows, c.hidden_size);
+    s->logits = buf(logits_rows, c.vocab_size);
+  }
+  scratch_ = std::move(s);
+  return *scratch_;
+}
+
+namespace {
+
+void emit(const ForwardRequest& req, std::string_view name, int layer, View v) {
+  if (req.tap != nullptr && *req.tap) (*req.tap)(name, layer, v);
+}
+
+Status check_request(const ForwardRequest& req, const KvCache& cache, const ModelConfig& c) {
+  const BatchLayout& L = req.layout;
+  if (req.ids == nullptr || L.batch <= 0 || L.tokens <= 0)
+    return invalid_argument("forward: empty batch (batch {}, tokens {})", L.batch, L.tokens);
+  if (L.batch != cache.batch)
+    return invalid_argument("forward: batch {} does not match the KV cache's batch {}", L.batch, cache.batch);
+  for (int b = 0; b < L.batch; ++b) {
+    const int end = L.past(b) + L.tokens;
+    if (end > cache.capacity)
+      return invalid_argument("forward: sequence {} needs {} positions but the KV cache holds {}", b, end,
+                              cache.capacity);
+    if (end > c.max_position_embeddings)
+      return invalid_argument("forward: sequence {} reaches position {} beyond the model's maximum {} "
+                              "(max_position_embeddings)", b, end, c.max_position_embeddings);
+    if (c.sliding_window > 0 && end > c.sliding_window)
+      return unsupported("forward: position {} exceeds the sliding window {}; windowed attention is not "
+                         "implemented yet", end, c.sliding_window);
+  }
+  for (int64_t i = 0; i < static_cast<int64_t>(L.batch) * L.tokens; ++i)
+    if (req.ids[i] < 0 || req.ids[i] >= c.vocab_size)
+      return invalid_argument("forward: token id {} at position {} is outside the vocabulary [0, {})", req.ids[i],
+                              i, c.vocab_size);
+  return Status::ok();
+}
+
+}  // namespace
+
+Result<View> Model::forward(const ForwardRequest& req, KvCache& cache) {
+  const ModelConfig& c = config_;
+  RETURN_IF_ERROR(check_request(req, cache, c));
+  BatchLayout layout = req.layout;
+  std::vector<int32_t> past = cache.lengths;
+  layout.n_past = past.data();
+  const int64_t rows = static_cast<int64_t>(layout.batch) * layout.tokens;
+  const int64_t logits_rows = req.logits == LogitsMode::kAll ? rows : req.logits == LogitsMode::kLast ? layout.batch : 0;
+  Scratch& s = scratch(rows, logits_rows);
+  Backend& be = *backend_;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const AttentionParams ap{static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
+                           static_cast<int>(c.head_dim), 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+
+  be.embedding(s.x, req.ids, weights_.embed);
+  for (int l = 0; l < c.num_layers; ++l) {
+    const LayerWeights& w = weights_.layers[l];
+    emit(req, "layer_input", l, s.x);
+    be.rms_norm(s.h, s.x, w.attn_norm, eps);
+    emit(req, "attn_norm", l, s.h);
+    be.matmul(s.q, s.h, w.q);
+    be.matmul(s.k, s.h, w.k);
+    be.matmul(s.v, s.h, w.v);
+    be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
+    be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
+    emit(req, "q", l, s.q);
+    emit(req, "k", l, s.k);
+    emit(req, "v", l, s.v);
+    be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
+    be.attention(s.attn, s.q, cache.k[l], cache.v[l], ap, layout);
+    emit(req, "attn_output", l, s.attn);
+    be.matmul(s.proj, s.attn, w.o);
+    emit(req, "attn_out", l, s.proj);
+    be.add_rms_norm(s.h, s.x, s.proj, w.mlp_norm, eps);
+    emit(req, "ffn_norm", l, s.h);
+    be.matmul(s.gate, s.h, w.gate);
+    be.matmul(s.up, s.h, w.up);
+    be.swiglu(s.act, s.gate, s.up);
+    emit(req, "ffn_act", l, s.act);
+    be.matmul(s.proj, s.act, w.down);
+    emit(req, "ffn_out", l, s.proj);
+    be.add(s.x, s.proj);
+  }
+  for (int b = 0; b < layout.batch; ++b) cache.lengths[b] += layout.tokens;
+  if (req.logits == LogitsMode::kNone) return View{};
+
+  View normed = req.logits == LogitsMode::kLast ? View(s.last) : View(s.h);
+  View normed_input = s.x;
+  if (req.logits == LogitsMode::kLast && layout.tokens > 1) {
+    // Gather each sequence's last row; only those rows are normalised and projected.
+    for (int b = 0; b < layout.batch; ++b)
+      be.copy(normed.row_slice(b, 1), View(s.x).row_slice(static_cast<int64_t>(b) * layout.tokens + layout.tokens - 1, 1));
+    normed_input = normed;
+  }
+  be.rms_norm(normed, normed_input, weights_.final_norm, eps);
+  emit(req, "final_norm", -1, normed);
+  be.matmul(s.logits, normed, weights_.lm_head);
+  emit(req, "logits", -1, s.logits);
+  return s.logits.view();
+}
+
+}  // namespace compactor
