@@ -6,7 +6,7 @@ packages=(
   build-essential cmake pkg-config git
   libopenblas-dev liblapacke-dev
   nlohmann-json3-dev libyaml-cpp-dev libcli11-dev libfmt-dev
-  libsqlite3-dev libsentencepiece-dev libpcre2-dev libssl-dev
+  libsqlite3-dev libsentencepiece-dev libpcre2-dev libutf8proc-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
 )
 missing=()
