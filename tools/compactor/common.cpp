@@ -1,0 +1,89 @@
+#include "common.h"
+
+#include <cstdio>
+
+#include <cblas.h>
+#include <omp.h>
+
+#include "exp/recipe.h"
+#include "exp/run_store.h"
+
+namespace compactor::cli {
+
+void add_output_options(CLI::App* app, CommonOptions& o) {
+  app->add_flag("--json", o.json, "print the result as JSON on stdout");
+  app->add_flag("--quiet", o.quiet, "no progress on stderr");
+}
+
+void add_common_options(CLI::App* app, CommonOptions& o) {
+  add_output_options(app, o);
+  app->add_option("--device", o.device, "cpu or cuda")->capture_default_str();
+  app->add_option("--store", o.store, "SQLite run store the run record is appended to")->capture_default_str();
+  app->add_option("--record-dir", o.record_dir, "also write the run record as JSON into this directory");
+  app->add_flag("--no-record", o.no_record, "do not append a run record to the store");
+  app->add_option("--threads", o.threads, "CPU threads (default: all cores)");
+  install_recipe_option(*app);
+}
+
+void apply_threads(int threads) {
+  if (threads <= 0) return;
+  omp_set_num_threads(threads);
+  openblas_set_num_threads(threads);
+}
+
+Result<LoadedModel> load_model(const std::string& dir, const CommonOptions& o) {
+  apply_threads(o.threads);
+  LoadedModel lm;
+  ASSIGN_OR_RETURN(BackendKind kind, backend_kind_from_name(o.device));
+  ASSIGN_OR_RETURN(lm.backend, make_backend(kind));
+  ASSIGN_OR_RETURN(lm.model, Model::load(dir, *lm.backend));
+  ASSIGN_OR_RETURN(lm.tokenizer, load_tokenizer(dir));
+  if (lm.tokenizer->vocab_size() > lm.model->config().vocab_size)
+    return invalid_argument("{}: the tokenizer has {} tokens but config.json's vocab_size is {}", dir,
+                            lm.tokenizer->vocab_size(), lm.model->config().vocab_size);
+  return lm;
+}
+
+nlohmann::json options_json(const CLI::App& app) {
+  nlohmann::json j = nlohmann::json::object();
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->get_name() == "--help" || opt->get_name() == "--recipe" && opt->count() == 0) continue;
+    std::string key = opt->get_lnames().empty() ? opt->get_name() : opt->get_lnames().front();
+    if (opt->count() == 0 && opt->get_default_str().empty()) continue;
+    auto values = opt->results();
+    if (values.empty()) {
+      j[key] = opt->get_default_str();
+    } else if (values.size() == 1) {
+      j[key] = values.front();
+    } else {
+      j[key] = values;
+    }
+  }
+  return j;
+}
+
+Status save_record(RunRecord& record, const CommonOptions& o, const std::string& model_dir, const CLI::App& app) {
+  record.args = options_json(app);
+  record.model_path = model_dir;
+  if (!o.record_dir.empty()) {
+    std::filesystem::create_directories(o.record_dir);
+  }
+  if (o.no_record) {
+    if (!o.record_dir.empty()) {
+      if (!model_dir.empty()) { ASSIGN_OR_RETURN(record.model_hash, model_content_hash(model_dir)); }
+      RETURN_IF_ERROR(write_run_record(record, o.record_dir));
+    }
+    return Status::ok();
+  }
+  ASSIGN_OR_RETURN(RunStore store, RunStore::open(o.store));
+  if (!model_dir.empty()) { ASSIGN_OR_RETURN(record.model_hash, store.model_content_hash(model_dir)); }
+  if (!o.record_dir.empty()) RETURN_IF_ERROR(write_run_record(record, o.record_dir));
+  return store.append(record);
+}
+
+int fail(const Status& status) {
+  std::fprintf(stderr, "compactor: error: %s\n", status.message().c_str());
+  return 1;
+}
+
+}  // namespace compactor::cli
