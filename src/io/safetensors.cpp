@@ -189,6 +189,9 @@ SafetensorsFile::~SafetensorsFile() {
 
 Status SafetensorsFile::parse_header(std::string_view header) {
   const std::string file = path_.string();
+  // nlohmann stops at a NUL byte as if the input ended; the format allows none.
+  if (size_t nul = header.find('\0'); nul != std::string_view::npos)
+    return corrupt("'{}': the header has a NUL byte at offset {}; expected JSON text", file, 8 + nul);
   try {
     json j = json::parse(header.begin(), header.end(), nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return corrupt("'{}': the {}-byte header is not valid JSON", file, header.size());
