@@ -1,0 +1,23 @@
+// Fast CPU matmul with dense f32/f16/bf16 weights: y = x · wᵀ + bias.
+// Few rows (decode): a SIMD GEMV that reads f16/bf16 weights directly, OpenMP over output rows.
+// Many rows (prefill): blocks of weight rows converted to f32 in per-thread buffers and multiplied
+// with OpenBLAS sgemm (single-threaded inside the OpenMP region, so the two thread pools never
+// oversubscribe the cores). The spec is matmul_ref (ops_ref.h).
+// Test: build/tests/kernels/test_cpu_ops; speed: build/bench/bench_cpu_ops.
+#pragma once
+
+#include "backend/backend.h"
+
+namespace compactor {
+
+// Rows of x from which the sgemm path is taken (below: GEMV).
+constexpr int64_t kMatmulGemmMinRows = 8;
+
+// out: [T, N] f32 = x: [T, K] f32 · wᵀ (+ bias); w.weight: [N, K] f32/f16/bf16
+void matmul_cpu(View out, View x, const LinearWeight& w);
+
+// The two paths, exposed for tests and benchmarks (matmul_cpu picks by T).
+void matmul_gemv_cpu(View out, View x, const LinearWeight& w);
+void matmul_gemm_cpu(View out, View x, const LinearWeight& w);
+
+}  // namespace compactor
