@@ -5,6 +5,8 @@
 #include <cblas.h>
 
 #include <algorithm>
+#include <limits>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/cpu_simd.h"
@@ -15,8 +17,11 @@ namespace compactor {
 namespace {
 
 constexpr int kTileN = 4;             // weight rows per GEMV tile: each x load feeds 4 FMAs
-constexpr int kTileRows = 2;          // activation rows per GEMV tile: each weight load feeds 2 FMAs
+// Activation rows per GEMV tile: kTileN*kTileRows accumulators must fit the vector registers
+// (32 with AVX-512, 16 with AVX2).
+constexpr int kTileRows = simd::kLanes >= 16 ? 4 : 2;
 constexpr int64_t kGemmBlockN = 128;  // weight rows converted to f32 per sgemm call
+constexpr int64_t kGemmMinRowsSameWidth = 64;  // see matmul_gemm_min_rows()
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;  // multiply-adds below which threads cost more
 
 // Keeps OpenBLAS single-threaded while OpenMP threads each call sgemm on their own blocks.
@@ -67,10 +72,13 @@ void gemv_weight_tile(const void* w, int64_t n0, int nr, int64_t n_out, int64_t 
   for (int64_t r0 = 0; r0 < rows; r0 += kTileRows) {
     const int nrows = static_cast<int>(std::min<int64_t>(kTileRows, rows - r0));
     const float* xr = x + r0 * k;
-    if (nr == kTileN && nrows == 2) {
-      dot_tile<W, kTileN, 2>(w_tile, k, xr, k, sums);
-    } else if (nr == kTileN) {
-      dot_tile<W, kTileN, 1>(w_tile, k, xr, k, sums);
+    if (nr == kTileN) {
+      switch (nrows) {
+        case 4: dot_tile<W, kTileN, 4>(w_tile, k, xr, k, sums); break;
+        case 3: dot_tile<W, kTileN, 3>(w_tile, k, xr, k, sums); break;
+        case 2: dot_tile<W, kTileN, 2>(w_tile, k, xr, k, sums); break;
+        default: dot_tile<W, kTileN, 1>(w_tile, k, xr, k, sums); break;
+      }
     } else {
       for (int j = 0; j < nr; ++j)
         for (int r = 0; r < nrows; ++r)
@@ -182,8 +190,18 @@ void matmul_gemm_cpu(View out, View x, const LinearWeight& w) {
   gemm_for(w.format)(out, x, w, bias.empty() ? nullptr : bias.data());
 }
 
+int64_t matmul_gemm_min_rows() {
+  static const int64_t rows = [] {
+    if (simd::kLanes < 16) return kGemmMinRowsSameWidth;
+    const std::string_view core = openblas_get_corename();
+    const bool avx512_blas = core == "SkylakeX" || core == "Cooperlake" || core == "SapphireRapids";
+    return avx512_blas ? kGemmMinRowsSameWidth : std::numeric_limits<int64_t>::max();
+  }();
+  return rows;
+}
+
 void matmul_cpu(View out, View x, const LinearWeight& w) {
-  if (x.rows() >= kMatmulGemmMinRows) {
+  if (x.rows() >= matmul_gemm_min_rows()) {
     matmul_gemm_cpu(out, x, w);
   } else {
     matmul_gemv_cpu(out, x, w);

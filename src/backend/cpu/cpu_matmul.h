@@ -10,8 +10,11 @@
 
 namespace compactor {
 
-// Rows of x from which the sgemm path is taken (below: GEMV).
-constexpr int64_t kMatmulGemmMinRows = 8;
+// Rows of x from which matmul_cpu takes the sgemm path (below: GEMV). Measured on a Zen 5 with
+// bench_cpu_ops: sgemm wins from T ≈ 64 when OpenBLAS's kernels are as wide as the GEMV's, and
+// never when OpenBLAS runs AVX2 kernels on an AVX-512 build (OpenBLAS 0.3.21 picks its Haswell
+// kernels on AMD Zen 4/5 unless OPENBLAS_CORETYPE=SkylakeX is set), so the answer depends on both.
+int64_t matmul_gemm_min_rows();
 
 // out: [T, N] f32 = x: [T, K] f32 · wᵀ (+ bias); w.weight: [N, K] f32/f16/bf16
 void matmul_cpu(View out, View x, const LinearWeight& w);
