@@ -325,6 +325,9 @@ TEST(CpuOps, MemoryOps) {
   be.copy_from_host(in.data(), t);
   be.copy_to_host(t, out.data());
   EXPECT_EQ(in, out);
+  Tensor u = be.alloc(Shape{3, 5}, DType::kBF16);
+  be.copy(u, t);
+  EXPECT_EQ(std::memcmp(u.data(), t.data(), t.bytes()), 0);
 }
 
 TEST(CpuOpsDeathTest, ShapeMismatchNamesTheShapes) {

@@ -75,6 +75,12 @@ void CpuBackend::copy_from_host(const void* src, View dst) {
   std::memcpy(dst.data, src, dst.bytes());
 }
 
+void CpuBackend::copy(View dst, View src) {
+  COMPACTOR_ASSERT(dst.shape == src.shape && dst.dtype == src.dtype, "copy (cpu): {} {} -> {} {}", src.shape.str(),
+                   dtype_name(src.dtype), dst.shape.str(), dtype_name(dst.dtype));
+  std::memcpy(dst.data, src.data, src.bytes());
+}
+
 void CpuBackend::embedding(View out, const int32_t* ids, View table) {
   check_embedding(out, table);
   check_f32("embedding", "out", out);

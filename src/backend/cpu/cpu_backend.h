@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   void copy_to_host(View src, void* dst) override;
   void copy_from_host(const void* src, View dst) override;
   void synchronize() override {}
+  void copy(View dst, View src) override;
 
   void embedding(View out, const int32_t* ids, View table) override;
   void rms_norm(View out, View x, View weight, float eps) override;
