@@ -1,0 +1,32 @@
+// Elementwise residual add: a grid-stride loop over all elements.
+// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
+#include "backend/cuda/add.cuh"
+#include "backend/cuda/device_utils.cuh"
+
+namespace compactor {
+
+template <typename T>
+__global__ void add_kernel(T* x,            // [n]
+                           const T* delta,  // [n]
+                           int64_t n) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    x[i] = from_f32<T>(to_f32(x[i]) + to_f32(delta[i]));
+}
+
+Status add_cuda(View x, View delta, cudaStream_t stream) {
+  RETURN_IF_ERROR(expect_act("add", "x", x));
+  RETURN_IF_ERROR(expect_cuda("add", "delta", delta));
+  RETURN_IF_ERROR(expect_same("add", "delta", delta, x));
+  const int64_t n = x.numel();
+  if (n == 0) return Status::ok();
+  constexpr int kThreads = 256;
+  return dispatch_act(x.dtype, "add", [&](auto tag) {
+    using T = decltype(tag);
+    add_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x.as<T>(), delta.as<T>(), n);
+    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::ok();
+  });
+}
+
+}  // namespace compactor

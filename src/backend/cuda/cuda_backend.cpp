@@ -1,0 +1,247 @@
+// CudaBackend: device set-up (stream, cuBLAS, allocator hooks), memory ops, host-argument uploads
+// and the op methods, each a thin call of its launcher (backend/cuda/<op>.cuh).
+// Test: build-cuda/tests/cuda/test_cuda_ops (on a GPU machine; skipped without one).
+#include "backend/cuda/cuda_backend.h"
+
+#include <cstring>
+
+#include "backend/cuda/add.cuh"
+#include "backend/cuda/add_rms_norm.cuh"
+#include "backend/cuda/attention.cuh"
+#include "backend/cuda/common.cuh"
+#include "backend/cuda/cross_entropy.cuh"
+#include "backend/cuda/embedding.cuh"
+#include "backend/cuda/kv_store.cuh"
+#include "backend/cuda/matmul.cuh"
+#include "backend/cuda/rms_norm.cuh"
+#include "backend/cuda/rope.cuh"
+#include "backend/cuda/swiglu.cuh"
+
+namespace compactor {
+
+namespace {
+
+constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+
+// Allocator hooks for Tensor (core cannot depend on CUDA). A failed cudaMalloc returns nullptr,
+// which Tensor turns into std::bad_alloc; the sticky-free error is cleared first.
+void* cuda_alloc(size_t bytes) {
+  void* p = nullptr;
+  if (cudaMalloc(&p, bytes) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return nullptr;
+  }
+  return p;
+}
+
+void cuda_free(void* p) {
+  const cudaError_t err = cudaFree(p);
+  // At process exit the runtime may already be torn down; the memory is gone with it.
+  if (err != cudaSuccess && err != cudaErrorCudartUnloading) CUDA_CHECK(err);
+}
+
+// cudaMemset runs on the legacy default stream, which the backend's (blocking) stream waits for.
+void cuda_memset_zero(void* p, size_t bytes) { CUDA_CHECK(cudaMemset(p, 0, bytes)); }
+
+void check(const Status& st) { COMPACTOR_ASSERT(st.is_ok(), "CUDA backend: {}", st.message()); }
+
+void check_host_ids(const char* op, const char* what, const int32_t* ids, int64_t n, int64_t limit) {
+  COMPACTOR_ASSERT(n == 0 || ids != nullptr, "{}: {} is null", op, what);
+  for (int64_t i = 0; i < n; ++i)
+    COMPACTOR_ASSERT(ids[i] >= 0 && ids[i] < limit, "{}: {}[{}] = {} is outside [0, {})", op, what, i, ids[i], limit);
+}
+
+Status no_gpu_error(const std::string& why) {
+  return unsupported("--device cuda: no usable CUDA GPU ({}); use --device cpu", why);
+}
+
+}  // namespace
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ != nullptr) cuda_free(data_);
+}
+
+void* DeviceBuffer::reserve(size_t bytes) {
+  if (bytes <= bytes_ && data_ != nullptr) return data_;
+  if (data_ != nullptr) {
+    CUDA_CHECK(cudaDeviceSynchronize());  // no queued kernel may still read the old buffer
+    CUDA_CHECK(cudaFree(data_));
+  }
+  data_ = nullptr;
+  bytes_ = 0;
+  CUDA_CHECK(cudaMalloc(&data_, bytes == 0 ? 16 : bytes));
+  bytes_ = bytes;
+  return data_;
+}
+
+struct CudaBackend::Batch {
+  std::vector<int32_t> past;  // [B] host copy (zeros when the layout has none)
+  DeviceBatch dev;
+};
+
+Result<std::unique_ptr<CudaBackend>> CudaBackend::create(const CudaBackendOptions& options) {
+  if (options.activation_dtype != DType::kBF16 && options.activation_dtype != DType::kF16)
+    return invalid_argument("CUDA backend: activation dtype {} is not bf16 or f16", dtype_name(options.activation_dtype));
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return no_gpu_error(cudaGetErrorString(err));
+  }
+  if (count == 0) return no_gpu_error("the CUDA runtime reports 0 devices");
+  if (options.device < 0 || options.device >= count)
+    return invalid_argument("CUDA backend: device {} does not exist ({} visible)", options.device, count);
+  std::unique_ptr<CudaBackend> be(new CudaBackend(options));
+  RETURN_IF_ERROR(be->init());
+  return be;
+}
+
+Status CudaBackend::init() {
+  CUDA_RETURN_IF_ERROR(cudaSetDevice(options_.device));
+  cudaDeviceProp prop{};
+  CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
+  sm_count_ = prop.multiProcessorCount;
+  name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} activations)", options_.device, prop.name, prop.major, prop.minor,
+                      dtype_name(options_.activation_dtype));
+  set_device_allocator(Device::kCuda, DeviceAllocator{cuda_alloc, cuda_free, cuda_memset_zero});
+  CUDA_RETURN_IF_ERROR(cudaStreamCreate(&stream_));  // blocking: ordered after legacy-stream memsets
+  CUBLAS_RETURN_IF_ERROR(cublasCreate(&cublas_));
+  CUBLAS_RETURN_IF_ERROR(cublasSetStream(cublas_, stream_));
+  CUBLAS_RETURN_IF_ERROR(cublasSetWorkspace(cublas_, cublas_workspace_.reserve(kCublasWorkspaceBytes),
+                                            kCublasWorkspaceBytes));
+  return Status::ok();
+}
+
+CudaBackend::~CudaBackend() {
+  if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
+  if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
+}
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(const CudaBackendOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, CudaBackend::create(options));
+  return std::unique_ptr<Backend>(std::move(be));
+}
+
+// ---- memory ----
+
+Tensor CudaBackend::alloc(Shape shape, DType dtype) { return Tensor::empty(shape, dtype, Device::kCuda); }
+
+void CudaBackend::copy_to_host(View src, void* dst) {
+  if (src.bytes() == 0) return;
+  if (src.device == Device::kCpu) {
+    std::memcpy(dst, src.data, src.bytes());
+    return;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(dst, src.data, src.bytes(), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// Pageable sources are staged by the driver before cudaMemcpyAsync returns, so `src` may be
+// reused immediately.
+void CudaBackend::copy_from_host(const void* src, View dst) {
+  if (dst.bytes() == 0) return;
+  if (dst.device == Device::kCpu) {
+    std::memcpy(dst.data, src, dst.bytes());
+    return;
+  }
+  CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+}
+
+void CudaBackend::copy(View dst, View src) {
+  COMPACTOR_ASSERT(dst.shape == src.shape && dst.dtype == src.dtype, "copy (cuda): {} {} -> {} {}", src.shape.str(),
+                   dtype_name(src.dtype), dst.shape.str(), dtype_name(dst.dtype));
+  if (src.bytes() == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDefault, stream_));
+}
+
+void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+// ---- host argument uploads (stream-ordered: a later upload waits for earlier kernels) ----
+
+const int32_t* CudaBackend::upload_i32(DeviceBuffer& buf, const int32_t* host, int64_t n) {
+  void* dev = buf.reserve(static_cast<size_t>(n) * sizeof(int32_t));
+  if (n > 0) CUDA_CHECK(cudaMemcpyAsync(dev, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  return static_cast<const int32_t*>(dev);
+}
+
+CudaBackend::Batch CudaBackend::upload_batch(const BatchLayout& layout) {
+  COMPACTOR_ASSERT(layout.batch >= 1 && layout.tokens >= 0, "CUDA backend: bad batch layout B={} T={}", layout.batch,
+                   layout.tokens);
+  Batch b;
+  b.past.resize(layout.batch);
+  for (int i = 0; i < layout.batch; ++i) b.past[i] = layout.past(i);
+  // The offsets rarely change between the ops of one forward; upload only when they do.
+  if (b.past != past_uploaded_ || past_.data() == nullptr) {
+    upload_i32(past_, b.past.data(), layout.batch);
+    past_uploaded_ = b.past;
+  }
+  b.dev = DeviceBatch{layout.batch, layout.tokens, b.past.data(), static_cast<const int32_t*>(past_.data())};
+  return b;
+}
+
+const float* CudaBackend::upload_inv_freq(const float* inv_freq, int head_dim) {
+  COMPACTOR_ASSERT(inv_freq != nullptr && head_dim >= 2, "rope: inv_freq is null or head_dim {} < 2", head_dim);
+  const size_t n = static_cast<size_t>(head_dim / 2);
+  if (inv_freq_uploaded_.size() != n || std::memcmp(inv_freq_uploaded_.data(), inv_freq, n * sizeof(float)) != 0) {
+    void* dev = inv_freq_.reserve(n * sizeof(float));
+    CUDA_CHECK(cudaMemcpyAsync(dev, inv_freq, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    inv_freq_uploaded_.assign(inv_freq, inv_freq + n);
+  }
+  return static_cast<const float*>(inv_freq_.data());
+}
+
+// ---- ops ----
+
+void CudaBackend::embedding(View out, const int32_t* ids, View table) {
+  check_host_ids("embedding", "ids", ids, out.rows(), table.rows());
+  check(embedding_cuda(out, upload_i32(ids_, ids, out.rows()), table, stream_));
+}
+
+void CudaBackend::rms_norm(View out, View x, View weight, float eps) {
+  check(rms_norm_cuda(out, x, weight, eps, stream_));
+}
+
+void CudaBackend::add_rms_norm(View out, View residual, View delta, View weight, float eps) {
+  check(add_rms_norm_cuda(out, residual, delta, weight, eps, stream_));
+}
+
+void CudaBackend::add(View x, View delta) { check(add_cuda(x, delta, stream_)); }
+
+void CudaBackend::matmul(View out, View x, const LinearWeight& w) {
+  check(matmul_cuda(out, x, w, cublas_, stream_));
+}
+
+void CudaBackend::rope(View x, int n_heads, int head_dim, const float* inv_freq, const BatchLayout& layout) {
+  const float* freq = upload_inv_freq(inv_freq, head_dim);
+  const Batch batch = upload_batch(layout);
+  check(rope_cuda(x, n_heads, head_dim, freq, batch.dev, stream_));
+}
+
+void CudaBackend::kv_store(View k_cache, View v_cache, View k, View v, const BatchLayout& layout) {
+  const Batch batch = upload_batch(layout);
+  check(kv_store_cuda(k_cache, v_cache, k, v, batch.dev, stream_));
+}
+
+void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
+                            const BatchLayout& layout) {
+  const Batch batch = upload_batch(layout);
+  const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
+  float* ws = nullptr;
+  if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
+  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, stream_));
+}
+
+void CudaBackend::swiglu(View out, View gate, View up) { check(swiglu_cuda(out, gate, up, stream_)); }
+
+void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets) {
+  const int64_t rows = logits.rows();
+  check_host_ids("cross_entropy", "targets", targets, rows, logits.cols());
+  float* dev = static_cast<float*>(nll_.reserve(static_cast<size_t>(rows) * sizeof(float)));
+  check(cross_entropy_cuda(dev, logits, upload_i32(targets_, targets, rows), stream_));
+  if (rows == 0) return;
+  CUDA_CHECK(cudaMemcpyAsync(nll, dev, rows * sizeof(float), cudaMemcpyDeviceToHost, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+}  // namespace compactor

@@ -1,0 +1,16 @@
+// Dense linear layer on the GPU through cuBLAS: out = x · wᵀ (+ bias), fp32 accumulation.
+// Weights must already be in the activation dtype: the model converts f32 checkpoints (e.g.
+// stories260K) at upload, so a mismatch here is reported as unsupported instead of converted.
+// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
+#pragma once
+
+#include "backend/backend.h"
+#include "backend/cuda/common.cuh"
+
+namespace compactor {
+
+// out: [T, N] act; x: [T, K] act; w.weight: [N, K] dense, same dtype as x; w.bias: [N] f32|f16|bf16
+// or absent. `handle` must be bound to `stream` (cublasSetStream) by the caller.
+Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream);
+
+}  // namespace compactor

@@ -1,0 +1,389 @@
+// CUDA backend ops against the scalar CPU references (backend/cpu/ops_ref.h), for bf16 and f16
+// activations. Inputs are random (fixed seeds) and rounded to the activation dtype first, so the
+// reference sees exactly the bits the GPU sees; shapes include odd sizes, GQA ratios 1/2/3/4,
+// head dims 8..256, batches with different n_past, decode (T = 1) and prefill, and attention with
+// the key split forced on. Outputs are poisoned with NaN before each op and every element must
+// be written. Without a GPU the op tests skip (GTEST_SKIP) and only the no-GPU error is checked.
+// Run (GPU machine): build-cuda/tests/test_cuda_ops   or   ctest -L gpu
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/ops_ref.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/matmul.cuh"
+
+namespace compactor {
+namespace {
+
+// Tolerances on ‖gpu − ref‖ / ‖ref‖. Each op rounds its f32 result to the activation dtype once
+// (bf16: 8 significant bits, rms error ~1e-3; f16: 11 bits, ~1.5e-4); the references run in
+// double on the same rounded inputs, so the bounds leave ~5x headroom over one rounding.
+double act_tol(DType d) { return d == DType::kBF16 ? 1e-2 : 2e-3; }
+constexpr double kNllTol = 1e-4;  // f32 log-sum-exp vs double, outputs stay f32
+
+bool gpu_present(std::string* why) {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    *why = cudaGetErrorString(err);
+    return false;
+  }
+  *why = "0 devices";
+  return count > 0;
+}
+
+std::vector<float> random_values(int64_t n, uint32_t seed, float scale) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.f, scale);
+  std::vector<float> v(n);
+  for (float& x : v) x = dist(rng);
+  return v;
+}
+
+// A host tensor of `dtype` holding N(0, scale²) values rounded to that dtype.
+Tensor random_host(Shape shape, DType dtype, uint32_t seed, float scale = 1.f) {
+  const std::vector<float> v = random_values(shape.numel(), seed, scale);
+  Tensor t = Tensor::empty(shape, dtype);
+  convert_from_f32(v.data(), t.numel(), dtype, t.data());
+  return t;
+}
+
+std::vector<float> values_of(View host) {
+  std::vector<float> out(host.numel());
+  convert_to_f32(host.data, host.dtype, host.numel(), out.data());
+  return out;
+}
+
+double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
+  double diff = 0, norm = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
+    norm += double(want[i]) * want[i];
+  }
+  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
+}
+
+int64_t count_non_finite(const std::vector<float>& v) {
+  int64_t n = 0;
+  for (float x : v) n += std::isfinite(x) ? 0 : 1;
+  return n;
+}
+
+struct AttentionCase {
+  int batch, tokens, heads, kv_heads, head_dim;
+  std::vector<int32_t> past;
+  float q_scale;  // larger scores stress the online-softmax rescaling
+};
+
+class CudaOps : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override { make_backend_with({}); }
+
+  void make_backend_with(CudaBackendOptions options) {
+    std::string why;
+    if (!gpu_present(&why)) GTEST_SKIP() << "no CUDA GPU on this machine (" << why << "): GPU op tests skipped";
+    options.activation_dtype = GetParam();
+    be_.reset();
+    auto created = CudaBackend::create(options);
+    ASSERT_TRUE(created.is_ok()) << created.status().message();
+    be_ = std::move(created).value();
+  }
+
+  DType act() const { return GetParam(); }
+  double tol() const { return act_tol(GetParam()); }
+
+  Tensor upload(const Tensor& host) {
+    Tensor dev = be_->alloc(host.shape(), host.dtype());
+    be_->copy_from_host(host.data(), dev);
+    return dev;
+  }
+  Tensor download(View dev) {
+    Tensor host = Tensor::empty(dev.shape, dev.dtype);
+    be_->copy_to_host(dev, host.data());
+    return host;
+  }
+  // All-ones bits: NaN in f32, f16 and bf16.
+  void poison(View dev) { ASSERT_EQ(cudaMemsetAsync(dev.data, 0xFF, dev.bytes(), be_->stream()), cudaSuccess); }
+  Tensor poisoned(Shape shape, DType dtype) {
+    Tensor t = be_->alloc(shape, dtype);
+    poison(t);
+    return t;
+  }
+
+  // Every element written (finite) and close to the reference.
+  void expect_close(View dev, View ref_host, double tolerance, const std::string& what) {
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess) << what;
+    const std::vector<float> got = values_of(download(dev)), want = values_of(ref_host);
+    ASSERT_EQ(got.size(), want.size()) << what;
+    ASSERT_EQ(count_non_finite(want), 0) << what << ": reference is not finite";
+    EXPECT_EQ(count_non_finite(got), 0) << what << ": elements left unwritten (NaN poison) or not finite";
+    const double err = rel_error(got, want);
+    EXPECT_LE(err, tolerance) << what << " (" << dtype_name(act()) << ")";
+    std::printf("  %-48s rel err %.3e (tol %.0e)\n", what.c_str(), err, tolerance);
+  }
+
+  // Fills the caches with random rows 0 .. past(b)+T-1 and NaN beyond (never to be read), runs
+  // the reference and the GPU op, and compares.
+  // Fills the caches with random rows 0 .. past(b)+T-1 and NaN beyond (never to be read), runs
+  // the reference and the GPU op, and compares.
+  void run_attention_case(const AttentionCase& c, uint32_t seed, const std::string& tag) {
+    const DType act = GetParam();
+    const int64_t rows = int64_t{c.batch} * c.tokens, qcols = int64_t{c.heads} * c.head_dim;
+    const int64_t kvcols = int64_t{c.kv_heads} * c.head_dim;
+    int s_max = 0;
+    for (int b = 0; b < c.batch; ++b) s_max = std::max(s_max, c.past[b] + c.tokens);
+    s_max += 3;
+    Tensor q = random_host(Shape{rows, qcols}, act, seed, c.q_scale);
+    Tensor kc = random_host(Shape{c.batch, s_max, kvcols}, act, seed + 1);
+    Tensor vc = random_host(Shape{c.batch, s_max, kvcols}, act, seed + 2);
+    for (int b = 0; b < c.batch; ++b) {
+      const int64_t first = (int64_t{b} * s_max + c.past[b] + c.tokens) * kvcols * 2;
+      const int64_t count = (s_max - c.past[b] - c.tokens) * kvcols * 2;
+      std::memset(static_cast<char*>(kc.data()) + first, 0xFF, count);
+      std::memset(static_cast<char*>(vc.data()) + first, 0xFF, count);
+    }
+    const AttentionParams p{c.heads, c.kv_heads, c.head_dim, 1.f / std::sqrt(float(c.head_dim))};
+    BatchLayout layout{c.batch, c.tokens, c.past.data()};
+    Tensor ref = Tensor::empty(Shape{rows, qcols}, DType::kF32);
+    attention_ref(ref, q, kc, vc, p, layout);
+
+    Tensor out = poisoned(Shape{rows, qcols}, act);
+    be_->attention(out, upload(q), upload(kc), upload(vc), p, layout);
+    std::string past_str;
+    for (int32_t x : c.past) past_str += std::to_string(x) + ",";
+    expect_close(out, ref, tol(),
+                 fmt::format("attention {} B={} T={} H={}/{} Dh={} past={}", tag, c.batch, c.tokens, c.heads,
+                             c.kv_heads, c.head_dim, past_str));
+  }
+
+  std::unique_ptr<CudaBackend> be_;
+};
+
+TEST(CudaBackendCreate, ReportsMissingGpuAsError) {
+  std::string why;
+  auto be = make_cuda_backend();
+  if (gpu_present(&why)) {
+    EXPECT_TRUE(be.is_ok()) << be.status().message();
+  } else {
+    ASSERT_FALSE(be.is_ok());
+    EXPECT_NE(be.status().message().find("no usable CUDA GPU"), std::string::npos) << be.status().message();
+  }
+}
+
+TEST(CudaBackendCreate, RejectsF32Activations) {
+  CudaBackendOptions o;
+  o.activation_dtype = DType::kF32;
+  EXPECT_FALSE(CudaBackend::create(o).is_ok());
+}
+
+TEST_P(CudaOps, Embedding) {
+  for (DType table_dtype : {DType::kF32, act()}) {
+    for (int64_t dim : {384, 172}) {
+      const int64_t vocab = 301, tokens = 9;
+      Tensor table = random_host(Shape{vocab, dim}, table_dtype, 11);
+      std::vector<int32_t> ids = {0, 300, 5, 5, 17, 299, 1, 150, 42};
+      Tensor ref = Tensor::empty(Shape{tokens, dim}, act());  // same rounding as the GPU: exact
+      embedding_ref(ref, ids.data(), table);
+      Tensor out = poisoned(Shape{tokens, dim}, act());
+      be_->embedding(out, ids.data(), upload(table));
+      expect_close(out, ref, 0.0, fmt::format("embedding D={} table {}", dim, dtype_name(table_dtype)));
+    }
+  }
+}
+
+TEST_P(CudaOps, RmsNorm) {
+  for (int64_t dim : {64, 172, 4096}) {
+    for (DType wdt : {DType::kF32, act()}) {
+      Tensor x = random_host(Shape{5, dim}, act(), 21, 2.f);
+      Tensor w = random_host(Shape{dim}, wdt, 22);
+      Tensor ref = Tensor::empty(Shape{5, dim}, DType::kF32);
+      rms_norm_ref(ref, x, w, 1e-5f);
+      Tensor out = poisoned(Shape{5, dim}, act());
+      be_->rms_norm(out, upload(x), upload(w), 1e-5f);
+      expect_close(out, ref, tol(), fmt::format("rms_norm D={} weight {}", dim, dtype_name(wdt)));
+    }
+  }
+}
+
+TEST_P(CudaOps, AddRmsNorm) {
+  for (int64_t dim : {64, 384, 4096}) {
+    Tensor residual = random_host(Shape{3, dim}, act(), 31);
+    Tensor delta = random_host(Shape{3, dim}, act(), 32, 0.5f);
+    Tensor w = random_host(Shape{dim}, DType::kF32, 33);
+    Tensor res_dev = upload(residual), delta_dev = upload(delta);
+    Tensor ref = Tensor::empty(Shape{3, dim}, DType::kF32);
+    add_rms_norm_ref(ref, residual, delta, w, 1e-6f);  // residual (host, act dtype) updated in place
+    Tensor out = poisoned(Shape{3, dim}, act());
+    be_->add_rms_norm(out, res_dev, delta_dev, upload(w), 1e-6f);
+    expect_close(out, ref, tol(), fmt::format("add_rms_norm out D={}", dim));
+    // Same f32 sum, same round-to-nearest-even: the stored residual matches bit for bit.
+    expect_close(res_dev, residual, 0.0, fmt::format("add_rms_norm residual D={}", dim));
+  }
+}
+
+TEST_P(CudaOps, Add) {
+  Tensor x = random_host(Shape{3, 389}, act(), 41);
+  Tensor delta = random_host(Shape{3, 389}, act(), 42);
+  Tensor x_dev = upload(x);
+  add_ref(x, delta);
+  be_->add(x_dev, upload(delta));
+  expect_close(x_dev, x, 0.0, "add (bitwise: one f32 add, one rounding)");
+}
+
+TEST_P(CudaOps, Swiglu) {
+  for (int64_t f : {172, 1024}) {
+    Tensor gate = random_host(Shape{3, f}, act(), 51, 3.f);
+    Tensor up = random_host(Shape{3, f}, act(), 52);
+    Tensor ref = Tensor::empty(Shape{3, f}, DType::kF32);
+    swiglu_ref(ref, gate, up);
+    Tensor out = poisoned(Shape{3, f}, act());
+    be_->swiglu(out, upload(gate), upload(up));
+    expect_close(out, ref, tol(), fmt::format("swiglu F={}", f));
+  }
+}
+
+TEST_P(CudaOps, Matmul) {
+  struct Case { int64_t t, k, n; bool bias; DType bias_dtype; };
+  const Case cases[] = {{1, 64, 96, false, DType::kF32},   {3, 200, 173, true, DType::kF32},
+                        {64, 384, 256, true, act()},       {17, 1024, 4, false, DType::kF32},
+                        {1, 4096, 1000, true, DType::kF32}};
+  uint32_t seed = 60;
+  for (const Case& c : cases) {
+    Tensor x = random_host(Shape{c.t, c.k}, act(), ++seed);
+    Tensor w = random_host(Shape{c.n, c.k}, act(), ++seed, 1.f / std::sqrt(float(c.k)));
+    Tensor bias = random_host(Shape{c.n}, c.bias_dtype, ++seed);
+    Format fmt;
+    ASSERT_TRUE(format_from_dtype(act(), &fmt));
+    LinearWeight host_w{fmt, c.n, c.k, w, c.bias ? View(bias) : View{}};
+    Tensor w_dev = upload(w), bias_dev = upload(bias);
+    LinearWeight dev_w{fmt, c.n, c.k, w_dev, c.bias ? View(bias_dev) : View{}};
+    Tensor ref = Tensor::empty(Shape{c.t, c.n}, DType::kF32);
+    matmul_ref(ref, x, host_w);
+    Tensor out = poisoned(Shape{c.t, c.n}, act());
+    be_->matmul(out, upload(x), dev_w);
+    expect_close(out, ref, tol(), fmt::format("matmul T={} K={} N={} bias={}", c.t, c.k, c.n, c.bias));
+  }
+}
+
+// Weights in another dtype than the activations are a caller error reported by the launcher
+// (the model converts them at upload), not a crash inside cuBLAS.
+TEST_P(CudaOps, MatmulRejectsMismatchedWeightDtype) {
+  Tensor x = upload(random_host(Shape{2, 8}, act(), 70));
+  Tensor w = upload(random_host(Shape{4, 8}, DType::kF32, 71));
+  Tensor out = be_->alloc(Shape{2, 4}, act());
+  LinearWeight lw{Format::kF32, 4, 8, w, View{}};
+  const Status st = matmul_cuda(out, x, lw, nullptr, be_->stream());
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.message();
+}
+
+std::vector<float> inv_freq_for(int head_dim, double theta) {
+  std::vector<float> f(head_dim / 2);
+  for (int i = 0; i < head_dim / 2; ++i) f[i] = static_cast<float>(std::pow(theta, -2.0 * i / head_dim));
+  return f;
+}
+
+TEST_P(CudaOps, Rope) {
+  struct Case { int batch, tokens, heads, head_dim; std::vector<int32_t> past; };
+  const Case cases[] = {{3, 4, 4, 64, {0, 7, 1000}}, {2, 13, 8, 8, {3, 0}}, {1, 1, 6, 128, {4095}}};
+  uint32_t seed = 80;
+  for (const Case& c : cases) {
+    const int64_t rows = int64_t{c.batch} * c.tokens, cols = int64_t{c.heads} * c.head_dim;
+    Tensor x = random_host(Shape{rows, cols}, act(), ++seed);
+    Tensor x_dev = upload(x);
+    const std::vector<float> inv_freq = inv_freq_for(c.head_dim, 10000.0);
+    BatchLayout layout{c.batch, c.tokens, c.past.data()};
+    Tensor ref = Tensor::empty(Shape{rows, cols}, DType::kF32);
+    convert_to_f32(x.data(), x.dtype(), x.numel(), ref.as<float>());
+    rope_ref(ref, c.heads, c.head_dim, inv_freq.data(), layout);
+    be_->rope(x_dev, c.heads, c.head_dim, inv_freq.data(), layout);
+    expect_close(x_dev, ref, tol(), fmt::format("rope B={} T={} H={} Dh={}", c.batch, c.tokens, c.heads, c.head_dim));
+  }
+}
+
+TEST_P(CudaOps, KvStore) {
+  // Widths (elements) chosen for each copy path: 16-byte words, 4-byte words, single bytes.
+  for (int64_t width : {128, 32, 18, 5}) {
+    const int batch = 3, tokens = 4, s_max = 16;
+    std::vector<int32_t> past = {0, 5, 12};
+    BatchLayout layout{batch, tokens, past.data()};
+    Tensor k = random_host(Shape{batch * tokens, width}, act(), 90);
+    Tensor v = random_host(Shape{batch * tokens, width}, act(), 91);
+    Tensor kc = poisoned(Shape{batch, s_max, width}, act()), vc = poisoned(Shape{batch, s_max, width}, act());
+    be_->kv_store(kc, vc, upload(k), upload(v), layout);
+    Tensor kc_host = download(kc), vc_host = download(vc);
+    // Reference: poisoned host caches with the same rows written.
+    Tensor kr = Tensor::empty(kc.shape(), act()), vr = Tensor::empty(vc.shape(), act());
+    std::memset(kr.data(), 0xFF, kr.bytes());
+    std::memset(vr.data(), 0xFF, vr.bytes());
+    kv_store_ref(kr, vr, k, v, layout);
+    EXPECT_EQ(std::memcmp(kc_host.data(), kr.data(), kr.bytes()), 0) << "k cache, width " << width;
+    EXPECT_EQ(std::memcmp(vc_host.data(), vr.data(), vr.bytes()), 0) << "v cache, width " << width;
+  }
+}
+
+const std::vector<AttentionCase>& attention_cases() {
+  static const std::vector<AttentionCase> cases = {
+      {1, 37, 4, 4, 64, {0}, 1.f},                 // prefill, MHA (fixture-llama-bpe shape)
+      {3, 5, 6, 2, 64, {0, 17, 40}, 1.f},          // GQA 3, batched continuation
+      {3, 1, 8, 2, 128, {0, 100, 300}, 1.f},       // decode, GQA 4
+      {2, 1, 32, 8, 128, {700, 1}, 2.f},           // decode, Llama-3 head layout
+      {2, 13, 8, 4, 8, {3, 0}, 3.f},               // stories260K head dim
+      {1, 20, 4, 1, 96, {5}, 1.f},                 // MQA, Dh not a power of two
+      {2, 9, 2, 1, 256, {0, 33}, 1.f},             // largest head dim
+      {2, 6, 4, 2, 36, {2, 50}, 1.f},              // Dh % 8 != 0: scalar K/V loads
+      {1, 130, 4, 2, 64, {70}, 4.f},               // several key tiles, peaked softmax
+  };
+  return cases;
+}
+
+TEST_P(CudaOps, Attention) {
+  uint32_t seed = 100;
+  for (const AttentionCase& c : attention_cases()) run_attention_case(c, seed += 7, "auto");
+}
+
+// The flash-decoding path (partials + combine), forced on for every shape, prefill included
+// (some splits then see no visible keys and must contribute nothing).
+TEST_P(CudaOps, AttentionForcedSplits) {
+  for (int splits : {2, 5}) {
+    CudaBackendOptions o;
+    o.attention_splits = splits;
+    make_backend_with(o);
+    uint32_t seed = 300;
+    for (const AttentionCase& c : attention_cases())
+      run_attention_case(c, seed += 7, fmt::format("splits={}", splits));
+  }
+}
+
+TEST_P(CudaOps, CrossEntropy) {
+  for (int64_t vocab : {1000, 32000}) {
+    const int64_t tokens = 5;
+    Tensor logits = random_host(Shape{tokens, vocab}, act(), 120, 3.f);
+    std::vector<int32_t> targets = {0, static_cast<int32_t>(vocab - 1), 7, 7, static_cast<int32_t>(vocab / 2)};
+    Tensor ref = Tensor::empty(Shape{tokens}, DType::kF32);
+    cross_entropy_ref(ref.as<float>(), logits, targets.data());
+    std::vector<float> nll(tokens, NAN);
+    be_->cross_entropy(nll.data(), upload(logits), targets.data());
+    Tensor got = Tensor::empty(Shape{tokens}, DType::kF32);
+    std::memcpy(got.data(), nll.data(), tokens * sizeof(float));
+    EXPECT_EQ(count_non_finite(nll), 0);
+    const double err = rel_error(values_of(got), values_of(ref));
+    EXPECT_LE(err, kNllTol) << "cross_entropy V=" << vocab;
+    std::printf("  %-48s rel err %.3e (tol %.0e)\n", fmt::format("cross_entropy V={}", vocab).c_str(), err, kNllTol);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Act, CudaOps, ::testing::Values(DType::kBF16, DType::kF16),
+                         [](const ::testing::TestParamInfo<DType>& info) {
+                           return std::string(dtype_name(info.param));
+                         });
+
+}  // namespace
+}  // namespace compactor
