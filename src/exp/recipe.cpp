@@ -228,9 +228,17 @@ std::string YamlRecipeConfig::to_config(const App* app, bool default_also, bool 
 }
 
 void install_recipe_option(App& app) {
-  app.config_formatter(std::make_shared<YamlRecipeConfig>(app));
-  app.set_config("--recipe", "", "YAML recipe whose keys mirror the flags; flags override it");
-  set_fallthrough(app);
+  App* root = &app;
+  while (root->get_parent() != nullptr) root = root->get_parent();
+  // CLI11 2.1 reads a config file only through the root's config option: one installed on a
+  // subcommand would be accepted and silently ignored.
+  const bool installed = root->get_config_ptr() != nullptr &&
+                         std::dynamic_pointer_cast<YamlRecipeConfig>(root->get_config_formatter()) != nullptr;
+  if (!installed) {
+    root->config_formatter(std::make_shared<YamlRecipeConfig>(*root));
+    root->set_config("--recipe", "", "YAML recipe whose keys mirror the flags; flags override it");
+  }
+  set_fallthrough(*root);
 }
 
 nlohmann::json options_to_json(const App& app) {

@@ -4,9 +4,11 @@
 //
 // How keys are scoped. CLI11 2.1 reads the config file only on the root App, after the whole
 // command line has been parsed, and fills only options the command line left empty. So:
-//  - `--recipe FILE` is an option of the root app. install_recipe_option() turns on fallthrough on
-//    the app and on the subcommands it already has (later ones inherit it), so the intended form
-//    `compactor eval MODEL --recipe r.yaml` reaches it. Call it on the root app.
+//  - `--recipe FILE` is an option of the root app. install_recipe_option(app) installs it on the
+//    root of `app` (so calling it from a subcommand, or once per subcommand, is fine: it is
+//    installed once) and turns on fallthrough on every subcommand there is so far (later ones
+//    inherit it), so the intended form `compactor eval MODEL --recipe r.yaml` reaches it. The
+//    option therefore shows in the root's --help, not the subcommand's.
 //  - A top-level key is looked up in the selected subcommand chain, deepest first: for
 //    `compactor eval ...`, `ctx: 512` sets eval's --ctx; a key eval lacks but the root has (say a
 //    global `threads:`) sets the root's option. Lookup mirrors CLI11: `--key`, `-k`, then a
@@ -48,7 +50,8 @@ class YamlRecipeConfig : public CLI::Config {
   const CLI::App* root_;
 };
 
-// app.config_formatter(YamlRecipeConfig) + app.set_config("--recipe", ...) + fallthrough (see above).
+// root.config_formatter(YamlRecipeConfig) + root.set_config("--recipe", ...) + fallthrough, where
+// root is app's root (see above). Idempotent.
 void install_recipe_option(CLI::App& app);
 
 // The effective options of `app` after parsing (command line merged with the recipe) for the

@@ -192,6 +192,24 @@ TEST_F(RecipeTest, BadValuesAreRejected) {
   EXPECT_NE(err.find("--recipe cannot be set from a recipe"), std::string::npos) << err;
 }
 
+TEST_F(RecipeTest, InstallingFromASubcommandInstallsOnTheRoot) {
+  CLI::App app{"per-subcommand install"};
+  int ctx = 0, batch = 0;
+  CLI::App* eval = app.add_subcommand("eval");
+  eval->add_option("--ctx", ctx);
+  install_recipe_option(*eval);  // how a CLI that adds common options per subcommand calls it
+  CLI::App* bench = app.add_subcommand("bench");
+  bench->add_option("--batch", batch);
+  install_recipe_option(*bench);
+  ASSERT_NE(app.get_config_ptr(), nullptr);
+  EXPECT_EQ(eval->get_config_ptr(), nullptr);
+
+  std::string r = write("r.yaml", "ctx: 99\n");
+  std::vector<const char*> argv{"compactor", "eval", "--recipe", r.c_str()};
+  ASSERT_NO_THROW(app.parse(static_cast<int>(argv.size()), argv.data()));
+  EXPECT_EQ(ctx, 99);
+}
+
 TEST_F(RecipeTest, EmptyRecipeChangesNothing) {
   std::string r = write("empty.yaml", "# nothing yet\n");
   Cli cli;
