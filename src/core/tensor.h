@@ -76,7 +76,7 @@ class Tensor {
   Device device() const { return view_.device; }
   int64_t numel() const { return view_.numel(); }
   int64_t bytes() const { return view_.bytes(); }
-  bool defined() const { return view_.data != nullptr || view_.numel() == 0 && storage_ != nullptr; }
+  bool defined() const { return storage_ != nullptr; }
   template <typename T> T* as() const { return view_.as<T>(); }
 
  private:

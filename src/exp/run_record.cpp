@@ -14,7 +14,7 @@
 
 #include "core/hardware.h"
 #include "core/version.h"
-#include "exp/sha256.h"
+#include "io/text_file.h"
 
 namespace compactor {
 namespace {
@@ -201,7 +201,7 @@ Status write_run_record(const RunRecord& record, const fs::path& dir) {
 }
 
 Result<std::string> model_content_hash(const fs::path& model_dir) {
-  return model_content_hash(model_dir, [](const fs::path& file) { return sha256_file_hex(file); });
+  return model_content_hash(model_dir, [](const fs::path& file) { return sha256_file(file); });
 }
 
 Result<std::string> model_content_hash(const fs::path& model_dir, const FileHasher& file_hash) {

@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string_view>
 
-#include "exp/sha256.h"
+#include "io/text_file.h"
 
 namespace compactor {
 namespace {
@@ -260,7 +260,7 @@ Result<std::string> RunStore::cached_file_hash(const fs::path& file) {
     st.bind(3, before.mtime_ns);
     if (st.step() == SQLITE_ROW) return st.text(0);
   }
-  ASSIGN_OR_RETURN(std::string hash, sha256_file_hex(key));
+  ASSIGN_OR_RETURN(std::string hash, sha256_file(key));
   ++files_hashed_;
   ASSIGN_OR_RETURN(FileStamp after, stamp_of(key));
   if (!(after == before)) return hash;  // changed while hashing: do not pin this hash to either stamp

@@ -17,6 +17,9 @@ struct Model::Scratch {
   Tensor x, h, q, k, v, attn, proj, gate, up, act, last, logits;
 };
 
+Model::Model() = default;
+Model::~Model() = default;
+
 Model::Scratch& Model::scratch(int64_t rows, int64_t logits_rows) {
   if (scratch_ && scratch_->rows == rows && scratch_->logits_rows == logits_rows) return *scratch_;
   const ModelConfig& c = config_;

@@ -51,6 +51,7 @@ class Model {
  public:
   // Loads dir (config.json + safetensors) onto `backend`. The backend must outlive the model.
   static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend);
+  ~Model();
 
   const ModelConfig& config() const { return config_; }
   const ArchitectureSpec& arch() const { return *arch_; }
@@ -69,7 +70,7 @@ class Model {
   int64_t parameter_count() const;
 
  private:
-  Model() = default;
+  Model();
   Status bind_weights();
   Result<View> place(const std::string& name, Shape expected, bool is_norm);
   Result<LinearWeight> place_linear(const std::string& base, int64_t out, int64_t in, bool has_bias);

@@ -16,7 +16,7 @@
 #include "core/version.h"
 #include "exp/run_record.h"
 #include "exp/run_store.h"
-#include "exp/sha256.h"
+#include "io/text_file.h"
 #include "support/fixtures.h"
 
 namespace compactor {
@@ -301,10 +301,10 @@ TEST(Sha256, KnownVectorsAndChunkBoundaries) {
   std::string big((size_t{9} << 20) + 123, '\0');  // crosses two 4 MiB chunk boundaries
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>((i * 2654435761u) >> 13);
   write_text(dir.path() / "big.bin", big);
-  Result<std::string> h = sha256_file_hex(dir.path() / "big.bin");
+  Result<std::string> h = sha256_file(dir.path() / "big.bin");
   ASSERT_TRUE(h.is_ok()) << h.status().message();
   EXPECT_EQ(*h, sha256_hex(big));
-  Result<std::string> missing = sha256_file_hex(dir.path() / "nope.bin");
+  Result<std::string> missing = sha256_file(dir.path() / "nope.bin");
   ASSERT_FALSE(missing.is_ok());
   EXPECT_NE(missing.status().message().find("nope.bin"), std::string::npos);
 }
@@ -335,8 +335,8 @@ TEST(ModelHash, StableAndEqualToSha256sumManifest) {
   ASSERT_TRUE(h1.is_ok()) << h1.status().message();
   EXPECT_EQ(*h1, *h2);
   EXPECT_EQ(h1->size(), 64u);
-  std::string manifest = *sha256_file_hex(model / "config.json") + "  config.json\n" +
-                         *sha256_file_hex(model / "model.safetensors") + "  model.safetensors\n";
+  std::string manifest = *sha256_file(model / "config.json") + "  config.json\n" +
+                         *sha256_file(model / "model.safetensors") + "  model.safetensors\n";
   EXPECT_EQ(*h1, sha256_hex(manifest));
 
   // The documented shell equivalent, when coreutils is there to run it.

@@ -22,7 +22,6 @@ void add_common_options(CLI::App* app, CommonOptions& o) {
   app->add_option("--record-dir", o.record_dir, "also write the run record as JSON into this directory");
   app->add_flag("--no-record", o.no_record, "do not append a run record to the store");
   app->add_option("--threads", o.threads, "CPU threads (default: all cores)");
-  install_recipe_option(*app);
 }
 
 void apply_threads(int threads) {
@@ -44,26 +43,8 @@ Result<LoadedModel> load_model(const std::string& dir, const CommonOptions& o) {
   return lm;
 }
 
-nlohmann::json options_json(const CLI::App& app) {
-  nlohmann::json j = nlohmann::json::object();
-  for (const CLI::Option* opt : app.get_options()) {
-    if (opt->get_name() == "--help" || opt->get_name() == "--recipe" && opt->count() == 0) continue;
-    std::string key = opt->get_lnames().empty() ? opt->get_name() : opt->get_lnames().front();
-    if (opt->count() == 0 && opt->get_default_str().empty()) continue;
-    auto values = opt->results();
-    if (values.empty()) {
-      j[key] = opt->get_default_str();
-    } else if (values.size() == 1) {
-      j[key] = values.front();
-    } else {
-      j[key] = values;
-    }
-  }
-  return j;
-}
-
 Status save_record(RunRecord& record, const CommonOptions& o, const std::string& model_dir, const CLI::App& app) {
-  record.args = options_json(app);
+  record.args = options_to_json(app);
   record.model_path = model_dir;
   if (!o.record_dir.empty()) {
     std::filesystem::create_directories(o.record_dir);

@@ -31,7 +31,7 @@ struct CommonOptions {
   bool quiet = false;
 };
 
-// --device --json --store --record-dir --no-record --threads --quiet --recipe
+// --device --json --store --record-dir --no-record --threads --quiet
 void add_common_options(CLI::App* app, CommonOptions& o);
 void add_output_options(CLI::App* app, CommonOptions& o);  // --json --quiet only
 
@@ -48,9 +48,6 @@ Status save_record(RunRecord& record, const CommonOptions& o, const std::string&
 
 int fail(const Status& status);  // prints "compactor: error: ..." and returns 1
 void apply_threads(int threads);
-
-// The effective options of a parsed subcommand as JSON (flags after the recipe merge).
-nlohmann::json options_json(const CLI::App& app);
 
 Command make_info_command(CLI::App& root);
 Command make_tokenize_command(CLI::App& root);

@@ -21,7 +21,8 @@ Result<std::filesystem::path> resolve_dataset(const std::string& name_or_path) {
       {"tiny", "data/calibration/tiny.utf8"},
   };
   std::filesystem::path path = name_or_path;
-  if (auto it = kNamed.find(name_or_path); it != kNamed.end()) path = shared_dir() / it->second;
+  if (auto it = kNamed.find(name_or_path); it != kNamed.end())
+    path = std::filesystem::weakly_canonical(shared_dir() / it->second);
   if (!std::filesystem::exists(path))
     return not_found("--data: '{}' is neither a named dataset (wikitext2, fixture-val, c4, wiki, tiny) nor an "
                      "existing file (looked for {})", name_or_path, path.string());

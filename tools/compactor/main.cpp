@@ -4,6 +4,7 @@
 
 #include "common.h"
 #include "core/version.h"
+#include "exp/recipe.h"
 
 int main(int argc, char** argv) {
   using namespace compactor::cli;
@@ -13,6 +14,8 @@ int main(int argc, char** argv) {
                                         std::string(compactor::git_commit()) + ")");
   std::vector<Command> commands = {make_info_command(app),  make_tokenize_command(app), make_generate_command(app),
                                    make_eval_command(app),  make_bench_command(app),    make_runs_command(app)};
+  // Every subcommand reads `--recipe FILE.yaml`; flags given on the command line override it.
+  compactor::install_recipe_option(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
