@@ -74,6 +74,29 @@ void* DeviceBuffer::reserve(size_t bytes) {
   return data_;
 }
 
+UploadBuffer::~UploadBuffer() {
+  if (done_ != nullptr) (void)cudaEventDestroy(done_);
+  if (pinned_ != nullptr) (void)cudaFreeHost(pinned_);
+}
+
+const void* UploadBuffer::upload(const void* host, size_t bytes, CUstream_st* stream) {
+  void* dev = device_.reserve(bytes);
+  if (bytes == 0) return dev;
+  if (done_ == nullptr) CUDA_CHECK(cudaEventCreateWithFlags(&done_, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventSynchronize(done_));  // the previous transfer has left pinned_
+  if (bytes > pinned_bytes_) {
+    if (pinned_ != nullptr) CUDA_CHECK(cudaFreeHost(pinned_));
+    pinned_ = nullptr;
+    pinned_bytes_ = 0;
+    CUDA_CHECK(cudaMallocHost(&pinned_, bytes));
+    pinned_bytes_ = bytes;
+  }
+  std::memcpy(pinned_, host, bytes);
+  CUDA_CHECK(cudaMemcpyAsync(dev, pinned_, bytes, cudaMemcpyHostToDevice, stream));
+  CUDA_CHECK(cudaEventRecord(done_, stream));
+  return dev;
+}
+
 struct CudaBackend::Batch {
   std::vector<int32_t> past;  // [B] host copy (zeros when the layout has none)
   DeviceBatch dev;
@@ -137,8 +160,9 @@ void CudaBackend::copy_to_host(View src, void* dst) {
   CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-// Pageable sources are staged by the driver before cudaMemcpyAsync returns, so `src` may be
-// reused immediately.
+// Returns once the copy is complete: the caller may free `src` right away (weights are uploaded
+// from temporary conversion buffers), which an asynchronous copy from pageable memory does not
+// guarantee.
 void CudaBackend::copy_from_host(const void* src, View dst) {
   if (dst.bytes() == 0) return;
   if (dst.device == Device::kCpu) {
@@ -146,6 +170,7 @@ void CudaBackend::copy_from_host(const void* src, View dst) {
     return;
   }
   CUDA_CHECK(cudaMemcpyAsync(dst.data, src, dst.bytes(), cudaMemcpyHostToDevice, stream_));
+  CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
 void CudaBackend::copy(View dst, View src) {
@@ -159,12 +184,6 @@ void CudaBackend::synchronize() { CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
 // ---- host argument uploads (stream-ordered: a later upload waits for earlier kernels) ----
 
-const int32_t* CudaBackend::upload_i32(DeviceBuffer& buf, const int32_t* host, int64_t n) {
-  void* dev = buf.reserve(static_cast<size_t>(n) * sizeof(int32_t));
-  if (n > 0) CUDA_CHECK(cudaMemcpyAsync(dev, host, n * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  return static_cast<const int32_t*>(dev);
-}
-
 CudaBackend::Batch CudaBackend::upload_batch(const BatchLayout& layout) {
   COMPACTOR_ASSERT(layout.batch >= 1 && layout.tokens >= 0, "CUDA backend: bad batch layout B={} T={}", layout.batch,
                    layout.tokens);
@@ -172,11 +191,11 @@ CudaBackend::Batch CudaBackend::upload_batch(const BatchLayout& layout) {
   b.past.resize(layout.batch);
   for (int i = 0; i < layout.batch; ++i) b.past[i] = layout.past(i);
   // The offsets rarely change between the ops of one forward; upload only when they do.
-  if (b.past != past_uploaded_ || past_.data() == nullptr) {
-    upload_i32(past_, b.past.data(), layout.batch);
+  if (b.past != past_uploaded_ || past_.device_data() == nullptr) {
+    past_.upload(b.past.data(), b.past.size() * sizeof(int32_t), stream_);
     past_uploaded_ = b.past;
   }
-  b.dev = DeviceBatch{layout.batch, layout.tokens, b.past.data(), static_cast<const int32_t*>(past_.data())};
+  b.dev = DeviceBatch{layout.batch, layout.tokens, b.past.data(), static_cast<const int32_t*>(past_.device_data())};
   return b;
 }
 
@@ -184,18 +203,18 @@ const float* CudaBackend::upload_inv_freq(const float* inv_freq, int head_dim) {
   COMPACTOR_ASSERT(inv_freq != nullptr && head_dim >= 2, "rope: inv_freq is null or head_dim {} < 2", head_dim);
   const size_t n = static_cast<size_t>(head_dim / 2);
   if (inv_freq_uploaded_.size() != n || std::memcmp(inv_freq_uploaded_.data(), inv_freq, n * sizeof(float)) != 0) {
-    void* dev = inv_freq_.reserve(n * sizeof(float));
-    CUDA_CHECK(cudaMemcpyAsync(dev, inv_freq, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
+    inv_freq_.upload(inv_freq, n * sizeof(float), stream_);
     inv_freq_uploaded_.assign(inv_freq, inv_freq + n);
   }
-  return static_cast<const float*>(inv_freq_.data());
+  return static_cast<const float*>(inv_freq_.device_data());
 }
 
 // ---- ops ----
 
 void CudaBackend::embedding(View out, const int32_t* ids, View table) {
   check_host_ids("embedding", "ids", ids, out.rows(), table.rows());
-  check(embedding_cuda(out, upload_i32(ids_, ids, out.rows()), table, stream_));
+  const void* ids_dev = ids_.upload(ids, static_cast<size_t>(out.rows()) * sizeof(int32_t), stream_);
+  check(embedding_cuda(out, static_cast<const int32_t*>(ids_dev), table, stream_));
 }
 
 void CudaBackend::rms_norm(View out, View x, View weight, float eps) {
@@ -238,7 +257,8 @@ void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets)
   const int64_t rows = logits.rows();
   check_host_ids("cross_entropy", "targets", targets, rows, logits.cols());
   float* dev = static_cast<float*>(nll_.reserve(static_cast<size_t>(rows) * sizeof(float)));
-  check(cross_entropy_cuda(dev, logits, upload_i32(targets_, targets, rows), stream_));
+  const void* targets_dev = targets_.upload(targets, static_cast<size_t>(rows) * sizeof(int32_t), stream_);
+  check(cross_entropy_cuda(dev, logits, static_cast<const int32_t*>(targets_dev), stream_));
   if (rows == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(nll, dev, rows * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));

@@ -17,6 +17,7 @@
 #include "backend/backend.h"
 
 struct CUstream_st;   // cudaStream_t
+struct CUevent_st;    // cudaEvent_t
 struct cublasContext; // cublasHandle_t
 
 namespace compactor {
@@ -27,7 +28,7 @@ struct CudaBackendOptions {
   int attention_splits = 0;               // 0: heuristic; > 0 forces the key split count (tests)
 };
 
-// A device allocation that only grows (host-side op arguments and scratch).
+// A device allocation that only grows (scratch for op results and workspaces).
 class DeviceBuffer {
  public:
   DeviceBuffer() = default;
@@ -40,6 +41,27 @@ class DeviceBuffer {
  private:
   void* data_ = nullptr;
   size_t bytes_ = 0;
+};
+
+// Small host arguments (ids, offsets, targets, tables) on their way to the device: copied into
+// pinned memory and sent with cudaMemcpyAsync, so the caller's buffer may be reused at once and
+// the host never waits for the GPU. The pinned copy is reused only after the event that marks
+// the previous transfer's completion (long past in practice).
+class UploadBuffer {
+ public:
+  UploadBuffer() = default;
+  UploadBuffer(const UploadBuffer&) = delete;
+  UploadBuffer& operator=(const UploadBuffer&) = delete;
+  ~UploadBuffer();
+  // Returns the device copy of host[0 .. bytes), ordered on `stream` before later work.
+  const void* upload(const void* host, size_t bytes, CUstream_st* stream);
+  const void* device_data() const { return device_.data(); }
+
+ private:
+  DeviceBuffer device_;
+  void* pinned_ = nullptr;
+  size_t pinned_bytes_ = 0;
+  struct CUevent_st* done_ = nullptr;  // cudaEvent_t recorded after the last transfer
 };
 
 class CudaBackend final : public Backend {
@@ -78,7 +100,6 @@ class CudaBackend final : public Backend {
   Status init();
   struct Batch;  // DeviceBatch plus its host storage
   Batch upload_batch(const BatchLayout& layout);
-  const int32_t* upload_i32(DeviceBuffer& buf, const int32_t* host, int64_t n);
   const float* upload_inv_freq(const float* inv_freq, int head_dim);
 
   CudaBackendOptions options_;
@@ -87,10 +108,9 @@ class CudaBackend final : public Backend {
   CUstream_st* stream_ = nullptr;
   cublasContext* cublas_ = nullptr;
   DeviceBuffer cublas_workspace_;
-  DeviceBuffer ids_, targets_, nll_, attention_workspace_;
-  DeviceBuffer past_;
-  std::vector<int32_t> past_uploaded_;  // host mirror of past_ (skips repeated uploads)
-  DeviceBuffer inv_freq_;
+  DeviceBuffer nll_, attention_workspace_;
+  UploadBuffer ids_, targets_, past_, inv_freq_;
+  std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)
   std::vector<float> inv_freq_uploaded_;  // host mirror of inv_freq_ (uploaded once per table)
 };
 
