@@ -184,7 +184,8 @@ Result<fs::path> move_aside(const fs::path& target) {
   std::error_code ec;
   if (!fs::exists(fs::symlink_status(target, ec))) return fs::path();
   if (!fs::is_directory(fs::symlink_status(target, ec))) {
-    if (!fs::remove(target, ec) || ec) return io_error("cannot remove existing '{}': {}", target.string(), ec.message());
+    if (!fs::remove(target, ec) || ec)
+      return io_error("cannot remove existing '{}': {}", target.string(), ec.message());
     return fs::path();
   }
   std::vector<char> tmpl = temp_template(target, ".old-");
@@ -202,7 +203,8 @@ Result<fs::path> move_aside(const fs::path& target) {
 }  // namespace
 
 Status AtomicDirectory::commit() {
-  if (temp_.empty()) return io_error("committing '{}': the directory is already committed or abandoned", target_.string());
+  if (temp_.empty())
+    return io_error("committing '{}': the directory is already committed or abandoned", target_.string());
   std::error_code ec;
   bool occupied = fs::exists(fs::symlink_status(target_, ec)) && !is_empty_directory(target_);
   if (occupied && overwrite_ == Overwrite::kNo) {

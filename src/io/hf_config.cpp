@@ -124,7 +124,8 @@ Status parse_sizes(const Fields& f, ModelConfig* c) {
     return invalid_argument("{}: hidden_size {} is not divisible by num_attention_heads {} (and no head_dim is given)",
                             f.where(), c->hidden_size, c->num_heads);
   ASSIGN_OR_RETURN(c->head_dim, f.integer("head_dim", c->num_heads > 0 ? c->hidden_size / c->num_heads : 0));
-  ASSIGN_OR_RETURN(c->max_position_embeddings, f.integer("max_position_embeddings", arch_row(*c).default_max_positions));
+  ASSIGN_OR_RETURN(c->max_position_embeddings,
+                   f.integer("max_position_embeddings", arch_row(*c).default_max_positions));
   ASSIGN_OR_RETURN(c->rms_norm_eps, f.number("rms_norm_eps", 1e-6));
   ASSIGN_OR_RETURN(c->tie_word_embeddings, f.boolean("tie_word_embeddings", false));
   ASSIGN_OR_RETURN(c->hidden_act, f.string("hidden_act", "silu"));
@@ -194,9 +195,10 @@ Status parse_qwen2_window(const Fields& f, ModelConfig* c) {
   ASSIGN_OR_RETURN(int64_t first, f.integer("max_window_layers", 28));
   if (first >= c->num_layers) return Status::ok();
   if (first > 0)
-    return unsupported("{}: sliding window on layers {}..{} only (max_window_layers {}) is not supported; "
-                       "expected it on all layers or none",
-                       f.where(), first, c->num_layers - 1, first);
+    return unsupported(
+        "{}: sliding window on layers {}..{} only (max_window_layers {}) is not supported; "
+        "expected it on all layers or none",
+        f.where(), first, c->num_layers - 1, first);
   c->sliding_window = window;
   return Status::ok();
 }
@@ -228,29 +230,37 @@ Status parse_token_ids(const Fields& f, ModelConfig* c) {
   if (eos->is_array()) {
     for (const json& e : *eos) {
       if (!e.is_number_integer())
-        return invalid_argument("{}: 'eos_token_id' is {}; expected an integer or a list of integers", f.where(), eos->dump());
+        return invalid_argument("{}: 'eos_token_id' is {}; expected an integer or a list of integers", f.where(),
+                                eos->dump());
       c->eos_token_ids.push_back(e.get<int64_t>());
     }
     return Status::ok();
   }
-  return invalid_argument("{}: 'eos_token_id' is {}; expected an integer or a list of integers", f.where(), eos->dump());
+  return invalid_argument("{}: 'eos_token_id' is {}; expected an integer or a list of integers", f.where(),
+                          eos->dump());
 }
 
 Status validate(const ModelConfig& c, const std::string& src) {
-  const std::pair<const char*, int64_t> positive[] = {
-      {"vocab_size", c.vocab_size},         {"hidden_size", c.hidden_size},
-      {"intermediate_size", c.intermediate_size}, {"num_hidden_layers", c.num_layers},
-      {"num_attention_heads", c.num_heads}, {"num_key_value_heads", c.num_kv_heads},
-      {"head_dim", c.head_dim},             {"max_position_embeddings", c.max_position_embeddings}};
+  const std::pair<const char*, int64_t> positive[] = {{"vocab_size", c.vocab_size},
+                                                      {"hidden_size", c.hidden_size},
+                                                      {"intermediate_size", c.intermediate_size},
+                                                      {"num_hidden_layers", c.num_layers},
+                                                      {"num_attention_heads", c.num_heads},
+                                                      {"num_key_value_heads", c.num_kv_heads},
+                                                      {"head_dim", c.head_dim},
+                                                      {"max_position_embeddings", c.max_position_embeddings}};
   for (const auto& [key, v] : positive)
     if (v <= 0) return invalid_argument("{}: '{}' must be positive, got {}", src, key, v);
   if (c.num_heads % c.num_kv_heads != 0)
     return invalid_argument("{}: num_attention_heads {} is not a multiple of num_key_value_heads {}", src, c.num_heads,
                             c.num_kv_heads);
-  if (c.head_dim % 2 != 0) return invalid_argument("{}: head_dim {} must be even (RoPE rotates pairs)", src, c.head_dim);
-  if (!(c.rms_norm_eps > 0)) return invalid_argument("{}: 'rms_norm_eps' must be positive, got {}", src, c.rms_norm_eps);
+  if (c.head_dim % 2 != 0)
+    return invalid_argument("{}: head_dim {} must be even (RoPE rotates pairs)", src, c.head_dim);
+  if (!(c.rms_norm_eps > 0))
+    return invalid_argument("{}: 'rms_norm_eps' must be positive, got {}", src, c.rms_norm_eps);
   if (!(c.rope_theta > 0)) return invalid_argument("{}: 'rope_theta' must be positive, got {}", src, c.rope_theta);
-  if (c.sliding_window < 0) return invalid_argument("{}: 'sliding_window' must be positive or null, got {}", src, c.sliding_window);
+  if (c.sliding_window < 0)
+    return invalid_argument("{}: 'sliding_window' must be positive or null, got {}", src, c.sliding_window);
   if (c.hidden_act != "silu")
     return unsupported("{}: hidden_act '{}' is not supported; expected 'silu'", src, c.hidden_act);
   return Status::ok();

@@ -11,10 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
-#include <numeric>
-#include <set>
-
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "io/atomic_file.h"
 #include "io/text_file.h"
@@ -108,7 +106,8 @@ Result<TensorEntry> parse_entry(const std::string& name, const json& j, const st
 Status parse_metadata(const json& j, const std::string& file, std::map<std::string, std::string>* out) {
   if (!j.is_object()) return corrupt("{}: '__metadata__' must be an object of strings, got {}", file, j.type_name());
   for (const auto& [k, v] : j.items()) {
-    if (!v.is_string()) return corrupt("{}: '__metadata__' value of '{}' must be a string, got {}", file, k, v.type_name());
+    if (!v.is_string())
+      return corrupt("{}: '__metadata__' value of '{}' must be a string, got {}", file, k, v.type_name());
     (*out)[k] = v.get<std::string>();
   }
   return Status::ok();
@@ -129,10 +128,14 @@ Status check_overlaps(const std::vector<TensorEntry>& sorted, const std::string&
 
 int advice_flag(MapAdvice a) {
   switch (a) {
-    case MapAdvice::kWillNeed: return MADV_WILLNEED;
-    case MapAdvice::kSequential: return MADV_SEQUENTIAL;
-    case MapAdvice::kDontNeed: return MADV_DONTNEED;
-    case MapAdvice::kNormal: break;
+    case MapAdvice::kWillNeed:
+      return MADV_WILLNEED;
+    case MapAdvice::kSequential:
+      return MADV_SEQUENTIAL;
+    case MapAdvice::kDontNeed:
+      return MADV_DONTNEED;
+    case MapAdvice::kNormal:
+      break;
   }
   return MADV_NORMAL;
 }
@@ -298,7 +301,8 @@ Result<WeightFiles> WeightFiles::open(const fs::path& dir) {
   for (const auto& [shard, names] : shards) {
     auto opened = SafetensorsFile::open(dir / shard);
     if (!opened.is_ok())
-      return opened.status().with_context(fmt::format("{}: shard '{}' (holds '{}')", index_path.string(), shard, names[0]));
+      return opened.status().with_context(
+          fmt::format("{}: shard '{}' (holds '{}')", index_path.string(), shard, names[0]));
     for (const std::string& name : names)
       if (opened.value()->find(name) == nullptr)
         return not_found("{}: tensor '{}' is mapped to shard '{}', which does not contain it", index_path.string(),
@@ -358,7 +362,8 @@ Status check_writable(const std::vector<NamedView>& tensors, const fs::path& pat
   for (const NamedView& t : tensors) {
     if (t.name.empty() || t.name == "__metadata__")
       return invalid_argument("writing '{}': tensor name '{}' is reserved or empty", path.string(), t.name);
-    if (!seen.insert(t.name).second) return invalid_argument("writing '{}': tensor '{}' appears twice", path.string(), t.name);
+    if (!seen.insert(t.name).second)
+      return invalid_argument("writing '{}': tensor '{}' appears twice", path.string(), t.name);
     if (t.view.device != Device::kCpu)
       return invalid_argument("writing '{}': tensor '{}' is on {}; expected a CPU view", path.string(), t.name,
                               device_name(t.view.device));

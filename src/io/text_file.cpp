@@ -7,7 +7,6 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-
 #include <nlohmann/json.hpp>
 
 namespace compactor {
@@ -93,7 +92,8 @@ Result<std::vector<std::string>> read_jsonl_field(const fs::path& path, const st
     auto it = j.find(field);
     if (it == j.end()) return not_found("{}:{}: no field '{}'", path.string(), line_no, field);
     if (!it->is_string())
-      return invalid_argument("{}:{}: field '{}' must be a string, got {}", path.string(), line_no, field, it->type_name());
+      return invalid_argument("{}:{}: field '{}' must be a string, got {}", path.string(), line_no, field,
+                              it->type_name());
     out.push_back(it->get<std::string>());
   }
   if (out.empty()) return invalid_argument("'{}' has no JSON lines", path.string());

@@ -138,9 +138,9 @@ TEST(HfConfigCrafted, TransformersFiveRopeParameters) {
   json j = llama31();
   j.erase("rope_scaling");
   j.erase("rope_theta");
-  j["rope_parameters"] = {{"rope_type", "llama3"},          {"rope_theta", 500000.0},
-                          {"factor", 32.0},                 {"low_freq_factor", 1.0},
-                          {"high_freq_factor", 4.0},        {"original_max_position_embeddings", 8192}};
+  j["rope_parameters"] = {{"rope_type", "llama3"},   {"rope_theta", 500000.0},
+                          {"factor", 32.0},          {"low_freq_factor", 1.0},
+                          {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}};
   auto c = parse(j);
   ASSERT_TRUE(c.is_ok()) << c.status().message();
   EXPECT_EQ(c->rope_scaling.type, RopeType::kLlama3);
@@ -219,8 +219,12 @@ TEST(HfConfigCrafted, Qwen2) {
 }
 
 TEST(HfConfigCrafted, Defaults) {
-  json j = {{"architectures", {"LlamaForCausalLM"}}, {"vocab_size", 100}, {"hidden_size", 64},
-            {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 4}};
+  json j = {{"architectures", {"LlamaForCausalLM"}},
+            {"vocab_size", 100},
+            {"hidden_size", 64},
+            {"intermediate_size", 128},
+            {"num_hidden_layers", 2},
+            {"num_attention_heads", 4}};
   auto c = parse(j);
   ASSERT_TRUE(c.is_ok()) << c.status().message();
   EXPECT_EQ(c->model_type, "llama");

@@ -44,9 +44,9 @@ std::string make_seed_file(const fs::path& path) {
   static std::vector<uint16_t> f16(3, 0x3c00);
   static std::vector<uint8_t> u8(7, 9);
   std::vector<NamedView> t{
-      {"layers.10.w", View{f32.data(), {3, 4}, DType::kF32}},   {"layers.2.b", View{bf16.data(), {5}, DType::kBF16}},
-      {"idx.33", View{i32.data(), {2, 2}, DType::kI32}},        {"h.4", View{f16.data(), {1, 1, 1, 3}, DType::kF16}},
-      {"mask.5", View{u8.data(), {7}, DType::kU8}},             {"none.6", View{nullptr, {0, 8}, DType::kF32}},
+      {"layers.10.w", View{f32.data(), {3, 4}, DType::kF32}}, {"layers.2.b", View{bf16.data(), {5}, DType::kBF16}},
+      {"idx.33", View{i32.data(), {2, 2}, DType::kI32}},      {"h.4", View{f16.data(), {1, 1, 1, 3}, DType::kF16}},
+      {"mask.5", View{u8.data(), {7}, DType::kU8}},           {"none.6", View{nullptr, {0, 8}, DType::kF32}},
   };
   EXPECT_TRUE(write_safetensors(path, t, {{"format", "pt"}, {"step", "1234"}}).is_ok());
   return read_bytes(path);

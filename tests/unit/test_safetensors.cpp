@@ -7,9 +7,8 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
-#include <numeric>
-
 #include <nlohmann/json.hpp>
+#include <numeric>
 
 #include "io/hf_config.h"
 #include "io/safetensors.h"
@@ -46,7 +45,8 @@ bool has_temp_leftovers(const fs::path& dir) {
 }
 
 void expect_mentions(const Status& st, std::initializer_list<const char*> words) {
-  for (const char* w : words) EXPECT_NE(st.message().find(w), std::string::npos) << "'" << w << "' not in: " << st.message();
+  for (const char* w : words)
+    EXPECT_NE(st.message().find(w), std::string::npos) << "'" << w << "' not in: " << st.message();
 }
 
 class SafetensorsTest : public ::testing::Test {
@@ -181,9 +181,9 @@ TEST_F(SafetensorsTest, RoundTripAllDtypesWithMetadata) {
   std::vector<int32_t> i32{7, -1, 2147483647, -2147483647 - 1};
   float scalar = 42.0f;
   std::vector<NamedView> in{
-      {"w.f32", View{f32.data(), {2, 3}, DType::kF32}},   {"w.f16", View{f16.data(), {3}, DType::kF16}},
+      {"w.f32", View{f32.data(), {2, 3}, DType::kF32}},    {"w.f16", View{f16.data(), {3}, DType::kF16}},
       {"w.bf16", View{bf16.data(), {5, 1}, DType::kBF16}}, {"idx.i32", View{i32.data(), {1, 2, 1, 2}, DType::kI32}},
-      {"scalar", View{&scalar, {}, DType::kF32}},         {"empty", View{nullptr, {0, 4}, DType::kF16}},
+      {"scalar", View{&scalar, {}, DType::kF32}},          {"empty", View{nullptr, {0, 4}, DType::kF16}},
   };
   std::map<std::string, std::string> meta{{"format", "pt"}, {"compactor.recipe", "w4g128"}, {"unicode", "é ✓"}};
   fs::path path = dir_ / "rt.safetensors";
@@ -444,19 +444,23 @@ TEST_F(CorruptTest, BadEntries) {
       {"float_shape", one("w", entry("F32", "[1.5]", "[0,4]")), {"'w'", "integers"}, StatusCode::kCorrupt},
       {"shape_type", one("w", entry("F32", "\"4\"", "[0,16]")), {"'w'", "shape"}, StatusCode::kCorrupt},
       {"five_dims", one("w", entry("F32", "[1,1,1,1,2]", "[0,8]")), {"'w'", "5 dimensions"}, StatusCode::kUnsupported},
-      {"overflow", one("w", entry("F32", "[4294967296,4294967296]", "[0,16]")), {"'w'", "overflow"},
+      {"overflow",
+       one("w", entry("F32", "[4294967296,4294967296]", "[0,16]")),
+       {"'w'", "overflow"},
        StatusCode::kCorrupt},
-      {"byte_overflow", one("w", entry("F64", "[4611686018427387904]", "[0,16]")), {"'w'", "overflow"},
+      {"byte_overflow",
+       one("w", entry("F64", "[4611686018427387904]", "[0,16]")),
+       {"'w'", "overflow"},
        StatusCode::kCorrupt},
       {"begin_gt_end", one("w", entry("F32", "[1]", "[8,4]")), {"'w'", "begin > end"}, StatusCode::kCorrupt},
-      {"past_end", one("w", entry("F32", "[32]", "[0,128]")), {"'w'", "run past the data section"},
+      {"past_end",
+       one("w", entry("F32", "[32]", "[0,128]")),
+       {"'w'", "run past the data section"},
        StatusCode::kCorrupt},
       {"neg_offset", one("w", entry("F32", "[1]", "[-4,0]")), {"'w'", "data_offsets"}, StatusCode::kCorrupt},
       {"three_offsets", one("w", entry("F32", "[1]", "[0,4,8]")), {"'w'", "data_offsets"}, StatusCode::kCorrupt},
-      {"size_mismatch", one("w", entry("F32", "[3]", "[0,16]")), {"'w'", "16 bytes", "needs 12"},
-       StatusCode::kCorrupt},
-      {"bf16_mismatch", one("w", entry("BF16", "[2,2]", "[0,16]")), {"'w'", "[2, 2]", "needs 8"},
-       StatusCode::kCorrupt},
+      {"size_mismatch", one("w", entry("F32", "[3]", "[0,16]")), {"'w'", "16 bytes", "needs 12"}, StatusCode::kCorrupt},
+      {"bf16_mismatch", one("w", entry("BF16", "[2,2]", "[0,16]")), {"'w'", "[2, 2]", "needs 8"}, StatusCode::kCorrupt},
       {"overlap",
        "{\"a\":{" + entry("F32", "[4]", "[0,16]") + "},\"b\":{" + entry("F32", "[4]", "[8,24]") + "}}",
        {"'a'", "'b'", "overlap"},
