@@ -203,7 +203,9 @@ TEST_F(SafetensorsTest, RoundTripAllDtypesWithMetadata) {
     EXPECT_EQ(e->shape, t.view.shape) << t.name;
     EXPECT_EQ(e->begin % dtype_size(e->dtype), 0u) << t.name << " is misaligned";
     ASSERT_EQ(static_cast<int64_t>(e->bytes()), t.view.bytes());
-    if (e->bytes() > 0) EXPECT_EQ(std::memcmp(e->view().data, t.view.data, e->bytes()), 0) << t.name;
+    if (e->bytes() > 0) {
+      EXPECT_EQ(std::memcmp(e->view().data, t.view.data, e->bytes()), 0) << t.name;
+    }
   }
   EXPECT_EQ((*f)->find("scalar")->shape.ndim, 0);
   EXPECT_EQ((*f)->find("scalar")->view().as<float>()[0], 42.0f);
