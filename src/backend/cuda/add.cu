@@ -1,5 +1,5 @@
 // Elementwise residual add: a grid-stride loop over all elements.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
 #include "backend/cuda/add.cuh"
 #include "backend/cuda/device_utils.cuh"
 

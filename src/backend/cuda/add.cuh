@@ -1,5 +1,5 @@
 // Elementwise residual add on the GPU: x += delta (f32 math, one rounding).
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

@@ -1,7 +1,7 @@
 // Fused residual add + RMSNorm: one block per row. The norm uses the residual as stored (after
 // rounding), so the next layer sees exactly the values that were normalised. Each thread reads
 // and writes the same indices in both passes, so out may alias delta.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*AddRmsNorm*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*AddRmsNorm*' (on a GPU machine).
 #include "backend/cuda/add_rms_norm.cuh"
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/rms_norm.cuh"

@@ -1,6 +1,6 @@
 // Fused residual add + RMSNorm on the GPU: residual += delta (rounded to the activation dtype),
 // then out = rms_norm(residual) * weight with f32 math.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*AddRmsNorm*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*AddRmsNorm*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

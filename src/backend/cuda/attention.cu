@@ -12,7 +12,7 @@
 //
 // With splits > 1 each block writes its normalised partial output and log2-sum-exp to the
 // workspace, and attention_combine_kernel merges the splits (flash-decoding, Dao et al. 2023).
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Attention*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Attention*' (on a GPU machine).
 #include <algorithm>
 #include <cmath>
 

@@ -2,7 +2,7 @@
 // 2022: key tiles in shared memory, online softmax, no T×S matrix in device memory) with GQA,
 // per-sequence past offsets, and flash-decoding (split over keys + a combine pass) when the
 // grid would otherwise not fill the GPU (decode, T == 1).
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Attention*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Attention*' (on a GPU machine).
 #pragma once
 
 #include <cstddef>

@@ -1,7 +1,7 @@
 // Host-side helpers shared by the CUDA backend: the two error tiers of CONVENTIONS.md item 8 for
 // CUDA and cuBLAS calls, argument checks that launchers run before any launch, and the batch
 // layout as the kernels see it. Safe to include from .cpp files (no device code here; that lives
-// in device_utils.cuh). Test: build-cuda/tests/cuda/test_cuda_ops (on a GPU machine).
+// in device_utils.cuh). Test: build-cuda/tests/test_cuda_ops (on a GPU machine).
 #pragma once
 
 #include <cstdint>

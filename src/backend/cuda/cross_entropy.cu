@@ -1,6 +1,6 @@
 // Cross-entropy: one block per row, one pass over the logits with an online (max, sum of exp)
 // pair per thread (Milakov & Gimelshein 2018), merged across the block; all in f32.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*CrossEntropy*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*CrossEntropy*' (on a GPU machine).
 #include <cmath>
 
 #include "backend/cuda/cross_entropy.cuh"

@@ -1,5 +1,5 @@
 // Per-token negative log-likelihood on the GPU: nll[t] = logsumexp(logits[t]) - logits[t][target[t]].
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*CrossEntropy*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*CrossEntropy*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

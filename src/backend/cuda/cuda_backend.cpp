@@ -1,6 +1,6 @@
 // CudaBackend: device set-up (stream, cuBLAS, allocator hooks), memory ops, host-argument uploads
 // and the op methods, each a thin call of its launcher (backend/cuda/<op>.cuh).
-// Test: build-cuda/tests/cuda/test_cuda_ops (on a GPU machine; skipped without one).
+// Test: build-cuda/tests/test_cuda_ops (on a GPU machine; skipped without one).
 #include "backend/cuda/cuda_backend.h"
 
 #include <cstring>

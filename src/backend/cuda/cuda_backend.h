@@ -6,7 +6,7 @@
 // aborts through COMPACTOR_ASSERT with the launcher's message.
 // Weights must already be dense in the activation dtype (Model converts them at upload); norm
 // weights and embedding tables may be f32, f16 or bf16.
-// Test: build-cuda/tests/cuda/test_cuda_ops (on a GPU machine; skipped without one).
+// Test: build-cuda/tests/test_cuda_ops (on a GPU machine; skipped without one).
 #pragma once
 
 #include <cstdint>

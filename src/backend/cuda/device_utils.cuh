@@ -1,7 +1,7 @@
 // Device-side helpers shared by the op kernels: bf16/f16 <-> f32 conversion, loads from a float
 // tensor whose dtype is only known at run time (norm weights, embedding tables), warp and block
 // reductions, and the host dispatch from an activation DType to its CUDA element type.
-// Only .cu files include this. Test: build-cuda/tests/cuda/test_cuda_ops (on a GPU machine).
+// Only .cu files include this. Test: build-cuda/tests/test_cuda_ops (on a GPU machine).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -1,5 +1,5 @@
 // Token embedding lookup: one block per token row, threads stride over the hidden dim.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Embedding*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Embedding*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/embedding.cuh"
 

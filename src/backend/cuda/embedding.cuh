@@ -1,5 +1,5 @@
 // Token embedding lookup on the GPU: out[t] = table[ids[t]] converted to the activation dtype.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Embedding*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Embedding*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

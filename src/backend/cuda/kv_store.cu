@@ -1,6 +1,6 @@
 // KV append: a dtype-agnostic row copy. blockIdx.x is the source row, blockIdx.y picks k or v;
 // rows move in 16-byte words when sizes and pointers allow, else in narrower words.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*KvStore*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*KvStore*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/kv_store.cuh"
 

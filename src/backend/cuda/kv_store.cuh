@@ -1,5 +1,5 @@
 // Appends new keys and values to a layer's KV cache on the GPU.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*KvStore*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*KvStore*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

@@ -1,7 +1,7 @@
 // Dense matmul through cublasGemmEx. Row-major y[T,N] = x[T,K]·w[N,K]ᵀ is, in cuBLAS's
 // column-major terms, yᵀ[N,T] = op_T(w as [K,N], ld K) · (xᵀ as [K,T], ld K): the "TN" GEMM.
 // A bias is written into y first and folded in with beta = 1, so y is rounded once.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
 #include <climits>
 
 #include "backend/cuda/device_utils.cuh"

@@ -1,7 +1,7 @@
 // Dense linear layer on the GPU through cuBLAS: out = x · wᵀ (+ bias), fp32 accumulation.
 // Weights must already be in the activation dtype: the model converts f32 checkpoints (e.g.
 // stories260K) at upload, so a mismatch here is reported as unsupported instead of converted.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
 #pragma once
 
 #include "backend/backend.h"

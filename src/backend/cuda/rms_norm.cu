@@ -1,6 +1,6 @@
 // RMSNorm (Zhang & Sennrich 2019) as in HF Llama: one block per row; pass 1 sums squares in f32,
 // pass 2 rescales. Each thread touches the same indices in both passes, so out may alias x.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*RmsNorm*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*RmsNorm*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/rms_norm.cuh"
 

@@ -1,5 +1,5 @@
 // RMSNorm on the GPU: out = x / sqrt(mean(x²) + eps) * weight, f32 math, one rounding at the end.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*RmsNorm*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*RmsNorm*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

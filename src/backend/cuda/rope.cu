@@ -1,7 +1,7 @@
 // Rotate-half RoPE: one thread per (row, head, i < Dh/2) pair, rotating (x[i], x[i + Dh/2]) by
 // the f32 angle float(pos) * inv_freq[i], pos = past(b) + t. sincosf (not the fast __sincosf)
 // because angles reach thousands of radians at long positions.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Rope*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Rope*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/rope.cuh"
 

@@ -1,5 +1,5 @@
 // Rotary position embedding on the GPU, rotate-half form (HF Llama, Su et al. 2021), in place.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Rope*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Rope*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"

@@ -1,5 +1,5 @@
 // SwiGLU gate: a grid-stride loop; silu(g) = g / (1 + exp(-g)) with the accurate expf.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Swiglu*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Swiglu*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/swiglu.cuh"
 

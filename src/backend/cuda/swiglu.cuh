@@ -1,5 +1,5 @@
 // SwiGLU gate on the GPU (Shazeer 2020): out = silu(gate) * up, f32 math, one rounding.
-// Test: build-cuda/tests/cuda/test_cuda_ops --gtest_filter='*Swiglu*' (on a GPU machine).
+// Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Swiglu*' (on a GPU machine).
 #pragma once
 
 #include "backend/cuda/common.cuh"
