@@ -124,6 +124,7 @@ struct RowState {
   float l[kRowsPerWarp];           // this lane's share of the running sum of exp2
   float o[kRowsPerWarp][kChunks];  // unnormalised output
   int qpos[kRowsPerWarp];          // last key position the row may see; -1 for padding rows
+  int n_valid;                     // rows 0 .. n_valid-1 are real (a prefix); the rest is padding
 };
 
 // Scores one 32-key tile (lane j: key kb + j), updates max/sum, rescales o and returns p in pr.
@@ -137,6 +138,7 @@ __device__ void softmax_tile(RowState<kChunks>& st, float (&pr)[kRowsPerWarp], c
     const float4 kv = *reinterpret_cast<const float4*>(krow + d);
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
+      if (r >= st.n_valid) break;  // warp-uniform: decode tiles are mostly padding rows
       const float4 qv = *reinterpret_cast<const float4*>(q_s + (r * kWarps + warp) * dp + d);
       s[r] += qv.x * kv.x + qv.y * kv.y + qv.z * kv.z + qv.w * kv.w;
     }
@@ -171,6 +173,7 @@ __device__ void accumulate_pv(RowState<kChunks>& st, const float (&pr)[kRowsPerW
     for (int c = 0; c < kChunks; ++c) vv[c] = lane + 32 * c < dp ? v_s[j * dp + lane + 32 * c] : 0.f;
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r) {
+      if (r >= st.n_valid) break;
       const float pj = __shfl_sync(0xffffffffu, pr[r], j);
 #pragma unroll
       for (int c = 0; c < kChunks; ++c) st.o[r][c] += pj * vv[c];
@@ -227,10 +230,12 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
   const int key_end = min(past + last_row / a.group + 1, key_begin + a.keys_per_split);
 
   RowState<kChunks> st;
+  st.n_valid = 0;
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
     const int row = row0 + r * kWarps + warp;
     st.qpos[r] = row < n_rows ? past + row / a.group : -1;
+    st.n_valid += row < n_rows ? 1 : 0;
     st.m[r] = -INFINITY;
     st.l[r] = 0.f;
 #pragma unroll
@@ -241,6 +246,7 @@ __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs
     __syncthreads();  // q_s written / previous tile consumed
     load_kv_tile(a, k_s, v_s, b, kvh, kb, key_end);
     __syncthreads();
+    if (st.n_valid == 0) continue;  // this warp only helps load (its rows are all padding)
     float pr[kRowsPerWarp];
     softmax_tile(st, pr, q_s, k_s, dp, ks, kb, key_end);
     accumulate_pv(st, pr, v_s, dp, min(kBlockKeys, key_end - kb));
