@@ -184,6 +184,20 @@ TEST(CudaBackendCreate, RejectsF32Activations) {
   EXPECT_FALSE(CudaBackend::create(o).is_ok());
 }
 
+// Memory ops: host round trip, device-to-device copy, and zero-filled tensors (allocator hook).
+TEST_P(CudaOps, MemoryOps) {
+  Tensor host = random_host(Shape{7, 33}, act(), 5);
+  Tensor a = upload(host);
+  Tensor b = poisoned(Shape{7, 33}, act());
+  be_->copy(b, a);
+  Tensor back = download(b);
+  EXPECT_EQ(std::memcmp(back.data(), host.data(), host.bytes()), 0);
+  Tensor z = Tensor::zeros(Shape{1000}, DType::kF32, Device::kCuda);
+  std::vector<float> zs(1000, 1.f);
+  be_->copy_to_host(z, zs.data());
+  for (float x : zs) ASSERT_EQ(x, 0.f);
+}
+
 TEST_P(CudaOps, Embedding) {
   for (DType table_dtype : {DType::kF32, act()}) {
     for (int64_t dim : {384, 172}) {
