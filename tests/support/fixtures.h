@@ -6,10 +6,12 @@
 
 namespace compactor::test {
 
-inline std::filesystem::path shared_dir() { return COMPACTOR_SHARED_DIR; }
+// $COMPACTOR_SHARED_DIR / $COMPACTOR_BINARY override the build-time paths (the GPU machine runs
+// the binaries from another directory).
+std::filesystem::path shared_dir();
 inline std::filesystem::path model_dir(const std::string& name) { return shared_dir() / "models" / name; }
 inline std::filesystem::path reference_dir(const std::string& name) { return shared_dir() / "reference" / name; }
-inline std::filesystem::path binary_path() { return COMPACTOR_BINARY; }
+std::filesystem::path binary_path();
 inline std::filesystem::path source_dir() { return COMPACTOR_SOURCE_DIR; }
 
 // A fresh empty directory under the system temp dir, removed by the caller (or left for debugging).
