@@ -3,7 +3,7 @@
 // GB/s) and T=128 (prefill: read GFLOP/s). The explicit GEMV and sgemm path benchmarks over T show
 // where the switch of matmul_cpu (matmul_gemm_min_rows()) should be; on AMD Zen 4/5 compare with
 // OPENBLAS_CORETYPE=SkylakeX, which gives OpenBLAS 0.3.21 its AVX-512 kernels.
-// Run: build-cpu/bench/bench_cpu_ops [--benchmark_filter=...]
+// Run: build/bench/bench_cpu_ops [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
 
 #include <random>

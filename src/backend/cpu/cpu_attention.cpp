@@ -1,5 +1,5 @@
 // Fast CPU causal attention with an online softmax over key tiles; see cpu_attention.h.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #include "backend/cpu/cpu_attention.h"
 
 #include <algorithm>

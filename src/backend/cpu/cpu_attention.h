@@ -1,7 +1,7 @@
 // Fast CPU causal attention over the KV cache (GQA): OpenMP over (sequence, head, block of query
 // rows); each block streams the visible keys in tiles with an online (running-max) softmax, so the
 // only memory besides the output is per-thread scratch of a few tiles. The spec is attention_ref.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #pragma once
 
 #include "backend/backend.h"

@@ -1,6 +1,6 @@
 // CpuBackend: memory ops and the row-wise ops (embedding, norms, rope, kv_store, swiglu, cross
 // entropy), OpenMP over rows; matmul and attention delegate to cpu_matmul / cpu_attention.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #include "backend/cpu/cpu_backend.h"
 
 #include <cmath>

@@ -1,7 +1,7 @@
 // The CPU backend: f32 activations, weights in any dense format, KV caches in f32/f16/bf16.
 // Row-parallel ops use OpenMP; matmul (cpu_matmul.h) uses SIMD GEMV or OpenBLAS sgemm; attention
 // is in cpu_attention.h. Every op has a scalar reference in ops_ref.h that is its spec.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #pragma once
 
 #include <string>

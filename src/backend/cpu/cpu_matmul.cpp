@@ -1,5 +1,5 @@
 // Fast CPU matmul (GEMV for few rows, blocked convert + OpenBLAS sgemm for many); see cpu_matmul.h.
-// Test: build/tests/kernels/test_cpu_ops; speed: build/bench/bench_cpu_ops.
+// Test: build/tests/test_cpu_ops; speed: build/bench/bench_cpu_ops.
 #include "backend/cpu/cpu_matmul.h"
 
 #include <cblas.h>
@@ -24,10 +24,14 @@ constexpr int64_t kGemmBlockN = 128;  // weight rows converted to f32 per sgemm 
 constexpr int64_t kGemmMinRowsSameWidth = 64;  // see matmul_gemm_min_rows()
 constexpr int64_t kParallelMinWork = int64_t{1} << 16;  // multiply-adds below which threads cost more
 
-// Keeps OpenBLAS single-threaded while OpenMP threads each call sgemm on their own blocks.
+// Keeps a pthreads OpenBLAS single-threaded while OpenMP threads each call sgemm on their own
+// blocks (measured: interleaving OpenMP regions with OpenBLAS's own threads ran 2-6x slower on 2
+// cores). An OpenMP OpenBLAS already runs single-threaded inside a parallel region, and there
+// openblas_set_num_threads would change OpenMP's thread count, so it is left alone. Not safe for
+// two threads calling matmul_gemm_cpu at once (the setting is global).
 class SingleThreadedBlas {
  public:
-  SingleThreadedBlas() : saved_(openblas_get_num_threads()) {
+  SingleThreadedBlas() : saved_(openblas_get_parallel() == 1 ? openblas_get_num_threads() : 1) {
     if (saved_ != 1) openblas_set_num_threads(1);
   }
   ~SingleThreadedBlas() {
@@ -94,7 +98,7 @@ template <DType W>
 void gemv(View out, View x, const LinearWeight& w, const float* bias) {
   const int64_t n_out = w.out_features, k = w.in_features, rows = x.rows();
   const int64_t n_tiles = (n_out + kTileN - 1) / kTileN;
-#pragma omp parallel for schedule(static) if (n_out * k * rows >= kParallelMinWork)
+#pragma omp parallel for schedule(dynamic, 16) if (n_out * k * rows >= kParallelMinWork)
   for (int64_t tile = 0; tile < n_tiles; ++tile) {
     const int nr = static_cast<int>(std::min<int64_t>(kTileN, n_out - tile * kTileN));
     gemv_weight_tile<W>(w.weight.data, tile * kTileN, nr, n_out, k, x.as<const float>(), rows, bias,

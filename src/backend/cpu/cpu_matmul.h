@@ -1,9 +1,10 @@
 // Fast CPU matmul with dense f32/f16/bf16 weights: y = x · wᵀ + bias.
-// Few rows (decode): a SIMD GEMV that reads f16/bf16 weights directly, OpenMP over output rows.
-// Many rows (prefill): blocks of weight rows converted to f32 in per-thread buffers and multiplied
-// with OpenBLAS sgemm (single-threaded inside the OpenMP region, so the two thread pools never
-// oversubscribe the cores). The spec is matmul_ref (ops_ref.h).
-// Test: build/tests/kernels/test_cpu_ops; speed: build/bench/bench_cpu_ops.
+// GEMV path: a SIMD tile kernel (4 weight rows × 4 activation rows with AVX-512) that reads f16/bf16
+// weights directly, OpenMP over output rows; used for decode and, depending on the BLAS, prefill.
+// sgemm path: blocks of 128 weight rows converted to f32 in per-thread buffers and multiplied with
+// OpenBLAS sgemm, single-threaded inside the OpenMP region so the two thread pools never
+// oversubscribe the cores. matmul_gemm_min_rows() picks the path. The spec is matmul_ref (ops_ref.h).
+// Test: build/tests/test_cpu_ops; speed: build/bench/bench_cpu_ops.
 #pragma once
 
 #include "backend/backend.h"

@@ -1,7 +1,7 @@
 // Loads of f32/f16/bf16 elements as f32 for the fast CPU kernels: 16 lanes with AVX-512, 8 with
 // AVX2+F16C, one element in the portable fallback. The build uses -march=native, so the widest
 // instruction set of the build machine is chosen at compile time.
-// Test: build/tests/kernels/test_cpu_ops (exercised through matmul and attention).
+// Test: build/tests/test_cpu_ops (exercised through matmul and attention).
 #pragma once
 
 #include <cstdint>

@@ -1,7 +1,7 @@
 // Shape and dtype invariants of the Backend ops (backend/backend.h), shared by the reference ops,
 // the fast CPU ops and any other backend: a violation is a caller bug, so each check is a
 // COMPACTOR_ASSERT whose message names the op and the shapes involved.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #pragma once
 
 #include <cstdint>

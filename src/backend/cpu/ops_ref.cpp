@@ -1,5 +1,5 @@
 // Scalar reference ops (the spec); see ops_ref.h for the conventions.
-// Test: build/tests/kernels/test_cpu_ops.
+// Test: build/tests/test_cpu_ops.
 #include "backend/cpu/ops_ref.h"
 
 #include <cmath>

@@ -8,7 +8,7 @@
 //   attention: causal; head h reads kv head h / (H/Hkv); query t of sequence b sees cache rows
 //         0 .. past(b)+t; softmax(scale · q·k) · v.
 //   cross_entropy: nll = logsumexp(logits) - logits[target], in double.
-// Test: build/tests/kernels/test_cpu_ops (pins the references with hand-computed cases too).
+// Test: build/tests/test_cpu_ops (pins the references with hand-computed cases too).
 #pragma once
 
 #include <cstdint>
