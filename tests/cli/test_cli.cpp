@@ -4,6 +4,7 @@
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -119,6 +120,20 @@ TEST_F(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
     std::ofstream(tmp_ / "broken" / "model.safetensors", std::ios::binary) << bytes.substr(0, bytes.size() / 2);
   }
   std::ofstream(tmp_ / "empty.txt").close();
+  // Copies stories260K with an edited config.json (weights linked, not copied).
+  auto variant = [&](const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
+    const auto dir = tmp_ / name;
+    std::filesystem::create_directories(dir);
+    for (const char* f : {"model.safetensors", "tokenizer.model", "tokenizer_config.json"})
+      std::filesystem::create_symlink(test::model_dir("stories260K") / f, dir / f);
+    std::ifstream in(test::model_dir("stories260K") / "config.json");
+    nlohmann::json cfg = nlohmann::json::parse(in);
+    edit(cfg);
+    std::ofstream(dir / "config.json") << cfg.dump();
+    return dir.string();
+  };
+  const std::string wrong_shape = variant("wrong-shape", [](auto& c) { c["intermediate_size"] = 200; });
+  const std::string unknown_arch = variant("unknown-arch", [](auto& c) { c["architectures"] = {"GPT2LMHeadModel"}; });
   const Case cases[] = {
       {"info /nonexistent/model", "/nonexistent/model"},
       {"info " + (tmp_ / "broken").string(), "model.safetensors"},
@@ -128,6 +143,8 @@ TEST_F(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
       {"eval " + model("stories260K") + " --tasks nonsense --no-record --quiet", "nonsense"},
       {"eval " + model("stories260K") + " --device tpu --no-record", "tpu"},
       {"generate " + model("stories260K") + " --prompt hi --top-p 0", "--top-p"},
+      {"info " + wrong_shape, "gate_proj.weight"},
+      {"info " + unknown_arch, "GPT2LMHeadModel"},
   };
   for (const Case& c : cases) {
     Run r = run(c.args);
