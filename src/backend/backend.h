@@ -18,12 +18,22 @@
 namespace compactor {
 
 // A linear layer's weight in any storage format. Dense: `weight` is [N, K] (HF out×in).
+// Quantized (format_is_quantized): `weight` is empty and the GPTQ-style packed tensors below hold
+// it (bit layout: formats/quant_pack.h); G = groups = ceil(K / group_size), or 1 per-channel.
 struct LinearWeight {
   Format format = Format::kF32;
   int64_t out_features = 0;  // N
   int64_t in_features = 0;   // K
   View weight;               // dense: [N, K] of the format's dtype
   View bias;                 // optional [N]; data == nullptr when absent
+  View qweight;              // quantized: [ceil(K*bits/32), N] i32, codes of consecutive k packed
+  View scales;               // quantized: [G, N] f16
+  View qzeros;               // quantized: [G, ceil(N*bits/32)] i32, true zero points packed along N
+  View g_idx;                // quantized, act-order only: [K] i32 group of each k; else data == nullptr
+  int group_size = 0;        // quantized: input columns per group; 0 = per-channel (G = 1)
+
+  bool quantized() const { return format_is_quantized(format); }
+  int bits() const { return format_bits(format); }
 };
 
 // Positions and lengths of the sequences in a batch, on the host.

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string_view>
 #include <vector>
 
@@ -19,6 +20,7 @@
 #include "io/safetensors.h"
 #include "model/architecture.h"
 #include "model/kv_cache.h"
+#include "model/quant_config.h"
 
 namespace compactor {
 
@@ -38,6 +40,17 @@ struct ModelWeights {
   std::vector<LayerWeights> layers;
 };
 
+// Storage of a model's weights, for reports: parameters count [N, K] per packed linear (not its
+// int32 words); bytes are what the safetensors files hold.
+struct WeightBits {
+  int64_t params = 0;            // all weights (embeddings, norms, linears, biases)
+  int64_t bytes = 0;
+  int64_t quantized_params = 0;  // weights of packed linears
+  int64_t quantized_bytes = 0;   // their qweight + scales + qzeros + g_idx
+  double bits_per_weight() const { return params ? 8.0 * bytes / params : 0.0; }
+  double quantized_bits_per_weight() const { return quantized_params ? 8.0 * quantized_bytes / quantized_params : 0.0; }
+};
+
 enum class LogitsMode { kAll, kLast, kNone };
 
 struct ForwardRequest {
@@ -50,6 +63,8 @@ struct ForwardRequest {
 class Model {
  public:
   // Loads dir (config.json + safetensors) onto `backend`. The backend must outlive the model.
+  // Compressed directories (config.json with a quantization_config) load transparently: packed
+  // linears are bound as quantized LinearWeights (CPU: mmapped views; other devices: uploads).
   static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend);
   ~Model();
 
@@ -67,21 +82,44 @@ class Model {
   // kAll: [B*T, V], kLast: [B, V] (the last token of each sequence), kNone: an empty view.
   Result<View> forward(const ForwardRequest& req, KvCache& cache);
 
-  int64_t parameter_count() const;
+  int64_t parameter_count() const;  // weight_bits().params
+  WeightBits weight_bits() const;
+  // nullptr for a dense checkpoint.
+  const QuantizationConfig* quantization() const { return quant_ ? &*quant_ : nullptr; }
+
+  // Layer-by-layer use (calibration drivers): the pieces of forward() one at a time.
+  // x: [rows, D] act on the backend <- embedding rows of ids: [rows] (host).
+  Status embed(View x, const int32_t* ids) const;
+  // Runs decoder block `layer` on the residual stream x: [B*T, D] act in place (x becomes the
+  // block's output), storing keys/values in cache.k/v[layer] at positions layout.past(b) + t. Does
+  // not advance cache.lengths (forward() does that once per call). Taps as in forward().
+  Status forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap = nullptr);
+
+  // Weight replacement (compressors apply their results; the model keeps `weight` alive).
+  // Linear `name` ("q" .. "down") of `layer`, or "lm_head" with layer -1; weight: [N, K] f32
+  // (host). The bias is kept.
+  Status replace_linear(int layer, std::string_view name, Tensor weight);
+  // Norm weight "attn_norm" | "mlp_norm" of `layer`, or "final_norm" with layer -1; weight: [D] f32 (host).
+  Status replace_norm(int layer, std::string_view name, Tensor weight);
 
  private:
   Model();
   Status bind_weights();
   Result<View> place(const std::string& name, Shape expected, bool is_norm);
   Result<LinearWeight> place_linear(const std::string& base, int64_t out, int64_t in, bool has_bias);
+  Result<LinearWeight> place_packed(const std::string& base, const ModuleQuantization& q, int64_t out, int64_t in);
+  Result<View> place_raw(const std::string& name);  // as stored (CPU: the mapping; else: upload)
   struct Scratch;
   Scratch& scratch(int64_t rows, int64_t logits_rows);
+  void run_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s);
+  Result<View> own_on_backend(Tensor host_f32, bool is_norm);
 
   std::filesystem::path dir_;
   ModelConfig config_;
   const ArchitectureSpec* arch_ = nullptr;
   Backend* backend_ = nullptr;
   std::shared_ptr<WeightFiles> files_;
+  std::optional<QuantizationConfig> quant_;
   ModelWeights weights_;
   std::vector<Tensor> owned_;  // device copies / converted weights
   std::vector<float> inv_freq_;

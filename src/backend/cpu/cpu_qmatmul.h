@@ -1,0 +1,33 @@
+// CPU matmul with packed quantized weights (int8/4/3/2, formats/quant_pack.h): y = x · dq(w)ᵀ + bias.
+// The reference dequantizes the whole weight with dequantize_ref and multiplies with matmul_ref's
+// arithmetic. The fast path works on blocks of output rows: each OpenMP thread dequantizes its
+// block to f32 in a thread-local buffer, then multiplies it with SIMD dot products (few rows of
+// x) or single-threaded OpenBLAS sgemm (many rows), so the f32 copy of the weight never exceeds
+// one block per thread. CpuBackend::matmul calls matmul_quantized_cpu for quantized formats.
+// Test: build-*/tests/test_cpu_qmatmul.
+#pragma once
+
+#include "backend/backend.h"
+#include "formats/quant_pack.h"
+
+namespace compactor {
+
+// The packed tensors of a quantized host LinearWeight as a PackedRef (views must be on the CPU).
+PackedRef packed_ref(const LinearWeight& w);
+
+// A LinearWeight over the host tensors of `p` (kept alive by the caller), with an optional bias.
+LinearWeight linear_weight_of(const PackedLinear& p, View bias = View{});
+
+// Checks a quantized LinearWeight's packed views (dtypes, shapes against N, K, bits, group size).
+void check_quantized_weight(const char* op, const LinearWeight& w);
+
+// out: [N, K] f32 = the dequantized weight (the spec every quantized kernel is tested against).
+void dequantize_linear_ref(const LinearWeight& w, float* out);
+
+// out: [T, N] f32 = x: [T, K] f32 · dq(w)ᵀ (+ bias), scalar double accumulation (the spec).
+void matmul_quantized_ref(View out, View x, const LinearWeight& w);
+
+// out: [T, N] f32 = x: [T, K] f32 · dq(w)ᵀ (+ bias): the fast path.
+void matmul_quantized_cpu(View out, View x, const LinearWeight& w);
+
+}  // namespace compactor
