@@ -108,6 +108,17 @@ Status Model::bind_weights() {
 
 int64_t Model::parameter_count() const {
   int64_t total = 0;
+  if (files_ == nullptr) {  // allocated (synthetic) model: count what is placed
+    const ModelWeights& w = weights_;
+    total = w.embed.numel() + w.final_norm.numel();
+    if (w.lm_head.weight.data != w.embed.data) total += w.lm_head.weight.numel() + w.lm_head.bias.numel();
+    for (const LayerWeights& lw : w.layers) {
+      total += lw.attn_norm.numel() + lw.mlp_norm.numel();
+      for (const LinearWeight* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down})
+        total += l->weight.numel() + (l->bias.data ? l->bias.numel() : 0);
+    }
+    return total;
+  }
   for (const std::string& name : files_->names()) total += files_->find(name)->view().numel();
   return total;
 }

@@ -66,6 +66,10 @@ class Model {
   // Compressed directories (config.json with a quantization_config) load transparently: packed
   // linears are bound as quantized LinearWeights (CPU: mmapped views; other devices: uploads).
   static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend);
+  // A model of `config` with every weight allocated on `backend` (same shapes and dtypes as load)
+  // but not initialised, and no files behind it (files() must not be called; has_files() is
+  // false). Synthetic models (model/synthetic.h) fill the weights.
+  static Result<std::unique_ptr<Model>> allocate(const ModelConfig& config, Backend& backend);
   ~Model();
 
   const ModelConfig& config() const { return config_; }
@@ -75,6 +79,7 @@ class Model {
   Backend& backend() const { return *backend_; }
   const std::filesystem::path& dir() const { return dir_; }
   const WeightFiles& files() const { return *files_; }
+  bool has_files() const { return files_ != nullptr; }
 
   KvCache make_kv_cache(int batch, int max_tokens) const;
 
