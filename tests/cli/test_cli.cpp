@@ -14,16 +14,16 @@
 namespace compactor {
 namespace {
 
-struct Run {
+struct CliRun {
   int exit_code = -1;
   std::string out, err;
 };
 
-Run run(const std::string& args) {
+CliRun run(const std::string& args) {
   static const auto dir = test::make_temp_dir("compactor-cli");
   const auto err_path = dir / "stderr.txt";
   const std::string cmd = test::binary_path().string() + " " + args + " 2>" + err_path.string();
-  Run r;
+  CliRun r;
   FILE* pipe = popen(cmd.c_str(), "r");
   char buf[4096];
   size_t n;
@@ -46,7 +46,7 @@ class Cli : public ::testing::Test {
 };
 
 TEST_F(Cli, InfoJson) {
-  Run r = run("info " + model("fixture-llama-sp") + " --json");
+  CliRun r = run("info " + model("fixture-llama-sp") + " --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["architecture"], "LlamaForCausalLM");
@@ -55,17 +55,17 @@ TEST_F(Cli, InfoJson) {
 }
 
 TEST_F(Cli, TokenizeJson) {
-  Run r = run("tokenize " + model("fixture-llama-sp") + " --text 'Hello world' --json");
+  CliRun r = run("tokenize " + model("fixture-llama-sp") + " --text 'Hello world' --json");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ids"], (std::vector<int>{15043, 3186}));
   EXPECT_TRUE(j["round_trip"].get<bool>());
-  Run with_bos = run("tokenize " + model("fixture-llama-sp") + " --text 'Hello world' --json --bos");
+  CliRun with_bos = run("tokenize " + model("fixture-llama-sp") + " --text 'Hello world' --json --bos");
   EXPECT_EQ(nlohmann::json::parse(with_bos.out)["ids"][0], 1);
 }
 
 TEST_F(Cli, EvalPplJsonAndRunRecord) {
-  Run r = run("eval " + model("stories260K") + " --tasks ppl --data " +
+  CliRun r = run("eval " + model("stories260K") + " --tasks ppl --data " +
               (test::shared_dir() / "data/calibration/tiny.utf8").string() + " --ctx 128 --limit-windows 4 --json --quiet" +
               " --store " + store() + " --record-dir " + tmp_.string());
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -74,7 +74,7 @@ TEST_F(Cli, EvalPplJsonAndRunRecord) {
   EXPECT_EQ(j["tokens"], 4 * 127);
   EXPECT_GT(j["ppl"].get<double>(), 1.0);
   EXPECT_LT(j["ppl"].get<double>(), 100.0);  // in-domain text for a TinyStories model
-  Run runs = run("runs --store " + store() + " --json");
+  CliRun runs = run("runs --store " + store() + " --json");
   ASSERT_EQ(runs.exit_code, 0) << runs.err;
   auto records = nlohmann::json::parse(runs.out);
   ASSERT_EQ(records.size(), 1u);
@@ -88,12 +88,12 @@ TEST_F(Cli, EvalPplJsonAndRunRecord) {
 
 TEST_F(Cli, RecipeFillsFlagsAndFlagsOverride) {
   std::ofstream(tmp_ / "r.yaml") << "ctx: 64\nlimit-windows: 2\ntasks: ppl\ndata: tiny\n";
-  Run r = run("eval " + model("stories260K") + " --recipe " + (tmp_ / "r.yaml").string() + " --json --quiet --no-record");
+  CliRun r = run("eval " + model("stories260K") + " --recipe " + (tmp_ / "r.yaml").string() + " --json --quiet --no-record");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto j = nlohmann::json::parse(r.out);
   EXPECT_EQ(j["ctx"], 64);
   EXPECT_EQ(j["windows"], 2);
-  Run o = run("eval " + model("stories260K") + " --recipe " + (tmp_ / "r.yaml").string() +
+  CliRun o = run("eval " + model("stories260K") + " --recipe " + (tmp_ / "r.yaml").string() +
               " --limit-windows 3 --json --quiet --no-record");
   ASSERT_EQ(o.exit_code, 0) << o.err;
   EXPECT_EQ(nlohmann::json::parse(o.out)["windows"], 3);
@@ -102,7 +102,7 @@ TEST_F(Cli, RecipeFillsFlagsAndFlagsOverride) {
 TEST_F(Cli, GenerateIsDeterministicWithASeed) {
   const std::string args = "generate " + model("stories260K") +
                            " --prompt 'Once upon a time' --max-tokens 24 --temperature 0.8 --seed 5 --json --quiet";
-  Run a = run(args), b = run(args);
+  CliRun a = run(args), b = run(args);
   ASSERT_EQ(a.exit_code, 0) << a.err;
   EXPECT_EQ(nlohmann::json::parse(a.out)["ids"], nlohmann::json::parse(b.out)["ids"]);
 }
@@ -147,7 +147,7 @@ TEST_F(Cli, BadInputGivesAClearErrorAndNonZeroExit) {
       {"info " + unknown_arch, "GPT2LMHeadModel"},
   };
   for (const Case& c : cases) {
-    Run r = run(c.args);
+    CliRun r = run(c.args);
     EXPECT_NE(r.exit_code, 0) << c.args;
     EXPECT_LT(r.exit_code, 128) << "crashed: " << c.args;
     EXPECT_NE(r.err.find(c.expect), std::string::npos) << c.args << "\nstderr: " << r.err;

@@ -47,6 +47,7 @@ TEST(Taps, FirstNormEqualsAnIndependentRmsNormOfTheEmbedding) {
   std::vector<int32_t> ids = {1, 77};
   KvCache cache = f.model->make_kv_cache(1, 2);
   ASSERT_TRUE(f.model->forward({ids.data(), BatchLayout{1, 2}, LogitsMode::kNone, &tap}, cache).is_ok());
+  ASSERT_EQ(captured.size(), static_cast<size_t>(2 * c.hidden_size));
   const View embed = f.model->weights().embed, norm = f.model->weights().layers[0].attn_norm;
   std::vector<float> row(c.hidden_size), w(c.hidden_size);
   convert_to_f32(norm.data, norm.dtype, c.hidden_size, w.data());
