@@ -1,8 +1,13 @@
+// Benchmark driver: the CPU path (host clock) and the physical-limit arithmetic; the CUDA path
+// lives in cuda_bench.cpp. Test: build-*/tests/test_bench.
 #include "bench/bench.h"
 
 #include <algorithm>
 #include <chrono>
 #include <random>
+
+#include "bench/cuda_bench.h"
+#include "model/synthetic.h"
 
 namespace compactor {
 
@@ -44,19 +49,13 @@ Result<Timed> time_once(Model& model, int batch, const BenchConfig& cfg, std::mt
   return t;
 }
 
-}  // namespace
-
-Result<BenchResult> run_bench(Model& model, const BenchConfig& cfg) {
-  if (cfg.prompt < 1 || cfg.gen < 1 || cfg.repeats < 1)
-    return invalid_argument("bench: --prompt, --gen and --repeats must be >= 1");
-  if (cfg.prompt + cfg.gen > model.config().max_position_embeddings)
-    return invalid_argument("bench: --prompt {} + --gen {} exceeds the model's maximum context {}", cfg.prompt, cfg.gen,
-                            model.config().max_position_embeddings);
+Result<BenchResult> run_bench_host(Model& model, const BenchConfig& cfg) {
   BenchResult result;
-  for (const std::string& name : model.files().names()) result.weight_bytes += model.files().find(name)->view().bytes();
+  result.timing = "host clock";
+  result.weight_bytes = model_weight_bytes(model);
   std::mt19937 rng(static_cast<uint32_t>(cfg.seed));
+  const int act_bytes = dtype_size(model.backend().activation_dtype());
   for (int batch : cfg.batches) {
-    if (batch < 1) return invalid_argument("bench: batch sizes must be >= 1 (got {})", batch);
     BenchConfig warm = cfg;
     warm.gen = std::min(cfg.gen, 2);
     RETURN_IF_ERROR(time_once(model, batch, warm, rng, &result.peak_kv_bytes).status());
@@ -66,15 +65,64 @@ Result<BenchResult> run_bench(Model& model, const BenchConfig& cfg) {
       prefill.push_back(t.prefill);
       decode.push_back(t.decode);
     }
-    BenchPoint p{batch, cfg.prompt, cfg.gen};
+    BenchPoint p;
+    p.batch = batch;
+    p.prompt = cfg.prompt;
+    p.gen = cfg.gen;
     p.prefill_seconds = median(prefill);
     p.decode_seconds = median(decode);
+    p.decode_seconds_min = *std::min_element(decode.begin(), decode.end());
+    p.decode_seconds_max = *std::max_element(decode.begin(), decode.end());
     p.prefill_tokens_per_second = batch * cfg.prompt / p.prefill_seconds;
     p.decode_tokens_per_second = batch * cfg.gen / p.decode_seconds;
     p.ms_per_decode_step = 1000.0 * p.decode_seconds / cfg.gen;
+    p.bytes_per_decode_step = decode_step_bytes(model.config(), result.weight_bytes, act_bytes, batch,
+                                                cfg.prompt + (cfg.gen + 1) / 2.0);
     result.points.push_back(p);
   }
   return result;
+}
+
+}  // namespace
+
+double prefill_flops(const ModelConfig& c, int batch, int tokens, int past) {
+  const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+  const double q_dim = static_cast<double>(c.num_heads * c.head_dim), kv_dim = static_cast<double>(c.num_kv_heads * c.head_dim);
+  const double block_params = 2 * d * q_dim + 2 * d * kv_dim + 3 * d * f;
+  const double rows = static_cast<double>(batch) * tokens;
+  double flops = 2.0 * block_params * c.num_layers * rows + 2.0 * d * static_cast<double>(c.vocab_size) * batch;
+  // Query t sees past + t + 1 keys: Σ = T·past + T(T+1)/2; QKᵀ and PV cost 2·Dh each per key.
+  const double keys = static_cast<double>(tokens) * past + static_cast<double>(tokens) * (tokens + 1) / 2.0;
+  flops += 4.0 * static_cast<double>(c.head_dim) * c.num_heads * c.num_layers * keys * batch;
+  return flops;
+}
+
+double decode_step_bytes(const ModelConfig& c, int64_t weight_bytes, int act_bytes, int batch, double keys) {
+  const double embed = static_cast<double>(c.vocab_size) * c.hidden_size * act_bytes;
+  const double weights = static_cast<double>(weight_bytes) - (c.tie_word_embeddings ? 0.0 : embed) +
+                         static_cast<double>(batch) * c.hidden_size * act_bytes;
+  const double kv = static_cast<double>(batch) * keys * c.num_layers * 2.0 * c.num_kv_heads * c.head_dim * act_bytes;
+  return weights + kv;
+}
+
+Result<BenchResult> run_bench(Model& model, const BenchConfig& cfg) {
+  if (cfg.prompt < 1 || cfg.gen < 1 || cfg.repeats < 1)
+    return invalid_argument("bench: --prompt, --gen and --repeats must be >= 1");
+  for (int batch : cfg.batches)
+    if (batch < 1) return invalid_argument("bench: batch sizes must be >= 1 (got {})", batch);
+  for (int t : cfg.ttft_prompts)
+    if (t < 1) return invalid_argument("bench: --ttft-prompts must be >= 1 (got {})", t);
+  const int64_t max_pos = model.config().max_position_embeddings;
+  if (cfg.prompt + cfg.gen + 1 > max_pos)
+    return invalid_argument("bench: --prompt {} + --gen {} (+1 warm-up step) exceeds the model's maximum context {}",
+                            cfg.prompt, cfg.gen, max_pos);
+  for (int t : cfg.ttft_prompts)
+    if (t > max_pos) return invalid_argument("bench: TTFT prompt {} exceeds the model's maximum context {}", t, max_pos);
+  if (!(cfg.hbm_bytes_per_second > 0) || !(cfg.peak_flops > 0))
+    return invalid_argument("bench: --hbm-bandwidth and --peak-tflops must be > 0");
+  if (model.backend().device() == Device::kCuda) return run_bench_cuda(model, cfg);
+  if (!cfg.ttft_prompts.empty()) return unsupported("bench: --ttft-prompts needs --device cuda");
+  return run_bench_host(model, cfg);
 }
 
 }  // namespace compactor

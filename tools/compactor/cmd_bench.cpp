@@ -1,42 +1,204 @@
-// compactor bench MODEL [--device cpu|cuda] [--batch 1,8] [--prompt N] [--gen N] [--repeats R]:
-// prefill and decode throughput, time to first token and peak memory, as a table or JSON.
+// compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
+//   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--out FILE.json]
+// Prefill and decode throughput, time to first token, peak memory and the fraction of the
+// physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
+// a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
+// issue's points: TTFT at 512 and 2048 tokens, decode at batch 1/8/32 with a 512-token prompt
+// and 128 generated tokens.
 #include <cstdio>
+#include <fstream>
+#include <new>
 
 #include "bench/bench.h"
+#include "bench/memory_plan.h"
 #include "common.h"
 #include "core/hardware.h"
+#include "model/synthetic.h"
+#ifdef COMPACTOR_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace compactor::cli {
 
 namespace {
 struct BenchCliOptions {
-  std::string model;
+  std::string model, synthetic, dtype = "bf16", graphs = "on", out;
   std::vector<int> batches{1};
+  std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
+  double hbm_gbps = 3000, peak_tflops = 989;
   uint64_t seed = 0;
   CommonOptions common;
 };
 
-nlohmann::json to_json(const BenchResult& r, int64_t peak_rss) {
-  nlohmann::json points = nlohmann::json::array();
+nlohmann::json to_json(const BenchResult& r, const BenchConfig& cfg) {
+  nlohmann::json ttft = nlohmann::json::array(), points = nlohmann::json::array();
+  for (const TtftPoint& t : r.ttft)
+    ttft.push_back({{"prompt", t.prompt}, {"ttft_ms", t.ms}, {"tflop", t.flops / 1e12},
+                    {"tflops_per_second", t.flops / (t.ms * 1e-3) / 1e12}, {"fraction_of_peak", t.fraction}});
   for (const BenchPoint& p : r.points)
     points.push_back({{"batch", p.batch}, {"prompt", p.prompt}, {"gen", p.gen},
                       {"ttft_ms", p.prefill_seconds * 1000}, {"prefill_tokens_per_second", p.prefill_tokens_per_second},
+                      {"prefill_fraction_of_peak", p.prefill_fraction},
                       {"decode_tokens_per_second", p.decode_tokens_per_second},
-                      {"ms_per_decode_step", p.ms_per_decode_step}});
-  return {{"points", points}, {"weight_bytes", r.weight_bytes}, {"peak_kv_bytes", r.peak_kv_bytes},
-          {"peak_rss_bytes", peak_rss}};
+                      {"ms_per_decode_step", p.ms_per_decode_step},
+                      {"decode_ms_per_step_min", 1000 * p.decode_seconds_min / p.gen},
+                      {"decode_ms_per_step_max", 1000 * p.decode_seconds_max / p.gen},
+                      {"bytes_per_decode_step", p.bytes_per_decode_step},
+                      {"decode_fraction_of_bandwidth", p.decode_fraction}, {"cuda_graph", p.cuda_graph},
+                      {"graph_error", p.graph_error}});
+  return {{"ttft", ttft},
+          {"points", points},
+          {"weight_bytes", r.weight_bytes},
+          {"peak_kv_bytes", r.peak_kv_bytes},
+          {"peak_device_bytes", r.peak_device_bytes},
+          {"device_total_bytes", r.device_total_bytes},
+          {"peak_rss_bytes", peak_rss_bytes()},
+          {"timing", r.timing},
+          {"repeats", cfg.repeats},
+          {"hbm_bytes_per_second", cfg.hbm_bytes_per_second},
+          {"peak_flops", cfg.peak_flops},
+          {"limits", "decode: (weights + KV bytes read per step) / step time / HBM bandwidth; prefill: (2 * linear "
+                     "params * T + attention FLOPs) / time / peak (default: H100 SXM dense bf16, 989 TFLOP/s)"},
+          {"notes", r.notes}};
+}
+
+void print_table(const nlohmann::json& j, const BenchResult& r) {
+  std::printf("device %s (%s), timing %s\n", j["device"].get<std::string>().c_str(), j["model"].get<std::string>().c_str(),
+              r.timing.c_str());
+  std::printf("weights %.2f GB, peak KV %.2f GB, peak device memory %.2f GB of %.2f GB, peak RSS %.2f GB\n",
+              r.weight_bytes / 1e9, r.peak_kv_bytes / 1e9, r.peak_device_bytes / 1e9, r.device_total_bytes / 1e9,
+              peak_rss_bytes() / 1e9);
+  if (!r.ttft.empty()) std::printf("%8s %10s %10s %10s\n", "prompt", "TTFT ms", "TFLOP/s", "of peak");
+  for (const TtftPoint& t : r.ttft)
+    std::printf("%8d %10.2f %10.1f %9.1f%%\n", t.prompt, t.ms, t.flops / (t.ms * 1e-3) / 1e12, 100 * t.fraction);
+  std::printf("%6s %7s %5s %11s %14s %13s %9s %9s %6s\n", "batch", "prompt", "gen", "prefill ms", "prefill tok/s",
+              "decode tok/s", "ms/step", "of HBM", "graph");
+  for (const BenchPoint& p : r.points)
+    std::printf("%6d %7d %5d %11.2f %14.1f %13.1f %9.3f %8.1f%% %6s\n", p.batch, p.prompt, p.gen,
+                p.prefill_seconds * 1000, p.prefill_tokens_per_second, p.decode_tokens_per_second, p.ms_per_decode_step,
+                100 * p.decode_fraction, p.cuda_graph ? "yes" : "no");
+  for (const std::string& n : r.notes) std::printf("note: %s\n", n.c_str());
+}
+
+// The points on CUDA unless the flags were given.
+BenchConfig make_config(const BenchCliOptions& o, const CLI::App& app, bool cuda) {
+  BenchConfig cfg;
+  cfg.batches = o.batches;
+  cfg.prompt = o.prompt;
+  cfg.gen = o.gen;
+  cfg.repeats = o.repeats;
+  cfg.seed = o.seed;
+  cfg.ttft_prompts = o.ttft_prompts;
+  cfg.hbm_bytes_per_second = o.hbm_gbps * 1e9;
+  cfg.peak_flops = o.peak_tflops * 1e12;
+  cfg.cuda_graphs = o.graphs != "off";
+  if (cuda) {
+    if (app.count("--batch") == 0) cfg.batches = {1, 8, 32};
+    if (app.count("--prompt") == 0) cfg.prompt = 512;
+    if (app.count("--gen") == 0) cfg.gen = 128;
+    if (app.count("--repeats") == 0) cfg.repeats = 5;
+    if (app.count("--ttft-prompts") == 0) cfg.ttft_prompts = {512, 2048};
+  }
+  return cfg;
+}
+
+struct BenchModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Model> model;
+  std::string name;
+};
+
+#ifdef COMPACTOR_HAS_CUDA
+Result<std::unique_ptr<CudaBackend>> make_cuda(const std::string& dtype) {
+  CudaBackendOptions opts;
+  if (dtype == "bf16") opts.activation_dtype = DType::kBF16;
+  else if (dtype == "f16") opts.activation_dtype = DType::kF16;
+  else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", dtype);
+  return CudaBackend::create(opts);
+}
+#endif
+
+// A synthetic model: the memory for the weights is checked before anything is allocated.
+Result<BenchModel> make_synthetic(const BenchCliOptions& o) {
+  ASSIGN_OR_RETURN(ModelConfig cfg, synthetic_config(o.synthetic));
+  if (o.common.device != "cuda" && o.common.device != "gpu")
+    return unsupported("--synthetic {}: synthetic models are made on the GPU; use --device cuda", o.synthetic);
+#ifdef COMPACTOR_HAS_CUDA
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o.dtype));
+  const int64_t weights = estimate_weight_bytes(cfg, 2);
+  const CudaMemoryInfo mem = be->memory_info();
+  if (weights + (int64_t{512} << 20) > mem.free_bytes)
+    return Status(StatusCode::kOutOfMemory,
+                  fmt::format("--synthetic {}: the weights need {:.2f} GB but the GPU has {:.2f} GB free", o.synthetic,
+                              weights / 1e9, mem.free_bytes / 1e9));
+  BenchModel bm;
+  bm.name = "synthetic " + o.synthetic;
+  try {
+    ASSIGN_OR_RETURN(bm.model, Model::allocate(cfg, *be));
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, fmt::format("--synthetic {}: out of GPU memory placing the weights", o.synthetic));
+  }
+  CudaBackend* cuda = be.get();
+  Status fill_status;
+  fill_synthetic_weights(*bm.model, o.seed, [&](View v, uint64_t stream, float mean, float stddev) {
+    if (fill_status.is_ok()) fill_status = cuda->fill_normal(v, stream, mean, stddev);
+  });
+  RETURN_IF_ERROR(fill_status);
+  be->synchronize();
+  bm.backend = std::move(be);
+  return bm;
+#else
+  return unsupported("--synthetic: this build of compactor has no CUDA backend");
+#endif
+}
+
+Result<BenchModel> make_bench_model(const BenchCliOptions& o) {
+  if (!o.synthetic.empty()) {
+    if (!o.model.empty()) return invalid_argument("bench: give a MODEL directory or --synthetic, not both");
+    return make_synthetic(o);
+  }
+  if (o.model.empty()) return invalid_argument("bench: a MODEL directory or --synthetic NAME is required");
+  BenchModel bm;
+  bm.name = o.model;
+#ifdef COMPACTOR_HAS_CUDA
+  if (o.common.device == "cuda" || o.common.device == "gpu") {
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o.dtype));
+    bm.backend = std::move(be);
+    ASSIGN_OR_RETURN(bm.model, Model::load(o.model, *bm.backend));
+    return bm;
+  }
+#endif
+  apply_threads(o.common.threads);
+  ASSIGN_OR_RETURN(BackendKind kind, backend_kind_from_name(o.common.device));
+  ASSIGN_OR_RETURN(bm.backend, make_backend(kind));
+  ASSIGN_OR_RETURN(bm.model, Model::load(o.model, *bm.backend));
+  return bm;
+}
+
+Status write_json(const std::string& path, const nlohmann::json& j) {
+  std::ofstream out(path);
+  if (!out) return io_error("--out {}: cannot open for writing", path);
+  out << j.dump(2) << "\n";
+  if (!out) return io_error("--out {}: write failed", path);
+  return Status::ok();
 }
 
 int run(const BenchCliOptions& o, const CLI::App& app) {
+  if (o.graphs != "on" && o.graphs != "off") return fail(invalid_argument("--graphs {}: expected on or off", o.graphs));
   RunRecord record = new_run_record("bench");
-  auto lm = load_model(o.model, o.common);
-  if (!lm) return fail(lm.status());
-  BenchConfig cfg{o.batches, o.prompt, o.gen, o.repeats, o.seed};
-  auto r = run_bench(*lm->model, cfg);
+  auto bm = make_bench_model(o);
+  if (!bm) return fail(bm.status());
+  const BenchConfig cfg = make_config(o, app, bm->backend->device() == Device::kCuda);
+  auto r = run_bench(*bm->model, cfg);
   if (!r) return fail(r.status());
-  nlohmann::json j = to_json(*r, peak_rss_bytes());
-  j["device"] = lm->backend->name();
+  nlohmann::json j = to_json(*r, cfg);
+  j["device"] = bm->backend->name();
+  j["model"] = bm->name;
+  j["machine"] = to_json(detect_hardware());
+  for (const TtftPoint& t : r->ttft)
+    record.metrics.push_back(Metric{"ttft" + std::to_string(t.prompt) + "_ms", t.ms, {}, {}, {}, "ms"});
   for (const BenchPoint& p : r->points) {
     const std::string b = "b" + std::to_string(p.batch);
     record.metrics.push_back(Metric{b + ".ttft_ms", p.prefill_seconds * 1000, {}, {}, {}, "ms"});
@@ -44,20 +206,19 @@ int run(const BenchCliOptions& o, const CLI::App& app) {
     record.metrics.push_back(Metric{b + ".decode_tps", p.decode_tokens_per_second, {}, {}, {}, "tokens/s"});
   }
   record.metrics.push_back(Metric{"peak_rss_bytes", static_cast<double>(peak_rss_bytes()), {}, {}, {}, "bytes"});
+  record.metrics.push_back(Metric{"peak_device_bytes", static_cast<double>(r->peak_device_bytes), {}, {}, {}, "bytes"});
   record.details = j;
   Status saved = save_record(record, o.common, o.model, app);
   if (!saved.is_ok()) return fail(saved);
+  if (!o.out.empty()) {
+    Status written = write_json(o.out, j);
+    if (!written.is_ok()) return fail(written);
+  }
   if (o.common.json) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("device %s, weights %.1f MB, peak RSS %.1f MB\n", j["device"].get<std::string>().c_str(),
-              r->weight_bytes / 1e6, peak_rss_bytes() / 1e6);
-  std::printf("%6s %7s %5s %10s %16s %16s %12s\n", "batch", "prompt", "gen", "TTFT ms", "prefill tok/s", "decode tok/s",
-              "ms/step");
-  for (const BenchPoint& p : r->points)
-    std::printf("%6d %7d %5d %10.2f %16.1f %16.1f %12.2f\n", p.batch, p.prompt, p.gen, p.prefill_seconds * 1000,
-                p.prefill_tokens_per_second, p.decode_tokens_per_second, p.ms_per_decode_step);
+  print_table(j, *r);
   return 0;
 }
 }  // namespace
@@ -65,12 +226,25 @@ int run(const BenchCliOptions& o, const CLI::App& app) {
 Command make_bench_command(CLI::App& root) {
   auto opts = std::make_shared<BenchCliOptions>();
   CLI::App* app = root.add_subcommand("bench", "measure prefill/decode speed and memory");
-  app->add_option("model", opts->model, "model directory")->required();
-  app->add_option("--batch", opts->batches, "comma-separated batch sizes")->delimiter(',')->capture_default_str();
-  app->add_option("--prompt", opts->prompt, "prompt tokens per sequence")->capture_default_str();
-  app->add_option("--gen", opts->gen, "generated tokens per sequence")->capture_default_str();
-  app->add_option("--repeats", opts->repeats, "timed repeats (median reported)")->capture_default_str();
-  app->add_option("--seed", opts->seed, "seed of the random token ids")->capture_default_str();
+  app->add_option("model", opts->model, "model directory (or --synthetic NAME)");
+  app->add_option("--synthetic", opts->synthetic,
+                  "random weights with the shapes of llama2-7b | llama3-8b | mistral-7b | llama2-13b (CUDA only)");
+  app->add_option("--batch", opts->batches, "comma-separated batch sizes (CUDA default 1,8,32)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app->add_option("--prompt", opts->prompt, "prompt tokens per sequence (CUDA default 512)")->capture_default_str();
+  app->add_option("--gen", opts->gen, "generated tokens per sequence (CUDA default 128)")->capture_default_str();
+  app->add_option("--repeats", opts->repeats, "timed repeats, median reported (CUDA default 5)")->capture_default_str();
+  app->add_option("--ttft-prompts", opts->ttft_prompts, "batch-1 TTFT prompt lengths (CUDA default 512,2048)")
+      ->delimiter(',');
+  app->add_option("--seed", opts->seed, "seed of the random token ids and synthetic weights")->capture_default_str();
+  app->add_option("--dtype", opts->dtype, "CUDA activation dtype: bf16 or f16")->capture_default_str();
+  app->add_option("--graphs", opts->graphs, "CUDA graphs for decode steps: on or off")->capture_default_str();
+  app->add_option("--hbm-gbps", opts->hbm_gbps, "memory bandwidth for the decode bound, GB/s (H100 SXM: 3000)")
+      ->capture_default_str();
+  app->add_option("--peak-tflops", opts->peak_tflops, "tensor-core peak for the prefill bound (H100 SXM bf16: 989)")
+      ->capture_default_str();
+  app->add_option("--out", opts->out, "also write the JSON result to this file (e.g. bench/results/NAME.json)");
   add_common_options(app, opts->common);
   return {app, [opts, app]() { return run(*opts, *app); }};
 }

@@ -282,7 +282,7 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
   AttentionPlan plan;
   const int group = p.kv_heads > 0 ? std::max(1, p.heads / p.kv_heads) : 1;
   const int64_t blocks = ceil_div(static_cast<int64_t>(batch.tokens) * group, kBlockRows) * p.kv_heads * batch.batch;
-  const int max_len = batch.max_past() + batch.tokens;
+  const int max_len = batch.max_keys > 0 ? batch.max_keys : batch.max_past() + batch.tokens;
   int64_t splits = 1;
   if (force_splits > 0) {
     splits = force_splits;
@@ -365,7 +365,7 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
   if (plan.splits < 1 || plan.keys_per_split < 1 || (plan.splits > 1 && workspace == nullptr))
     return invalid_argument("attention: bad plan ({} splits of {} keys, workspace {})", plan.splits,
                             plan.keys_per_split, workspace != nullptr ? "set" : "missing");
-  if (static_cast<int64_t>(plan.splits) * plan.keys_per_split < batch.max_past() + batch.tokens)
+  if (static_cast<int64_t>(plan.splits) * plan.keys_per_split < std::max(batch.max_keys, batch.max_past() + batch.tokens))
     return invalid_argument("attention: plan covers {} keys, fewer than the {} needed",
                             static_cast<int64_t>(plan.splits) * plan.keys_per_split, batch.max_past() + batch.tokens);
   const int64_t total_rows = static_cast<int64_t>(batch.batch) * batch.tokens * p.heads;

@@ -59,6 +59,7 @@ struct DeviceBatch {
   int tokens = 1;                     // T new tokens per sequence
   const int32_t* past_host = nullptr;  // [B] host
   const int32_t* past_dev = nullptr;   // [B] device
+  int max_keys = 0;  // > 0: the lengths live on the device; plan for up to this many keys
   int max_past() const {
     int m = 0;
     for (int b = 0; b < batch; ++b) m = past_host[b] > m ? past_host[b] : m;

@@ -3,7 +3,10 @@
 // Test: build-cuda/tests/test_cuda_ops (on a GPU machine; skipped without one).
 #include "backend/cuda/cuda_backend.h"
 
+#include <atomic>
 #include <cstring>
+#include <mutex>
+#include <unordered_map>
 
 #include "backend/cuda/add.cuh"
 #include "backend/cuda/add_rms_norm.cuh"
@@ -11,10 +14,12 @@
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cross_entropy.cuh"
 #include "backend/cuda/embedding.cuh"
+#include "backend/cuda/fill.cuh"
 #include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/rms_norm.cuh"
 #include "backend/cuda/rope.cuh"
+#include "backend/cuda/sample.cuh"
 #include "backend/cuda/swiglu.cuh"
 
 namespace compactor {
@@ -22,6 +27,34 @@ namespace compactor {
 namespace {
 
 constexpr size_t kCublasWorkspaceBytes = size_t{32} << 20;  // NVIDIA's recommendation for Hopper
+
+// Accounting of every device allocation the backend makes (peak memory for the benchmarks).
+struct AllocStats {
+  std::mutex mu;
+  std::unordered_map<void*, size_t> sizes;
+  int64_t live = 0, peak = 0;
+};
+AllocStats& alloc_stats() {
+  static AllocStats* stats = new AllocStats();  // never destroyed: frees may run at exit
+  return *stats;
+}
+
+void note_alloc(void* p, size_t bytes) {
+  AllocStats& s = alloc_stats();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.sizes[p] = bytes;
+  s.live += static_cast<int64_t>(bytes);
+  if (s.live > s.peak) s.peak = s.live;
+}
+
+void note_free(void* p) {
+  AllocStats& s = alloc_stats();
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.sizes.find(p);
+  if (it == s.sizes.end()) return;
+  s.live -= static_cast<int64_t>(it->second);
+  s.sizes.erase(it);
+}
 
 // Allocator hooks for Tensor (core cannot depend on CUDA). A failed cudaMalloc returns nullptr,
 // which Tensor turns into std::bad_alloc; the sticky-free error is cleared first.
@@ -31,10 +64,12 @@ void* cuda_alloc(size_t bytes) {
     (void)cudaGetLastError();
     return nullptr;
   }
+  note_alloc(p, bytes);
   return p;
 }
 
 void cuda_free(void* p) {
+  note_free(p);
   const cudaError_t err = cudaFree(p);
   // At process exit the runtime may already be torn down; the memory is gone with it.
   if (err != cudaSuccess && err != cudaErrorCudartUnloading) CUDA_CHECK(err);
@@ -65,11 +100,12 @@ void* DeviceBuffer::reserve(size_t bytes) {
   if (bytes <= bytes_ && data_ != nullptr) return data_;
   if (data_ != nullptr) {
     CUDA_CHECK(cudaDeviceSynchronize());  // no queued kernel may still read the old buffer
-    CUDA_CHECK(cudaFree(data_));
+    cuda_free(data_);
   }
   data_ = nullptr;
   bytes_ = 0;
-  CUDA_CHECK(cudaMalloc(&data_, bytes == 0 ? 16 : bytes));
+  data_ = cuda_alloc(bytes == 0 ? 16 : bytes);
+  COMPACTOR_ASSERT(data_ != nullptr, "CUDA backend: out of device memory for a {}-byte scratch buffer", bytes);
   bytes_ = bytes;
   return data_;
 }
@@ -137,6 +173,8 @@ Status CudaBackend::init() {
 
 CudaBackend::~CudaBackend() {
   if (stream_ != nullptr) (void)cudaStreamSynchronize(stream_);
+  if (timer_start_ != nullptr) (void)cudaEventDestroy(timer_start_);
+  if (timer_stop_ != nullptr) (void)cudaEventDestroy(timer_stop_);
   if (cublas_ != nullptr) (void)cublasDestroy(cublas_);
   if (stream_ != nullptr) (void)cudaStreamDestroy(stream_);
 }
@@ -190,6 +228,10 @@ CudaBackend::Batch CudaBackend::upload_batch(const BatchLayout& layout) {
   Batch b;
   b.past.resize(layout.batch);
   for (int i = 0; i < layout.batch; ++i) b.past[i] = layout.past(i);
+  if (device_args_.past != nullptr) {  // decode loop: the device copy is the truth
+    b.dev = DeviceBatch{layout.batch, layout.tokens, b.past.data(), device_args_.past, device_args_.max_keys};
+    return b;
+  }
   // The offsets rarely change between the ops of one forward; upload only when they do.
   if (b.past != past_uploaded_ || past_.device_data() == nullptr) {
     past_.upload(b.past.data(), b.past.size() * sizeof(int32_t), stream_);
@@ -212,6 +254,10 @@ const float* CudaBackend::upload_inv_freq(const float* inv_freq, int head_dim) {
 // ---- ops ----
 
 void CudaBackend::embedding(View out, const int32_t* ids, View table) {
+  if (device_args_.ids != nullptr) {  // decode loop: ids were sampled on the device
+    check(embedding_cuda(out, device_args_.ids, table, stream_));
+    return;
+  }
   check_host_ids("embedding", "ids", ids, out.rows(), table.rows());
   const void* ids_dev = ids_.upload(ids, static_cast<size_t>(out.rows()) * sizeof(int32_t), stream_);
   check(embedding_cuda(out, static_cast<const int32_t*>(ids_dev), table, stream_));
@@ -262,6 +308,98 @@ void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets)
   if (rows == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(nll, dev, rows * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- beyond the Backend interface ----
+
+Status CudaBackend::fill_normal(View out, uint64_t stream_id, float mean, float stddev) {
+  return fill_normal_cuda(out, stream_id, mean, stddev, stream_);
+}
+
+Status CudaBackend::sample(int32_t* ids, View logits, const SampleParams& p, const int32_t* step, int32_t* history,
+                           int64_t history_stride) {
+  return sample_cuda(ids, logits, p, step, history, history_stride, stream_);
+}
+
+Status CudaBackend::decode_advance(int32_t* past, int batch, int32_t* step) {
+  return decode_advance_cuda(past, batch, step, stream_);
+}
+
+CudaGraph& CudaGraph::operator=(CudaGraph&& o) noexcept {
+  if (this != &o) {
+    if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+    exec_ = o.exec_;
+    o.exec_ = nullptr;
+  }
+  return *this;
+}
+
+CudaGraph::~CudaGraph() {
+  if (exec_ != nullptr) (void)cudaGraphExecDestroy(exec_);
+}
+
+// Thread-local mode: a forbidden call from this thread (a synchronisation, an allocation) fails
+// the capture instead of silently running outside the graph.
+Status CudaBackend::begin_capture() {
+  CUDA_RETURN_IF_ERROR(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  return Status::ok();
+}
+
+Result<CudaGraph> CudaBackend::end_capture() {
+  cudaGraph_t graph = nullptr;
+  const cudaError_t err = cudaStreamEndCapture(stream_, &graph);
+  if (err != cudaSuccess || graph == nullptr) {
+    (void)cudaGetLastError();
+    if (graph != nullptr) (void)cudaGraphDestroy(graph);
+    return Status(StatusCode::kInternal, fmt::format("CUDA graph capture failed: {}", cudaGetErrorString(err)));
+  }
+  cudaGraphExec_t exec = nullptr;
+  const cudaError_t inst = cudaGraphInstantiate(&exec, graph, 0);
+  (void)cudaGraphDestroy(graph);
+  if (inst != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kInternal, fmt::format("CUDA graph instantiation failed: {}", cudaGetErrorString(inst)));
+  }
+  return CudaGraph(exec);
+}
+
+Status CudaBackend::replay(const CudaGraph& graph) {
+  if (!graph.valid()) return invalid_argument("replay: empty CUDA graph");
+  CUDA_RETURN_IF_ERROR(cudaGraphLaunch(graph.exec(), stream_));
+  return Status::ok();
+}
+
+Result<float> CudaBackend::time_ms(const std::function<Status()>& fn) {
+  if (timer_start_ == nullptr) {
+    CUDA_RETURN_IF_ERROR(cudaEventCreate(&timer_start_));
+    CUDA_RETURN_IF_ERROR(cudaEventCreate(&timer_stop_));
+  }
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(timer_start_, stream_));
+  RETURN_IF_ERROR(fn());
+  CUDA_RETURN_IF_ERROR(cudaEventRecord(timer_stop_, stream_));
+  CUDA_RETURN_IF_ERROR(cudaEventSynchronize(timer_stop_));
+  float ms = 0.f;
+  CUDA_RETURN_IF_ERROR(cudaEventElapsedTime(&ms, timer_start_, timer_stop_));
+  return ms;
+}
+
+CudaMemoryInfo CudaBackend::memory_info() const {
+  CudaMemoryInfo info;
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) (void)cudaGetLastError();
+  info.free_bytes = static_cast<int64_t>(free_b);
+  info.total_bytes = static_cast<int64_t>(total_b);
+  AllocStats& s = alloc_stats();
+  std::lock_guard<std::mutex> lock(s.mu);
+  info.allocated_bytes = s.live;
+  info.peak_allocated_bytes = s.peak;
+  return info;
+}
+
+void CudaBackend::reset_peak_memory() {
+  AllocStats& s = alloc_stats();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.peak = s.live;
 }
 
 }  // namespace compactor

@@ -10,15 +10,18 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cuda/sample_params.h"
 
 struct CUstream_st;   // cudaStream_t
 struct CUevent_st;    // cudaEvent_t
 struct cublasContext; // cublasHandle_t
+struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
@@ -64,6 +67,42 @@ class UploadBuffer {
   struct CUevent_st* done_ = nullptr;  // cudaEvent_t recorded after the last transfer
 };
 
+// Device memory: what cudaMemGetInfo says and what this process allocated through the backend
+// (Tensor allocations and the backend's own buffers; cuBLAS's internal memory is not counted).
+struct CudaMemoryInfo {
+  int64_t free_bytes = 0, total_bytes = 0;
+  int64_t allocated_bytes = 0;       // live allocations made through the backend
+  int64_t peak_allocated_bytes = 0;  // high-water mark since start or reset_peak_memory()
+};
+
+// An instantiated CUDA graph (one captured decode step); replayed on the backend's stream.
+class CudaGraph {
+ public:
+  CudaGraph() = default;
+  explicit CudaGraph(CUgraphExec_st* exec) : exec_(exec) {}
+  CudaGraph(CudaGraph&& o) noexcept : exec_(o.exec_) { o.exec_ = nullptr; }
+  CudaGraph& operator=(CudaGraph&& o) noexcept;
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  ~CudaGraph();
+  bool valid() const { return exec_ != nullptr; }
+  CUgraphExec_st* exec() const { return exec_; }
+
+ private:
+  CUgraphExec_st* exec_ = nullptr;
+};
+
+// Per-step arguments that live on the device (decode loops, CUDA graphs): while set, embedding
+// reads token ids from `ids` [B] and every op reads the sequences' past lengths from `past` [B]
+// instead of uploading host arguments (the host layout is still used for checks), and attention
+// is planned for `max_keys` keys with the lengths read on the device. A captured step then holds
+// no host data and stays valid as ids and past change between replays.
+struct CudaDeviceArgs {
+  const int32_t* ids = nullptr;   // [B] i32 device
+  const int32_t* past = nullptr;  // [B] i32 device
+  int max_keys = 0;               // longest past + T any replay will see (the cache capacity)
+};
+
 class CudaBackend final : public Backend {
  public:
   // An error (not a crash) when no GPU is usable or the dtype is not bf16/f16.
@@ -95,6 +134,30 @@ class CudaBackend final : public Backend {
   CUstream_st* stream() const { return stream_; }
   int sm_count() const { return sm_count_; }
 
+  // ---- beyond the Backend interface: synthetic weights, decode loops, measurement ----
+  // out: any float dtype on this device, N(mean, stddev²) keyed by stream_id (fill.cuh).
+  Status fill_normal(View out, uint64_t stream_id, float mean, float stddev);
+  // ids: [B] i32 device; logits: [B, V] act; see sample.cuh for step/history.
+  Status sample(int32_t* ids, View logits, const SampleParams& p, const int32_t* step = nullptr,
+                int32_t* history = nullptr, int64_t history_stride = 0);
+  // past[b] += 1 (b < batch), *step += 1: the end of one decode step, on the device.
+  Status decode_advance(int32_t* past, int batch, int32_t* step);
+  void set_device_args(const CudaDeviceArgs& args) { device_args_ = args; }
+  void clear_device_args() { device_args_ = CudaDeviceArgs{}; }
+  const CudaDeviceArgs& device_args() const { return device_args_; }
+
+  // Stream capture of the work queued by the calls between begin and end (nothing runs while
+  // capturing). end_capture returns an error when the captured work cannot form a graph.
+  Status begin_capture();
+  Result<CudaGraph> end_capture();
+  Status replay(const CudaGraph& graph);
+
+  // Milliseconds of device time for the work `fn` queues on the stream (CUDA events around it).
+  Result<float> time_ms(const std::function<Status()>& fn);
+  CudaMemoryInfo memory_info() const;
+  void reset_peak_memory();
+  int device_ordinal() const { return options_.device; }
+
  private:
   explicit CudaBackend(const CudaBackendOptions& options) : options_(options) {}
   Status init();
@@ -112,6 +175,9 @@ class CudaBackend final : public Backend {
   UploadBuffer ids_, targets_, past_, inv_freq_;
   std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)
   std::vector<float> inv_freq_uploaded_;  // host mirror of inv_freq_ (uploaded once per table)
+  CudaDeviceArgs device_args_;
+  CUevent_st* timer_start_ = nullptr;
+  CUevent_st* timer_stop_ = nullptr;
 };
 
 // The factory entry used by make_backend(BackendKind::kCuda).

@@ -1,0 +1,39 @@
+// Device memory needed by a benchmark point, estimated before any work starts, so an oversized
+// batch or context is a clear error instead of an out-of-memory abort half-way through:
+//   weights + KV cache (B × context × layers × 2 × Hkv × Dh × bytes) + prefill activations
+//   (the forward's scratch buffers for B × prompt rows) + logits + attention/cuBLAS workspaces.
+// Test: build-*/tests/test_memory_plan.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "core/status.h"
+#include "io/hf_config.h"
+
+namespace compactor {
+
+struct MemoryEstimate {
+  int64_t weights = 0;
+  int64_t kv_cache = 0;
+  int64_t activations = 0;  // scratch of the largest forward (the prefill)
+  int64_t logits = 0;
+  int64_t workspace = 0;    // cuBLAS, attention split partials, sampling, margin
+  int64_t total() const { return weights + kv_cache + activations + logits + workspace; }
+  std::string describe() const;  // "13.5 GB weights + 10.7 GB KV cache + ..."
+};
+
+// Dense weights of `config` in `weight_bytes_per_element` (norms counted in f32).
+int64_t estimate_weight_bytes(const ModelConfig& config, int weight_bytes_per_element);
+
+// `weights` bytes already placed (or to be placed); batch sequences of `prompt` tokens prefilled
+// at once, then decoded up to `context` tokens each; activations of `act_bytes` per element.
+MemoryEstimate estimate_memory(const ModelConfig& config, int64_t weights, int act_bytes, int batch, int prompt,
+                               int context);
+
+// An out-of-memory error naming the point (`what`, e.g. "batch 32, context 640") and the
+// estimate when the part not yet allocated exceeds `free_bytes`; `allocated` bytes of the
+// estimate (e.g. the weights) are already on the device.
+Status check_memory_fits(const MemoryEstimate& estimate, int64_t allocated, int64_t free_bytes, const std::string& what);
+
+}  // namespace compactor
