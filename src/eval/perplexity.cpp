@@ -32,9 +32,6 @@ Result<PerplexityPlan> plan_perplexity(int64_t n_tokens, int64_t max_positions, 
   return plan;
 }
 
-namespace {
-
-// Fills one window's input ids and next-token targets (target -1: not scored).
 void fill_window(const std::vector<int32_t>& tokens, int32_t bos_id, const PerplexityPlan& plan, size_t w,
                  BosMode bos, int32_t* ids, int32_t* targets) {
   const int64_t start = plan.starts[w];
@@ -47,8 +44,6 @@ void fill_window(const std::vector<int32_t>& tokens, int32_t bos_id, const Perpl
     targets[j] = (tgt >= plan.score_from[w] && tgt < start + plan.chunk) ? tokens[tgt] : -1;
   }
 }
-
-}  // namespace
 
 Result<PerplexityResult> evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens, int32_t bos_id,
                                              const PerplexityOptions& opts) {

@@ -43,6 +43,11 @@ struct PerplexityPlan {
 };
 Result<PerplexityPlan> plan_perplexity(int64_t n_tokens, int64_t max_positions, const PerplexityOptions& opts);
 
+// Fills window w's input ids and next-token targets (-1: not scored); ids, targets: [window length]
+// (ctx with BOS: chunk + 1). Shared with the KL-divergence evaluation, which scores the same tokens.
+void fill_window(const std::vector<int32_t>& tokens, int32_t bos_id, const PerplexityPlan& plan, size_t w,
+                 BosMode bos, int32_t* ids, int32_t* targets);
+
 Result<PerplexityResult> evaluate_perplexity(Model& model, const std::vector<int32_t>& tokens, int32_t bos_id,
                                              const PerplexityOptions& opts);
 
