@@ -86,8 +86,8 @@ struct PackedLinear {
   int64_t bytes() const;     // all packed tensors
 };
 
-// Checks sizes, code/zero ranges (integers in [0, 2^bits)), positive finite scales and g_idx
-// entries (in [0, G)). Messages name the offending field and index.
+// Checks sizes, code/zero ranges (integers in [0, 2^bits); 2^(bits-1) when symmetric), scales
+// finite within f16 range, and g_idx entries in [0, G). Messages name the field and index.
 Status validate_quantized_linear(const QuantizedLinear& q);
 
 // Packs (after validate_quantized_linear). Scales are rounded to f16.

@@ -67,7 +67,7 @@ TEST(QuantPack, RoundTripEveryBitsGroupSymActOrderAndOddShape) {
                                             << act << " N " << n << " K " << k);
             const QuantizedLinear q = random_linear(bits, group, sym, act, n, k, seed++);
             auto packed = pack_linear(q);
-            ASSERT_TRUE(packed.ok()) << packed.status().message();
+            ASSERT_TRUE(packed.is_ok()) << packed.status().message();
             EXPECT_EQ(packed->qweight.shape(), (Shape{packed_words(bits, k), n}));
             EXPECT_EQ(packed->qzeros.shape(), (Shape{q.groups(), packed_words(bits, n)}));
             EXPECT_EQ(packed->scales.shape(), (Shape{q.groups(), n}));
@@ -96,7 +96,7 @@ TEST(QuantPack, Int4BytesMatchHandComputedGptqWords) {
   q.scales = {0.5f, 1.0f};
   q.zeros = {3, 12};
   auto p = pack_linear(q);
-  ASSERT_TRUE(p.ok()) << p.status().message();
+  ASSERT_TRUE(p.is_ok()) << p.status().message();
   ASSERT_EQ(p->qweight.shape(), (Shape{1, 2}));
   EXPECT_EQ(static_cast<uint32_t>(p->qweight.as<int32_t>()[0]), 0x76543210u);
   EXPECT_EQ(static_cast<uint32_t>(p->qweight.as<int32_t>()[1]), 0x89ABCDEFu);
@@ -124,7 +124,7 @@ TEST(QuantPack, Int8AndInt2BytesMatchHandComputedWords) {
   q8.scales = {1.f};
   q8.zeros = {128};
   auto p8 = pack_linear(q8);
-  ASSERT_TRUE(p8.ok());
+  ASSERT_TRUE(p8.is_ok());
   ASSERT_EQ(p8->qweight.shape(), (Shape{2, 1}));
   EXPECT_EQ(static_cast<uint32_t>(p8->qweight.as<int32_t>()[0]), 0x04030201u);
   EXPECT_EQ(static_cast<uint32_t>(p8->qweight.as<int32_t>()[1]), 0x000000FFu);  // zero-padded last word
@@ -137,7 +137,7 @@ TEST(QuantPack, Int8AndInt2BytesMatchHandComputedWords) {
   q2.scales = {1.f};
   q2.zeros = {2};
   auto p2 = pack_linear(q2);
-  ASSERT_TRUE(p2.ok());
+  ASSERT_TRUE(p2.is_ok());
   // codes 0-3 -> 0b10'01'00'11 = 0x93; 4-7 -> 0xFF; 8-11 -> 0; 12-15 -> 0b01'00'00'00 = 0x40
   EXPECT_EQ(static_cast<uint32_t>(p2->qweight.as<int32_t>()[0]), 0x4000FF93u);
 }
@@ -170,7 +170,7 @@ TEST(QuantPack, Int3MatchesGptqThreeWordScheme) {
   const int64_t n = 3, k = 96;
   const QuantizedLinear q = random_linear(3, 32, false, false, n, k, 77);
   auto p = pack_linear(q);
-  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(p.is_ok());
   ASSERT_EQ(p->qweight.shape(), (Shape{9, n}));
   for (int64_t col = 0; col < n; ++col) {
     std::vector<uint32_t> codes(k);
@@ -182,7 +182,7 @@ TEST(QuantPack, Int3MatchesGptqThreeWordScheme) {
   // qzeros are packed along N with the same scheme: N = 32 zeros of one group fill 3 words.
   const QuantizedLinear wide = random_linear(3, 0, false, false, 32, 8, 78);
   auto pw = pack_linear(wide);
-  ASSERT_TRUE(pw.ok());
+  ASSERT_TRUE(pw.is_ok());
   std::vector<uint32_t> zeros(32);
   for (int i = 0; i < 32; ++i) zeros[i] = static_cast<uint32_t>(wide.zeros[i]);
   const std::vector<uint32_t> expected = gptq_pack3(zeros);
@@ -193,48 +193,48 @@ TEST(QuantPack, ValidationErrorsNameTheField) {
   QuantizedLinear q = random_linear(4, 16, false, false, 2, 32, 5);
   q.codes[3] = 16;
   auto r = pack_linear(q);
-  ASSERT_FALSE(r.ok());
+  ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("code 16 at [0, 3]"), std::string::npos) << r.status().message();
 
   q = random_linear(4, 16, false, false, 2, 32, 5);
   q.zeros[1] = 2.5f;
   r = pack_linear(q);
-  ASSERT_FALSE(r.ok());
+  ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("zero 2.5"), std::string::npos) << r.status().message();
 
   q = random_linear(4, 16, true, false, 2, 32, 5);
   q.zeros[0] = 7;
   r = pack_linear(q);
-  ASSERT_FALSE(r.ok());
+  ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("symmetric"), std::string::npos) << r.status().message();
 
   q = random_linear(4, 16, false, true, 2, 32, 5);
   q.g_idx[4] = 2;
   r = pack_linear(q);
-  ASSERT_FALSE(r.ok());
+  ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("g_idx[4] = 2"), std::string::npos) << r.status().message();
 
   q = random_linear(4, 16, false, false, 2, 32, 5);
   q.scales.pop_back();
   r = pack_linear(q);
-  ASSERT_FALSE(r.ok());
+  ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("scales/zeros"), std::string::npos) << r.status().message();
 
   q = random_linear(4, 16, false, false, 2, 32, 5);
   q.spec.bits = 5;
-  EXPECT_FALSE(pack_linear(q).ok());
+  EXPECT_FALSE(pack_linear(q).is_ok());
 }
 
 TEST(QuantPack, CheckPackedShapesNamesModuleAndTensor) {
   const QuantizedLinear q = random_linear(4, 16, false, false, 6, 48, 9);
   auto p = pack_linear(q);
-  ASSERT_TRUE(p.ok());
-  EXPECT_TRUE(check_packed_shapes("m", 4, 16, 6, 48, p->qweight, p->scales, p->qzeros, View{}).ok());
+  ASSERT_TRUE(p.is_ok());
+  EXPECT_TRUE(check_packed_shapes("m", 4, 16, 6, 48, p->qweight, p->scales, p->qzeros, View{}).is_ok());
   Status s = check_packed_shapes("model.layers.0.mlp.up_proj", 4, 32, 6, 48, p->qweight, p->scales, p->qzeros, View{});
-  ASSERT_FALSE(s.ok());
+  ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("model.layers.0.mlp.up_proj.scales"), std::string::npos) << s.message();
   s = check_packed_shapes("m", 3, 16, 6, 48, p->qweight, p->scales, p->qzeros, View{});
-  ASSERT_FALSE(s.ok());
+  ASSERT_FALSE(s.is_ok());
   EXPECT_NE(s.message().find("m.qweight"), std::string::npos) << s.message();
 }
 
@@ -246,7 +246,7 @@ TEST(QuantPack, BitsPerWeightIncludesScalesZerosAndGidx) {
   EXPECT_DOUBLE_EQ(quant_bits_per_weight(QuantSpec{3, 64, false}, n, k, false), 3.0 + 16.0 / 64 + 3.0 / 64);
   const QuantizedLinear q = random_linear(3, 32, false, true, 7, 100, 3);
   auto p = pack_linear(q);
-  ASSERT_TRUE(p.ok());
+  ASSERT_TRUE(p.is_ok());
   EXPECT_EQ(p->bytes(), quant_packed_bytes(q.spec, 7, 100, true));
 }
 
