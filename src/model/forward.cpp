@@ -48,8 +48,8 @@ Model::Scratch& Model::scratch(int64_t rows, int64_t logits_rows) {
 
 namespace {
 
-void emit(const ForwardRequest& req, std::string_view name, int layer, View v) {
-  if (req.tap != nullptr && *req.tap) (*req.tap)(name, layer, v);
+void emit(const TapFn* tap, std::string_view name, int layer, View v) {
+  if (tap != nullptr && *tap) (*tap)(name, layer, v);
 }
 
 Status check_request(const ForwardRequest& req, const KvCache& cache, const ModelConfig& c) {
@@ -90,38 +90,9 @@ Result<View> Model::forward(const ForwardRequest& req, KvCache& cache) {
   Scratch& s = scratch(rows, logits_rows);
   Backend& be = *backend_;
   const float eps = static_cast<float>(c.rms_norm_eps);
-  const AttentionParams ap{static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
-                           static_cast<int>(c.head_dim), 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
 
   be.embedding(s.x, req.ids, weights_.embed);
-  for (int l = 0; l < c.num_layers; ++l) {
-    const LayerWeights& w = weights_.layers[l];
-    emit(req, "layer_input", l, s.x);
-    be.rms_norm(s.h, s.x, w.attn_norm, eps);
-    emit(req, "attn_norm", l, s.h);
-    be.matmul(s.q, s.h, w.q);
-    be.matmul(s.k, s.h, w.k);
-    be.matmul(s.v, s.h, w.v);
-    be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
-    be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
-    emit(req, "q", l, s.q);
-    emit(req, "k", l, s.k);
-    emit(req, "v", l, s.v);
-    be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
-    be.attention(s.attn, s.q, cache.k[l], cache.v[l], ap, layout);
-    emit(req, "attn_output", l, s.attn);
-    be.matmul(s.proj, s.attn, w.o);
-    emit(req, "attn_out", l, s.proj);
-    be.add_rms_norm(s.h, s.x, s.proj, w.mlp_norm, eps);
-    emit(req, "ffn_norm", l, s.h);
-    be.matmul(s.gate, s.h, w.gate);
-    be.matmul(s.up, s.h, w.up);
-    be.swiglu(s.act, s.gate, s.up);
-    emit(req, "ffn_act", l, s.act);
-    be.matmul(s.proj, s.act, w.down);
-    emit(req, "ffn_out", l, s.proj);
-    be.add(s.x, s.proj);
-  }
+  for (int l = 0; l < c.num_layers; ++l) run_block(l, s.x, layout, cache, req.tap, s);
   for (int b = 0; b < layout.batch; ++b) cache.lengths[b] += layout.tokens;
   if (req.logits == LogitsMode::kNone) return View{};
 
@@ -134,10 +105,82 @@ Result<View> Model::forward(const ForwardRequest& req, KvCache& cache) {
     normed_input = normed;
   }
   be.rms_norm(normed, normed_input, weights_.final_norm, eps);
-  emit(req, "final_norm", -1, normed);
+  emit(req.tap, "final_norm", -1, normed);
   be.matmul(s.logits, normed, weights_.lm_head);
-  emit(req, "logits", -1, s.logits);
+  emit(req.tap, "logits", -1, s.logits);
   return s.logits.view();
+}
+
+// One pre-norm decoder block on the residual stream x (scratch buffers of s, sized for x's rows).
+void Model::run_block(int l, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s) {
+  const ModelConfig& c = config_;
+  Backend& be = *backend_;
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const AttentionParams ap{static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
+                           static_cast<int>(c.head_dim), 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
+  const LayerWeights& w = weights_.layers[l];
+  emit(tap, "layer_input", l, x);
+  be.rms_norm(s.h, x, w.attn_norm, eps);
+  emit(tap, "attn_norm", l, s.h);
+  be.matmul(s.q, s.h, w.q);
+  be.matmul(s.k, s.h, w.k);
+  be.matmul(s.v, s.h, w.v);
+  be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
+  be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
+  emit(tap, "q", l, s.q);
+  emit(tap, "k", l, s.k);
+  emit(tap, "v", l, s.v);
+  be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
+  be.attention(s.attn, s.q, cache.k[l], cache.v[l], ap, layout);
+  emit(tap, "attn_output", l, s.attn);
+  be.matmul(s.proj, s.attn, w.o);
+  emit(tap, "attn_out", l, s.proj);
+  be.add_rms_norm(s.h, x, s.proj, w.mlp_norm, eps);
+  emit(tap, "ffn_norm", l, s.h);
+  be.matmul(s.gate, s.h, w.gate);
+  be.matmul(s.up, s.h, w.up);
+  be.swiglu(s.act, s.gate, s.up);
+  emit(tap, "ffn_act", l, s.act);
+  be.matmul(s.proj, s.act, w.down);
+  emit(tap, "ffn_out", l, s.proj);
+  be.add(x, s.proj);
+}
+
+Status Model::embed(View x, const int32_t* ids) const {
+  if (x.shape.ndim != 2 || x.cols() != config_.hidden_size || x.dtype != backend_->activation_dtype())
+    return invalid_argument("embed: x has shape {} {}; expected [rows, {}] {}", x.shape.str(), dtype_name(x.dtype),
+                            config_.hidden_size, dtype_name(backend_->activation_dtype()));
+  for (int64_t i = 0; i < x.rows(); ++i)
+    if (ids[i] < 0 || ids[i] >= config_.vocab_size)
+      return invalid_argument("embed: token id {} at position {} is outside the vocabulary [0, {})", ids[i], i,
+                              config_.vocab_size);
+  backend_->embedding(x, ids, weights_.embed);
+  return Status::ok();
+}
+
+Status Model::forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap) {
+  const ModelConfig& c = config_;
+  const int64_t rows = static_cast<int64_t>(layout.batch) * layout.tokens;
+  if (layer < 0 || layer >= c.num_layers)
+    return invalid_argument("forward_block: layer {} outside [0, {})", layer, c.num_layers);
+  if (x.shape.ndim != 2 || x.rows() != rows || x.cols() != c.hidden_size || x.dtype != backend_->activation_dtype())
+    return invalid_argument("forward_block: x has shape {} {}; expected [{}, {}] {}", x.shape.str(), dtype_name(x.dtype),
+                            rows, c.hidden_size, dtype_name(backend_->activation_dtype()));
+  if (layout.batch != cache.batch || static_cast<int>(cache.k.size()) <= layer)
+    return invalid_argument("forward_block: the KV cache (batch {}, {} layers) does not fit batch {} / layer {}",
+                            cache.batch, cache.k.size(), layout.batch, layer);
+  for (int b = 0; b < layout.batch; ++b) {
+    const int end = layout.past(b) + layout.tokens;
+    if (end > cache.capacity)
+      return invalid_argument("forward_block: sequence {} needs {} positions but the KV cache holds {}", b, end,
+                              cache.capacity);
+    if (end > c.max_position_embeddings || (c.sliding_window > 0 && end > c.sliding_window))
+      return invalid_argument("forward_block: sequence {} reaches position {} beyond the model's maximum {} or its "
+                              "sliding window {}", b, end, c.max_position_embeddings, c.sliding_window);
+  }
+  Scratch& s = scratch_ && scratch_->rows == rows ? *scratch_ : scratch(rows, 0);
+  run_block(layer, x, layout, cache, tap, s);
+  return Status::ok();
 }
 
 }  // namespace compactor
