@@ -9,6 +9,7 @@
 
 #include "backend/cpu/cpu_attention.h"
 #include "backend/cpu/cpu_matmul.h"
+#include "backend/cpu/cpu_qmatmul.h"
 #include "backend/cpu/op_checks.h"
 
 namespace compactor {
@@ -132,7 +133,13 @@ void CpuBackend::add(View x, View delta) {
   for (int64_t i = 0; i < n; ++i) xp[i] += dp[i];
 }
 
-void CpuBackend::matmul(View out, View x, const LinearWeight& w) { matmul_cpu(out, x, w); }
+void CpuBackend::matmul(View out, View x, const LinearWeight& w) {
+  if (w.quantized()) {
+    matmul_quantized_cpu(out, x, w);
+  } else {
+    matmul_cpu(out, x, w);
+  }
+}
 
 void CpuBackend::rope(View x, int n_heads, int head_dim, const float* inv_freq, const BatchLayout& layout) {
   check_rope(x, n_heads, head_dim, layout);

@@ -153,6 +153,7 @@ MatmulKernel gemv_for(Format f) {
     case Format::kF32: return gemv<DType::kF32>;
     case Format::kF16: return gemv<DType::kF16>;
     case Format::kBF16: return gemv<DType::kBF16>;
+    default: break;  // quantized formats: cpu_qmatmul.h
   }
   COMPACTOR_ASSERT(false, "matmul: no CPU GEMV for format #{}", static_cast<int>(f));
 }
@@ -162,6 +163,7 @@ MatmulKernel gemm_for(Format f) {
     case Format::kF32: return gemm<DType::kF32>;
     case Format::kF16: return gemm<DType::kF16>;
     case Format::kBF16: return gemm<DType::kBF16>;
+    default: break;  // quantized formats: cpu_qmatmul.h
   }
   COMPACTOR_ASSERT(false, "matmul: no CPU GEMM for format #{}", static_cast<int>(f));
 }
