@@ -12,7 +12,9 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -88,6 +90,9 @@ class Model {
   Result<View> forward(const ForwardRequest& req, KvCache& cache);
 
   int64_t parameter_count() const;  // weight_bits().params
+  // Every linear with its HF module name ("model.layers.0.self_attn.q_proj", ..., "lm_head"
+  // unless tied to the embeddings), in forward order.
+  std::vector<std::pair<std::string, const LinearWeight*>> named_linears() const;
   WeightBits weight_bits() const;
   // nullptr for a dense checkpoint.
   const QuantizationConfig* quantization() const { return quant_ ? &*quant_ : nullptr; }
