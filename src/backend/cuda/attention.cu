@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/attention_tc.cuh"
 #include "backend/cuda/device_utils.cuh"
 
 namespace compactor {
@@ -281,7 +282,10 @@ __global__ void attention_combine_kernel(T* __restrict__ out,                // 
 AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch, int sm_count, int force_splits) {
   AttentionPlan plan;
   const int group = p.kv_heads > 0 ? std::max(1, p.heads / p.kv_heads) : 1;
-  const int64_t blocks = ceil_div(static_cast<int64_t>(batch.tokens) * group, kBlockRows) * p.kv_heads * batch.batch;
+  // The tensor-core kernel (head dims 64/128) takes 64 rows and 64-key tiles per block.
+  const bool tc = p.head_dim == 64 || p.head_dim == 128;
+  const int tile_rows = tc ? kTcRows : kBlockRows, tile_keys = tc ? kTcKeys : kBlockKeys;
+  const int64_t blocks = ceil_div(static_cast<int64_t>(batch.tokens) * group, tile_rows) * p.kv_heads * batch.batch;
   const int max_len = batch.max_keys > 0 ? batch.max_keys : batch.max_past() + batch.tokens;
   int64_t splits = 1;
   if (force_splits > 0) {
@@ -290,7 +294,7 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
     splits = std::min<int64_t>({ceil_div(2LL * sm_count, blocks), ceil_div(max_len, kMinKeysPerSplit), kMaxSplits});
   }
   splits = std::max<int64_t>(1, std::min<int64_t>(splits, std::max(1, max_len)));
-  plan.keys_per_split = static_cast<int>(ceil_div(ceil_div(max_len, splits), kBlockKeys) * kBlockKeys);
+  plan.keys_per_split = static_cast<int>(ceil_div(ceil_div(max_len, splits), tile_keys) * tile_keys);
   plan.splits = static_cast<int>(ceil_div(max_len, std::max(1, plan.keys_per_split)));
   if (plan.splits < 1) plan.splits = 1;
   if (plan.splits > 1)
@@ -359,7 +363,8 @@ Status launch_combine(const AttentionArgs<T>& a, int batch, cudaStream_t stream)
 }  // namespace
 
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream) {
+                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream,
+                      bool force_cuda_cores) {
   RETURN_IF_ERROR(check_attention(out, q, k_cache, v_cache, p, batch));
   if (batch.tokens == 0) return Status::ok();
   if (plan.splits < 1 || plan.keys_per_split < 1 || (plan.splits > 1 && workspace == nullptr))
@@ -378,9 +383,14 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
                        batch.past_dev, batch.tokens, p.heads, p.kv_heads, p.heads / p.kv_heads, p.head_dim,
                        k_cache.shape[1], plan.splits, plan.keys_per_split,
                        p.scale * 1.4426950408889634f, vec_kv};
-    Status st = p.head_dim <= 64    ? launch_attention<T, 64>(a, batch.batch, stream)
-                : p.head_dim <= 128 ? launch_attention<T, 128>(a, batch.batch, stream)
-                                    : launch_attention<T, kMaxHeadDim>(a, batch.batch, stream);
+    const bool tc = !force_cuda_cores && attention_tc_supported(p.head_dim, q.data, out.data, k_cache.data, v_cache.data);
+    const AttentionTcArgs tc_args{a.q,        a.k_cache,   a.v_cache, a.out,   a.part_o,         a.part_lse,
+                                  a.past,     batch.batch, a.tokens,  a.heads, a.kv_heads,       a.group,
+                                  a.head_dim, a.s_max,     a.splits,  a.keys_per_split, a.scale_log2};
+    Status st = tc                    ? attention_tc_cuda(tc_args, q.dtype, stream)
+                : p.head_dim <= 64    ? launch_attention<T, 64>(a, batch.batch, stream)
+                : p.head_dim <= 128   ? launch_attention<T, 128>(a, batch.batch, stream)
+                                      : launch_attention<T, kMaxHeadDim>(a, batch.batch, stream);
     if (!st.is_ok() || plan.splits == 1) return st;
     return launch_combine(a, batch.batch, stream);
   });

@@ -25,10 +25,13 @@ struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
+enum class AttentionKernel { kAuto, kCudaCores };  // kAuto: tensor cores where supported
+
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
   int device = 0;                         // CUDA device ordinal
   int attention_splits = 0;               // 0: heuristic; > 0 forces the key split count (tests)
+  AttentionKernel attention_kernel = AttentionKernel::kAuto;
 };
 
 // A device allocation that only grows (scratch for op results and workspaces).
