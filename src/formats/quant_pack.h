@@ -111,8 +111,15 @@ void dequantize_ref(const QuantizedLinear& q, float* out);
 // Rounds every scale to the nearest f16 (what pack_linear stores).
 void round_scales_to_storage(QuantizedLinear& q);
 
+#ifdef __CUDACC__
+#define COMPACTOR_HOST_DEVICE __host__ __device__
+#else
+#define COMPACTOR_HOST_DEVICE
+#endif
+
 // Code i of a packed line whose word j lives at words[j * stride] (see the bit layout above).
-inline uint32_t packed_value(const int32_t* words, int64_t stride, int bits, int64_t i) {
+// Shared by the host reference and the CUDA kernels.
+COMPACTOR_HOST_DEVICE inline uint32_t packed_value(const int32_t* words, int64_t stride, int bits, int64_t i) {
   const int64_t bit = i * bits;
   const int64_t w = bit >> 5;
   const int off = static_cast<int>(bit & 31);

@@ -13,6 +13,7 @@
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/common.cuh"
 #include "backend/cuda/cross_entropy.cuh"
+#include "backend/cuda/dequant.cuh"
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/fill.cuh"
 #include "backend/cuda/kv_store.cuh"
@@ -273,8 +274,22 @@ void CudaBackend::add_rms_norm(View out, View residual, View delta, View weight,
 
 void CudaBackend::add(View x, View delta) { check(add_cuda(x, delta, stream_)); }
 
+// Quantized weights are dequantized into a reused scratch buffer, then multiplied densely.
 void CudaBackend::matmul(View out, View x, const LinearWeight& w) {
-  check(matmul_cuda(out, x, w, cublas_, stream_));
+  if (!w.quantized()) {
+    check(matmul_cuda(out, x, w, cublas_, stream_));
+    return;
+  }
+  const Shape shape{w.out_features, w.in_features};
+  const View dense{dequant_.reserve(shape.numel() * dtype_size(x.dtype)), shape, x.dtype, Device::kCuda};
+  check(dequantize_cuda(dense, w, stream_));
+  LinearWeight dense_w;
+  format_from_dtype(x.dtype, &dense_w.format);
+  dense_w.out_features = w.out_features;
+  dense_w.in_features = w.in_features;
+  dense_w.weight = dense;
+  dense_w.bias = w.bias;
+  check(matmul_cuda(out, x, dense_w, cublas_, stream_));
 }
 
 void CudaBackend::rope(View x, int n_heads, int head_dim, const float* inv_freq, const BatchLayout& layout) {

@@ -4,8 +4,9 @@
 // own .cu/.cuh pair; this class validates host arguments, uploads them and calls the launchers.
 // The Backend interface returns nothing, so a launcher error (a caller bug or a CUDA failure)
 // aborts through COMPACTOR_ASSERT with the launcher's message.
-// Weights must already be dense in the activation dtype (Model converts them at upload); norm
-// weights and embedding tables may be f32, f16 or bf16.
+// Dense weights must already be in the activation dtype (Model converts them at upload); packed
+// intN weights are dequantized per matmul (dequant.cuh); norm weights and embedding tables may be
+// f32, f16 or bf16.
 // Test: build-cuda/tests/test_cuda_ops (on a GPU machine; skipped without one).
 #pragma once
 
@@ -175,6 +176,7 @@ class CudaBackend final : public Backend {
   cublasContext* cublas_ = nullptr;
   DeviceBuffer cublas_workspace_;
   DeviceBuffer nll_, attention_workspace_;
+  DeviceBuffer dequant_;  // [N, K] act: a quantized linear dequantized for cuBLAS (dequant.cuh)
   UploadBuffer ids_, targets_, past_, inv_freq_;
   std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)
   std::vector<float> inv_freq_uploaded_;  // host mirror of inv_freq_ (uploaded once per table)
