@@ -55,5 +55,6 @@ Command make_generate_command(CLI::App& root);
 Command make_eval_command(CLI::App& root);
 Command make_bench_command(CLI::App& root);
 Command make_runs_command(CLI::App& root);
+Command make_quantize_command(CLI::App& root);
 
 }  // namespace compactor::cli

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string(compactor::tool_version()) + " (" +
                                         std::string(compactor::git_commit()) + ")");
   std::vector<Command> commands = {make_info_command(app),  make_tokenize_command(app), make_generate_command(app),
-                                   make_eval_command(app),  make_bench_command(app),    make_runs_command(app)};
+                                   make_eval_command(app),  make_bench_command(app),    make_runs_command(app),
+                                   make_quantize_command(app)};
   // Every subcommand reads `--recipe FILE.yaml`; flags given on the command line override it.
   compactor::install_recipe_option(app);
   try {
