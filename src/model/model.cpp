@@ -181,7 +181,8 @@ int64_t Model::parameter_count() const {
   if (files_ == nullptr) {  // allocated (synthetic) model: count what is placed
     const ModelWeights& w = weights_;
     total = w.embed.numel() + w.final_norm.numel();
-    if (w.lm_head.weight.data != w.embed.data) total += w.lm_head.weight.numel() + w.lm_head.bias.numel();
+    if (w.lm_head.weight.data != w.embed.data)
+      total += w.lm_head.weight.numel() + (w.lm_head.bias.data ? w.lm_head.bias.numel() : 0);
     for (const LayerWeights& lw : w.layers) {
       total += lw.attn_norm.numel() + lw.mlp_norm.numel();
       for (const LinearWeight* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down})

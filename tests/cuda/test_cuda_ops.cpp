@@ -15,9 +15,12 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops_ref.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/matmul.cuh"
+#include "model/sampler.h"
+#include "model/synthetic.h"
 
 namespace compactor {
 namespace {
@@ -109,6 +112,11 @@ class CudaOps : public ::testing::TestWithParam<DType> {
     Tensor host = Tensor::empty(dev.shape, dev.dtype);
     be_->copy_to_host(dev, host.data());
     return host;
+  }
+  Tensor upload_i32(const std::vector<int32_t>& v) {
+    Tensor dev = be_->alloc(Shape{static_cast<int64_t>(v.size())}, DType::kI32);
+    be_->copy_from_host(v.data(), dev);
+    return dev;
   }
   // All-ones bits: NaN in f32, f16 and bf16.
   void poison(View dev) { ASSERT_EQ(cudaMemsetAsync(dev.data, 0xFF, dev.bytes(), be_->stream()), cudaSuccess); }
@@ -354,6 +362,13 @@ const std::vector<AttentionCase>& attention_cases() {
       {2, 9, 2, 1, 256, {0, 33}, 1.f},             // largest head dim
       {2, 6, 4, 2, 36, {2, 50}, 1.f},              // Dh % 8 != 0: scalar K/V loads
       {1, 130, 4, 2, 64, {70}, 4.f},               // several key tiles, peaked softmax
+      // Tensor-core kernel (Dh 64/128): several 64-row and 64-key tiles, T not a multiple of 64,
+      // chunked prefill (past > 0), GQA packing rows of 4 heads, decode with a long past.
+      {1, 300, 8, 2, 128, {0}, 1.f},
+      {2, 70, 4, 4, 64, {0, 100}, 2.f},
+      {1, 129, 32, 8, 128, {64}, 1.f},
+      {2, 1, 32, 32, 128, {600, 63}, 1.f},
+      {3, 2, 8, 1, 64, {0, 5, 200}, 3.f},
   };
   return cases;
 }
@@ -374,6 +389,146 @@ TEST_P(CudaOps, AttentionForcedSplits) {
     for (const AttentionCase& c : attention_cases())
       run_attention_case(c, seed += 7, fmt::format("splits={}", splits));
   }
+}
+
+// The CUDA-core kernel (the fallback for other head dims) on every case, and its split path.
+TEST_P(CudaOps, AttentionCudaCores) {
+  for (int splits : {0, 3}) {
+    CudaBackendOptions o;
+    o.attention_kernel = AttentionKernel::kCudaCores;
+    o.attention_splits = splits;
+    make_backend_with(o);
+    uint32_t seed = 500;
+    for (const AttentionCase& c : attention_cases())
+      run_attention_case(c, seed += 7, fmt::format("cuda-cores splits={}", splits));
+  }
+}
+
+// Same generator as the host fill (model/synthetic.cpp): f32 math on both sides.
+TEST_P(CudaOps, FillNormal) {
+  const int64_t n = 1 << 20;
+  Tensor dev = poisoned(Shape{n}, DType::kF32);
+  ASSERT_TRUE(be_->fill_normal(dev, 42, 0.5f, 2.f).is_ok());
+  Tensor host_ref = Tensor::empty(Shape{n}, DType::kF32);
+  CpuBackend cpu;
+  fill_normal_host(cpu, host_ref, 42, 0.5f, 2.f);
+  expect_close(dev, host_ref, 1e-5, "fill_normal f32 vs host draw");
+  const std::vector<float> v = values_of(download(dev));
+  double mean = 0, var = 0;
+  for (float x : v) mean += x / n;
+  for (float x : v) var += (x - mean) * (x - mean) / n;
+  EXPECT_NEAR(mean, 0.5, 0.01);
+  EXPECT_NEAR(std::sqrt(var), 2.0, 0.01);
+  Tensor act_dev = poisoned(Shape{1000, 37}, act());
+  ASSERT_TRUE(be_->fill_normal(act_dev, 7, 0.f, 0.02f).is_ok());
+  EXPECT_EQ(count_non_finite(values_of(download(act_dev))), 0);
+}
+
+// Greedy: the arg-max of the same (rounded) logits, ties to the lowest id; every row written.
+TEST_P(CudaOps, SampleGreedy) {
+  for (int64_t vocab : {1000, 32000, 128256}) {
+    const int rows = 5;
+    Tensor logits = random_host(Shape{rows, vocab}, act(), 130, 3.f);
+    uint16_t* raw = static_cast<uint16_t*>(logits.data());
+    raw[2 * vocab + 17] = raw[2 * vocab + 900] = act() == DType::kBF16 ? f32_to_bf16(50.f) : f32_to_f16(50.f);  // tie
+    Tensor ids = poisoned(Shape{rows}, DType::kI32);
+    ASSERT_TRUE(be_->sample(ids.as<int32_t>(), upload(logits), SampleParams{}).is_ok());
+    std::vector<int32_t> got(rows);
+    be_->copy_to_host(ids, got.data());
+    const std::vector<float> f = values_of(logits);
+    for (int r = 0; r < rows; ++r)
+      EXPECT_EQ(got[r], argmax(f.data() + r * vocab, vocab)) << "row " << r << " V=" << vocab;
+    EXPECT_EQ(got[2], 17);
+  }
+}
+
+// Temperature sampling: 20000 rows of the same 8 logits (one draw per row) reproduce the
+// softmax within 4 binomial standard deviations; top-k and top-p draws stay inside their sets.
+TEST_P(CudaOps, SampleDistributionAndFilters) {
+  const int rows = 20000, vocab = 8;
+  const float base[vocab] = {1.f, 2.f, 0.5f, 3.f, -1.f, 2.5f, 0.f, 1.5f};
+  std::vector<float> all(static_cast<size_t>(rows) * vocab);
+  for (int r = 0; r < rows; ++r) std::copy(base, base + vocab, all.begin() + r * vocab);
+  Tensor logits = Tensor::empty(Shape{rows, vocab}, act());
+  convert_from_f32(all.data(), all.size(), act(), logits.data());
+  const std::vector<float> rounded = values_of(logits);
+  Tensor dev = upload(logits);
+  struct Case { float temp; int top_k; float top_p; };
+  for (const Case& c : {Case{1.f, 0, 1.f}, Case{0.7f, 0, 1.f}, Case{1.f, 3, 1.f}, Case{1.f, 0, 0.6f}, Case{1.f, 4, 0.9f}}) {
+    Tensor ids = poisoned(Shape{rows}, DType::kI32);
+    ASSERT_TRUE(be_->sample(ids.as<int32_t>(), dev, SampleParams{c.temp, c.top_k, c.top_p, 1234}).is_ok());
+    std::vector<int32_t> got(rows);
+    be_->copy_to_host(ids, got.data());
+    // Reference distribution: softmax(z / T) restricted like the CPU Sampler (sorted, top-k, then top-p).
+    std::vector<std::pair<float, int>> order;
+    for (int i = 0; i < vocab; ++i) order.push_back({rounded[i] / c.temp, i});
+    std::sort(order.begin(), order.end(), [](auto a, auto b) { return a.first > b.first; });
+    size_t keep = c.top_k > 0 ? c.top_k : vocab;
+    std::vector<double> w(keep);
+    double total = 0;
+    for (size_t i = 0; i < keep; ++i) total += w[i] = std::exp(order[i].first - order[0].first);
+    if (c.top_p < 1.f) {
+      double cum = 0;
+      for (size_t i = 0; i < keep; ++i)
+        if ((cum += w[i] / total) >= c.top_p) { keep = i + 1; break; }
+      total = 0;
+      for (size_t i = 0; i < keep; ++i) total += w[i];
+    }
+    std::vector<double> want(vocab, 0.0), seen(vocab, 0.0);
+    for (size_t i = 0; i < keep; ++i) want[order[i].second] = w[i] / total;
+    for (int32_t id : got) {
+      ASSERT_TRUE(id >= 0 && id < vocab) << id;
+      seen[id] += 1.0 / rows;
+    }
+    for (int i = 0; i < vocab; ++i) {
+      const double sd = std::sqrt(std::max(want[i] * (1 - want[i]), 1e-9) / rows);
+      EXPECT_NEAR(seen[i], want[i], 4 * sd + 1e-9)
+          << "id " << i << " T=" << c.temp << " top_k=" << c.top_k << " top_p=" << c.top_p;
+    }
+    std::printf("  sample T=%.1f top_k=%d top_p=%.1f: p(3) seen %.4f want %.4f\n", c.temp, c.top_k, c.top_p, seen[3],
+                want[3]);
+  }
+}
+
+// The step counter keys the draw: two steps give different draws, the same step the same.
+TEST_P(CudaOps, SampleStepCounterAndHistory) {
+  const int rows = 64, vocab = 1000;
+  Tensor logits = upload(random_host(Shape{rows, vocab}, act(), 140, 0.1f));
+  Tensor step = be_->alloc(Shape{1}, DType::kI32), hist = be_->alloc(Shape{rows, 4}, DType::kI32);
+  Tensor ids = be_->alloc(Shape{rows}, DType::kI32);
+  std::vector<int32_t> h(rows * 4, -7);
+  be_->copy_from_host(h.data(), hist);
+  const SampleParams p{1.f, 0, 1.f, 99};
+  for (int32_t s : {0, 1, 0}) {
+    be_->copy_from_host(&s, step);
+    ASSERT_TRUE(be_->sample(ids.as<int32_t>(), logits, p, step.as<int32_t>(), hist.as<int32_t>(), 4).is_ok());
+  }
+  be_->copy_to_host(hist, h.data());
+  int same = 0;
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_TRUE(h[r * 4] >= 0 && h[r * 4] < vocab && h[r * 4 + 1] >= 0) << r;
+    EXPECT_EQ(h[r * 4 + 2], -7) << "slot 2 was never a step";
+    same += h[r * 4] == h[r * 4 + 1];
+  }
+  EXPECT_LT(same, rows / 4) << "steps 0 and 1 drew the same ids: the step does not key the draw";
+  std::vector<int32_t> last(rows);
+  be_->copy_to_host(ids, last.data());
+  for (int r = 0; r < rows; ++r) EXPECT_EQ(last[r], h[r * 4]) << "step 0 drawn twice differs";
+}
+
+TEST_P(CudaOps, DecodeAdvance) {
+  std::vector<int32_t> past = {3, 0, 99};
+  int32_t step0 = 5;
+  Tensor dp = upload_i32(past), ds = upload_i32({step0});
+  ASSERT_TRUE(be_->decode_advance(dp.as<int32_t>(), 3, ds.as<int32_t>()).is_ok());
+  ASSERT_TRUE(be_->decode_advance(dp.as<int32_t>(), 3, ds.as<int32_t>()).is_ok());
+  std::vector<int32_t> got(3);
+  int32_t step = 0;
+  be_->copy_to_host(dp, got.data());
+  be_->copy_to_host(ds, &step);
+  EXPECT_EQ(got, (std::vector<int32_t>{5, 2, 101}));
+  EXPECT_EQ(step, 7);
+  EXPECT_EQ(be_->decode_advance(dp.as<int32_t>(), 0, nullptr).code(), StatusCode::kInvalidArgument);
 }
 
 TEST_P(CudaOps, CrossEntropy) {
