@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA backend's GPU tests and the end-to-end benchmark on a lent GPU machine, in one call.
 # Stage first (here): cmake --build build-cperf -j2 --target compactor_cli test_cuda_ops test_cuda_model &&
-#   scripts/device-stage.sh build-cperf bin/compactor tests/test_cuda_ops tests/test_cuda_model
+#   scripts/device-stage.sh build-cperf bin/compactor tests/test_cuda_ops tests/test_cuda_model tests/test_bench_plan
 # On the device (carry/ travels with the tree):
 #   D=/tmp/d; mkdir -p $D; for f in carry/*.tar.xz; do tar -xJf $f -C $D; done
 #   bash bench/run_device_bench.sh            (results under $OUT, default bench/results/)
@@ -35,6 +35,7 @@ step() {  # step NAME CMD...: runs, logs, records pass/fail
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >> "$log" 2>&1
 step test_cuda_ops timeout 300 "$D/bin/test_cuda_ops"
 step test_cuda_model timeout 300 "$D/bin/test_cuda_model"
+[[ -x $D/bin/test_bench_plan ]] && step test_bench_plan timeout 60 "$D/bin/test_bench_plan"
 grep -E "rel err|FAILED|Failure|error" "$log" | grep -vE "rel err [0-9.e-]+ \(tol" | head -40
 
 json=$OUT/$machine-llama2-7b.json
