@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <fstream>
-#include <random>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -20,89 +19,19 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "support/fixtures.h"
+#include "support/quant_fixtures.h"
 
 namespace compactor {
 namespace {
 
 namespace fs = std::filesystem;
 
-struct Rtn {
-  QuantSpec spec;
-  bool act_order = false;
-};
+using test::RtnSpec;
 
-// Round-to-nearest of w: [N, K] per group (min/max range including 0, as GPTQ's quantizer does);
-// scales rounded to f16 first so the packed weights dequantize to exactly these values.
-QuantizedLinear rtn(const std::vector<float>& w, int64_t n, int64_t k, const Rtn& r, uint32_t seed) {
-  QuantizedLinear q;
-  q.spec = r.spec;
-  q.out_features = n;
-  q.in_features = k;
-  if (r.act_order) {  // a random permutation of the groups' members exercises g_idx
-    q.g_idx.resize(k);
-    for (int64_t i = 0; i < k; ++i) q.g_idx[i] = static_cast<int32_t>(i / r.spec.group_size);
-    std::shuffle(q.g_idx.begin(), q.g_idx.end(), std::mt19937(seed));
-  }
-  const int64_t g = q.groups();
-  const float maxq = static_cast<float>((1 << r.spec.bits) - 1);
-  q.codes.resize(n * k);
-  q.scales.resize(n * g);
-  q.zeros.resize(n * g);
-  for (int64_t row = 0; row < n; ++row) {
-    std::vector<float> lo(g, 0.f), hi(g, 0.f);
-    for (int64_t col = 0; col < k; ++col) {
-      const int grp = q.group_of(col);
-      lo[grp] = std::min(lo[grp], w[row * k + col]);
-      hi[grp] = std::max(hi[grp], w[row * k + col]);
-    }
-    for (int64_t grp = 0; grp < g; ++grp) {
-      float scale, zero;
-      if (r.spec.symmetric) {
-        const float amax = std::max(-lo[grp], hi[grp]);
-        scale = amax > 0 ? 2 * amax / maxq : 1.f;
-        zero = static_cast<float>(1 << (r.spec.bits - 1));
-      } else {
-        scale = hi[grp] > lo[grp] ? (hi[grp] - lo[grp]) / maxq : 1.f;
-        scale = f16_to_f32(f32_to_f16(scale));
-        zero = std::clamp(std::round(-lo[grp] / scale), 0.f, maxq);
-      }
-      q.scales[row * g + grp] = f16_to_f32(f32_to_f16(scale));
-      q.zeros[row * g + grp] = zero;
-    }
-    for (int64_t col = 0; col < k; ++col) {
-      const int64_t grp = q.group_of(col);
-      const float c = std::round(w[row * k + col] / q.scales[row * g + grp]) + q.zeros[row * g + grp];
-      q.codes[row * k + col] = static_cast<uint8_t>(std::clamp(c, 0.f, maxq));
-    }
-  }
-  return q;
-}
-
-std::vector<float> dense_f32(const Model& m, const std::string& tensor) {
-  const TensorEntry* e = m.files().find(tensor);
-  EXPECT_NE(e, nullptr) << tensor;
-  std::vector<float> out(e->view().numel());
-  convert_to_f32(e->view().data, e->view().dtype, e->view().numel(), out.data());
-  return out;
-}
-
-// Quantizes every linear (and lm_head when `lm_head` is set) with the spec `choose` picks.
-std::map<std::string, QuantizedLinear> quantize_model(const Model& m, const std::function<Rtn(const std::string&)>& choose,
+std::map<std::string, QuantizedLinear> quantize_model(const Model& m,
+                                                      const std::function<RtnSpec(const std::string&)>& choose,
                                                       bool lm_head) {
-  std::map<std::string, QuantizedLinear> out;
-  std::vector<std::string> names = linear_module_names(m);
-  if (lm_head && std::find(names.begin(), names.end(), "lm_head") == names.end()) names.push_back("lm_head");
-  uint32_t seed = 1;
-  for (const std::string& name : names) {
-    const bool tied_head = name == "lm_head" && m.files().find("lm_head.weight") == nullptr;
-    const std::vector<float> w = dense_f32(m, tied_head ? "model.embed_tokens.weight" : name + ".weight");
-    const int64_t k = m.config().hidden_size;
-    int64_t in = k;
-    for (const auto& [n2, lw] : m.named_linears())
-      if (n2 == name) in = lw->in_features;
-    out.emplace(name, rtn(w, static_cast<int64_t>(w.size()) / in, in, choose(name), seed++));
-  }
-  return out;
+  return test::rtn_quantize_model(m, choose, lm_head);
 }
 
 struct Loaded {
@@ -182,7 +111,7 @@ class CompressedModel : public ::testing::Test {
 
 // A mixed-precision stories260K: every format, per-channel, act-order, partial last groups
 // (down_proj K = 172), and the tied lm_head quantized on its own.
-Rtn stories_spec(const std::string& name) {
+RtnSpec stories_spec(const std::string& name) {
   if (name.ends_with("q_proj") || name.ends_with("k_proj") || name.ends_with("v_proj")) return {{4, 32, false}, false};
   if (name.ends_with("o_proj")) return {{8, 0, true}, false};
   if (name.ends_with("gate_proj") || name.ends_with("up_proj")) return {{3, 16, false}, true};
@@ -239,7 +168,7 @@ TEST_F(CompressedModel, FixtureLlamaSpInt4G128ReloadWithDequantizedLogits) {
   const fs::path base_dir = test::model_dir("fixture-llama-sp");
   Loaded base = load(base_dir);
   ASSERT_TRUE(base.model);
-  const auto quantized = quantize_model(*base.model, [](const std::string&) { return Rtn{{4, 128, false}, false}; }, false);
+  const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 128, false}, false}; }, false);
   const fs::path out = tmp_ / "sp-w4g128";
   Status s = save_compressed_model(*base.model, quantized, {{"recipe", "rtn-w4g128"}}, out);
   ASSERT_TRUE(s.is_ok()) << s.message();
@@ -276,7 +205,7 @@ CliRun run_cli(const std::string& args) {
 // A w4g32 stories260K directory for the remaining tests.
 fs::path save_stories_w4(const fs::path& tmp, const std::string& name) {
   Loaded base = load(test::model_dir("stories260K"));
-  const auto quantized = quantize_model(*base.model, [](const std::string&) { return Rtn{{4, 32, false}, false}; }, false);
+  const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 32, false}, false}; }, false);
   const fs::path out = tmp / name;
   Status s = save_compressed_model(*base.model, quantized, {{"recipe", "rtn"}}, out);
   EXPECT_TRUE(s.is_ok()) << s.message();
@@ -296,7 +225,7 @@ TEST_F(CompressedModel, CliInfoAndEvalWorkOnTheOutput) {
 
 TEST_F(CompressedModel, InterruptedSaveLeavesNothingBehind) {
   Loaded base = load(test::model_dir("stories260K"));
-  const auto quantized = quantize_model(*base.model, [](const std::string&) { return Rtn{{4, 32, false}, false}; }, false);
+  const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 32, false}, false}; }, false);
   const fs::path out = tmp_ / "interrupted";
   // Invalid UTF-8 in the provenance fails the save after model.safetensors was written.
   Status s = save_compressed_model(*base.model, quantized, {{"note", std::string("\xff\xfe")}}, out);
