@@ -9,12 +9,35 @@ namespace compactor {
 
 namespace {
 
+// Choices of one item whose model inputs are equal (same cont[0..n-2], e.g. all single-token
+// answers " A".." D") share one sequence of the continuation pass; their targets differ.
+struct Sequence {
+  size_t item = 0;
+  std::vector<size_t> choices;
+};
+
 struct Batch {
   std::vector<size_t> items;  // request indices
   int ctx_tokens = 0;         // T of the context pass: max(L - 1)
   int cont_tokens = 0;        // T of the continuation pass: max continuation length
-  int sequences = 0;          // choices in the batch
+  std::vector<Sequence> sequences;
 };
+
+// The item's choices grouped by equal inputs.
+std::vector<Sequence> sequences_of(const LoglikRequest& r, size_t item) {
+  std::vector<Sequence> out;
+  for (size_t c = 0; c < r.continuations.size(); ++c) {
+    const auto& cont = r.continuations[c];
+    auto same_input = [&](const Sequence& s) {
+      const auto& other = r.continuations[s.choices[0]];
+      return other.size() == cont.size() && std::equal(cont.begin(), cont.end() - 1, other.begin());
+    };
+    auto it = std::find_if(out.begin(), out.end(), same_input);
+    if (it == out.end()) out.push_back({item, {c}});
+    else it->choices.push_back(c);
+  }
+  return out;
+}
 
 int prefix_len(const LoglikRequest& r) { return static_cast<int>(r.context.size()) - 1; }
 int max_cont(const LoglikRequest& r) {
@@ -34,20 +57,20 @@ std::vector<Batch> plan_batches(const std::vector<LoglikRequest>& reqs, const Lo
   int max_past = 0;
   for (size_t i : order) {
     const LoglikRequest& r = reqs[i];
-    const int seqs = cur.sequences + static_cast<int>(r.continuations.size());
+    std::vector<Sequence> seqs = sequences_of(r, i);
+    const int64_t n_seqs = static_cast<int64_t>(cur.sequences.size() + seqs.size());
     const int ctx_t = std::max(cur.ctx_tokens, prefix_len(r));
     const int cont_t = std::max(cur.cont_tokens, max_cont(r));
     const int past = std::max(max_past, prefix_len(r));
     const bool fits = static_cast<int64_t>(cur.items.size() + 1) * ctx_t <= opts.max_tokens &&
-                      static_cast<int64_t>(seqs) * cont_t <= opts.max_tokens && seqs <= opts.max_sequences &&
-                      past + cont_t <= max_pos;
+                      n_seqs * cont_t <= opts.max_tokens && n_seqs <= opts.max_sequences && past + cont_t <= max_pos;
     if (!cur.items.empty() && !fits) {
       batches.push_back(std::move(cur));
       cur = Batch{};
       max_past = 0;
     }
     cur.items.push_back(i);
-    cur.sequences += static_cast<int>(r.continuations.size());
+    cur.sequences.insert(cur.sequences.end(), seqs.begin(), seqs.end());
     cur.ctx_tokens = std::max(cur.ctx_tokens, prefix_len(r));
     cur.cont_tokens = std::max(cur.cont_tokens, max_cont(r));
     max_past = std::max(max_past, prefix_len(r));
@@ -71,66 +94,72 @@ Result<KvCache> context_pass(Model& model, const std::vector<LoglikRequest>& req
   return cache;
 }
 
-// One sequence per choice, its cache rows copied from its item's context sequence.
+// One sequence per distinct choice input, its cache rows copied from its item's context sequence.
 KvCache expand_cache(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b, const KvCache& ctx) {
   int max_past = 0;
   for (size_t i : b.items) max_past = std::max(max_past, prefix_len(reqs[i]));
-  KvCache cache = model.make_kv_cache(b.sequences, max_past + b.cont_tokens);
+  const int n_seqs = static_cast<int>(b.sequences.size());
+  KvCache cache = model.make_kv_cache(n_seqs, max_past + b.cont_tokens);
+  std::vector<int64_t> ctx_row(reqs.size(), -1);  // item -> its sequence in the context cache
+  for (size_t k = 0; k < b.items.size(); ++k) ctx_row[b.items[k]] = static_cast<int64_t>(k);
   Backend& be = model.backend();
-  int s = 0;
-  for (size_t k = 0; k < b.items.size(); ++k) {
-    const LoglikRequest& r = reqs[b.items[k]];
-    const int past = prefix_len(r);
-    for (size_t c = 0; c < r.continuations.size(); ++c, ++s) {
-      cache.lengths[s] = past;
-      if (past == 0) continue;
-      for (size_t l = 0; l < cache.k.size(); ++l) {
-        for (int kv = 0; kv < 2; ++kv) {
-          const Tensor& src_t = kv == 0 ? ctx.k[l] : ctx.v[l];
-          const Tensor& dst_t = kv == 0 ? cache.k[l] : cache.v[l];
-          const int64_t dim = src_t.shape()[2];
-          View src = src_t.view().reshaped(Shape{ctx.batch * static_cast<int64_t>(ctx.capacity), dim});
-          View dst = dst_t.view().reshaped(Shape{cache.batch * static_cast<int64_t>(cache.capacity), dim});
-          be.copy(dst.row_slice(static_cast<int64_t>(s) * cache.capacity, past),
-                  src.row_slice(static_cast<int64_t>(k) * ctx.capacity, past));
-        }
+  for (int s = 0; s < n_seqs; ++s) {
+    const size_t item = b.sequences[s].item;
+    const int past = prefix_len(reqs[item]);
+    cache.lengths[s] = past;
+    if (past == 0) continue;
+    for (size_t l = 0; l < cache.k.size(); ++l) {
+      for (int kv = 0; kv < 2; ++kv) {
+        const Tensor& src_t = kv == 0 ? ctx.k[l] : ctx.v[l];
+        const Tensor& dst_t = kv == 0 ? cache.k[l] : cache.v[l];
+        const int64_t dim = src_t.shape()[2];
+        View src = src_t.view().reshaped(Shape{ctx.batch * static_cast<int64_t>(ctx.capacity), dim});
+        View dst = dst_t.view().reshaped(Shape{cache.batch * static_cast<int64_t>(cache.capacity), dim});
+        be.copy(dst.row_slice(static_cast<int64_t>(s) * cache.capacity, past),
+                src.row_slice(ctx_row[item] * ctx.capacity, past));
       }
     }
   }
   return cache;
 }
 
-// Scores every continuation of the batch; fills out[item][choice].
+// Scores every continuation of the batch; fills out[item][choice]. Choices sharing a sequence are
+// scored by separate cross-entropy calls over the same logits (one per "slot").
 Status continuation_pass(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b, KvCache& cache,
                          std::vector<std::vector<double>>& out) {
   const int T = b.cont_tokens;
-  const size_t rows = static_cast<size_t>(b.sequences) * T;
-  std::vector<int32_t> ids(rows), targets(rows, 0);
-  std::vector<uint8_t> scored(rows, 0);
-  int s = 0;
-  for (size_t i : b.items) {
-    const LoglikRequest& r = reqs[i];
-    for (const auto& cont : r.continuations) {
-      const size_t base = static_cast<size_t>(s++) * T;
-      for (int t = 0; t < T; ++t) {
-        const bool real = t < static_cast<int>(cont.size());
-        ids[base + t] = t == 0 ? r.context.back() : cont[std::min<size_t>(t - 1, cont.size() - 1)];
-        targets[base + t] = real ? cont[t] : 0;
-        scored[base + t] = real;
-      }
-    }
+  const int n_seqs = static_cast<int>(b.sequences.size());
+  const size_t rows = static_cast<size_t>(n_seqs) * T;
+  std::vector<int32_t> ids(rows);
+  size_t slots = 0;
+  for (int s = 0; s < n_seqs; ++s) {
+    const Sequence& seq = b.sequences[s];
+    const LoglikRequest& r = reqs[seq.item];
+    const auto& cont = r.continuations[seq.choices[0]];
+    slots = std::max(slots, seq.choices.size());
+    for (int t = 0; t < T; ++t)
+      ids[static_cast<size_t>(s) * T + t] = t == 0 ? r.context.back() : cont[std::min<size_t>(t - 1, cont.size() - 1)];
   }
-  ASSIGN_OR_RETURN(View logits, model.forward({ids.data(), BatchLayout{b.sequences, T}, LogitsMode::kAll}, cache));
+  for (size_t i : b.items) out[i].assign(reqs[i].continuations.size(), 0.0);
+  ASSIGN_OR_RETURN(View logits, model.forward({ids.data(), BatchLayout{n_seqs, T}, LogitsMode::kAll}, cache));
+  std::vector<int32_t> targets(rows);
   std::vector<float> nll(rows);
-  model.backend().cross_entropy(nll.data(), logits, targets.data());
-  s = 0;
-  for (size_t i : b.items) {
-    out[i].assign(reqs[i].continuations.size(), 0.0);
-    for (size_t c = 0; c < reqs[i].continuations.size(); ++c, ++s) {
+  for (size_t slot = 0; slot < slots; ++slot) {
+    std::fill(targets.begin(), targets.end(), 0);
+    for (int s = 0; s < n_seqs; ++s) {
+      const Sequence& seq = b.sequences[s];
+      if (slot >= seq.choices.size()) continue;
+      const auto& cont = reqs[seq.item].continuations[seq.choices[slot]];
+      for (size_t t = 0; t < cont.size(); ++t) targets[static_cast<size_t>(s) * T + t] = cont[t];
+    }
+    model.backend().cross_entropy(nll.data(), logits, targets.data());
+    for (int s = 0; s < n_seqs; ++s) {
+      const Sequence& seq = b.sequences[s];
+      if (slot >= seq.choices.size()) continue;
+      const size_t n = reqs[seq.item].continuations[seq.choices[slot]].size();
       double ll = 0;
-      for (int t = 0; t < T; ++t)
-        if (scored[static_cast<size_t>(s) * T + t]) ll -= nll[static_cast<size_t>(s) * T + t];
-      out[i][c] = ll;
+      for (size_t t = 0; t < n; ++t) ll -= nll[static_cast<size_t>(s) * T + t];
+      out[seq.item][seq.choices[slot]] = ll;
     }
   }
   return Status::ok();
@@ -165,7 +194,7 @@ Result<std::vector<std::vector<double>>> score_loglikelihoods(Model& model, cons
     RETURN_IF_ERROR(continuation_pass(model, requests, b, cache, out));
     local.forward_passes += b.ctx_tokens > 0 ? 2 : 1;
     local.context_tokens += static_cast<int64_t>(b.items.size()) * b.ctx_tokens;
-    local.continuation_tokens += static_cast<int64_t>(b.sequences) * b.cont_tokens;
+    local.continuation_tokens += static_cast<int64_t>(b.sequences.size()) * b.cont_tokens;
     done += static_cast<int64_t>(b.items.size());
     progress.update(done);
   }

@@ -1,84 +1,139 @@
-// compactor eval MODEL --tasks ppl[:DATASET] --data FILE --ctx N [--no-bos] [--stride S]
-// [--limit-windows K] [--json]: perplexity with the docs/VERIFY.md convention, recorded in the
-// run store with the data file's hash and every setting that changes the number.
+// compactor eval MODEL --tasks ppl[:DATASET],kld[:DATASET],arc_easy,mmlu,... [--task-file F.yaml]
+// [--limit N] [--shots K] [--seed S] [--base BASE] [--save-logits F] [--json]: perplexity with the
+// docs/VERIFY.md convention, KL divergence to a base model, and multiple-choice tasks defined by
+// YAML files (configs/tasks/), recorded in the run store with every setting that changes a number.
+// Runners: eval_tasks.cpp. Tests: tests/cli/test_cli_eval.cpp.
 #include <cmath>
 #include <cstdio>
 
 #include "common.h"
-#include "core/progress.h"
-#include "datasets.h"
-#include "eval/perplexity.h"
-#include "io/text_file.h"
+#include "eval_tasks.h"
 
 namespace compactor::cli {
 
 namespace {
-struct EvalOptions {
-  std::string model;
-  std::vector<std::string> tasks{"ppl"};
-  std::string data = "wikitext2";
-  int ctx = 512, stride = 0, batch = 0;
-  int64_t limit_windows = 0;
-  bool no_bos = false;
-  CommonOptions common;
+
+enum class TaskKind { kPpl, kKld, kMultipleChoice };
+
+struct PlannedTask {
+  TaskKind kind;
+  std::string name;     // as given ("ppl:wikitext2", "arc_easy")
+  std::string dataset;  // ppl/kld
+  TaskSpec spec;        // multiple choice
 };
 
-struct TaskResult {
-  nlohmann::json json;
-  std::vector<Metric> metrics;
-};
+Result<std::vector<PlannedTask>> plan_tasks(const EvalOptions& o, const CLI::App& app) {
+  std::vector<PlannedTask> plan;
+  // The default "ppl" only runs when no task file replaces it.
+  const bool tasks_given = app.count("--tasks") > 0 || o.task_files.empty();
+  auto dataset_of = [&](const std::string& t, const std::string& p) -> std::optional<std::string> {
+    if (t == p) return o.data;
+    if (t.rfind(p + ":", 0) == 0) return t.substr(p.size() + 1);
+    return std::nullopt;
+  };
+  for (const std::string& t : tasks_given ? o.tasks : std::vector<std::string>{}) {
+    if (auto d = dataset_of(t, "ppl")) {
+      plan.push_back({TaskKind::kPpl, t, *d, {}});
+      continue;
+    }
+    if (auto d = dataset_of(t, "kld")) {
+      plan.push_back({TaskKind::kKld, t, *d, {}});
+      continue;
+    }
+    auto file = find_task_file(t, task_dir(o));
+    if (!file) return Status(file.status().code(), file.status().message() + "; also: ppl, ppl:DATASET, kld, kld:DATASET");
+    ASSIGN_OR_RETURN(TaskSpec spec, load_task_spec(*file));
+    plan.push_back({TaskKind::kMultipleChoice, t, "", std::move(spec)});
+  }
+  for (const std::string& f : o.task_files) {
+    ASSIGN_OR_RETURN(TaskSpec spec, load_task_spec(f));
+    plan.push_back({TaskKind::kMultipleChoice, spec.name, "", std::move(spec)});
+  }
+  if (plan.empty()) return invalid_argument("--tasks: no task given");
+  return plan;
+}
 
-Result<TaskResult> run_ppl(LoadedModel& lm, const EvalOptions& o, const std::string& dataset) {
-  ASSIGN_OR_RETURN(std::filesystem::path path, resolve_dataset(dataset));
-  ASSIGN_OR_RETURN(std::string text, read_text_file(path));
-  ASSIGN_OR_RETURN(std::string sha, sha256_file(path));
-  auto t0 = std::chrono::steady_clock::now();
-  std::vector<int32_t> tokens = lm.tokenizer->encode(text, false);
-  const double tokenize_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  PerplexityOptions p;
-  p.ctx = o.ctx;
-  p.bos = o.no_bos ? BosMode::kNone : BosMode::kPrepend;
-  p.stride = o.stride;
-  p.limit_windows = o.limit_windows;
-  p.batch = o.batch;
-  p.quiet = o.common.quiet;
-  ASSIGN_OR_RETURN(PerplexityResult r, evaluate_perplexity(*lm.model, tokens, lm.tokenizer->bos_id(), p));
-  // Standard error of the mean NLL over windows -> a 95% interval for the perplexity.
-  double var = 0;
-  for (double w : r.window_nll) var += (w - r.mean_nll) * (w - r.mean_nll);
-  const double n = static_cast<double>(r.window_nll.size());
-  const double se = n > 1 ? std::sqrt(var / (n - 1) / n) : 0.0;
-  TaskResult out;
-  out.json = {{"task", "ppl"}, {"data", path.string()}, {"data_sha256", sha}, {"ppl", r.ppl}, {"mean_nll", r.mean_nll},
-              {"nll_stderr", se}, {"ppl_ci95", {std::exp(r.mean_nll - 1.96 * se), std::exp(r.mean_nll + 1.96 * se)}},
-              {"tokens", r.predictions}, {"text_tokens", r.text_tokens}, {"windows", r.windows}, {"ctx", o.ctx},
-              {"bos", !o.no_bos}, {"stride", o.stride > 0 ? o.stride : (o.no_bos ? o.ctx : o.ctx - 1)},
-              {"seconds", r.seconds}, {"tokenize_seconds", tokenize_s},
-              {"tokens_per_second", r.windows * o.ctx / r.seconds}};
-  out.metrics.push_back(Metric{"ppl", r.ppl, std::nullopt, std::exp(r.mean_nll - 1.96 * se),
-                               std::exp(r.mean_nll + 1.96 * se), ""});
-  out.metrics.push_back(Metric{"mean_nll", r.mean_nll, se, r.mean_nll - 1.96 * se, r.mean_nll + 1.96 * se, "nats"});
-  return out;
+// Loads --base: a model directory, or a saved-logits file (only kld tasks can use one).
+Status load_base(const EvalOptions& o, const std::vector<PlannedTask>& plan, std::optional<LoadedModel>& model,
+                 std::optional<BaseLogits>& saved) {
+  if (o.base.empty()) return Status::ok();
+  if (std::filesystem::is_regular_file(o.base)) {
+    for (const auto& t : plan)
+      if (t.kind == TaskKind::kMultipleChoice)
+        return invalid_argument("--base {} is a saved-logits file; task {} needs a base model directory", o.base, t.name);
+    ASSIGN_OR_RETURN(saved, load_base_logits(o.base));
+    return Status::ok();
+  }
+  auto lm = load_model(o.base, o.common);
+  if (!lm) return lm.status().with_context("--base");
+  model = std::move(*lm);
+  return Status::ok();
+}
+
+std::string fmt_estimate(const nlohmann::json& e) {
+  auto num = [](const nlohmann::json& v) { return v.is_number() ? fmt::format("{:.4f}", v.get<double>()) : std::string("-"); };
+  return fmt::format("{:>8} ±{:>7}  [{}, {}]", num(e["value"]), num(e["stderr"]), num(e["ci95"][0]), num(e["ci95"][1]));
+}
+
+void print_table(const nlohmann::json& results) {
+  for (const auto& r : results) {
+    const std::string task = r["task"].get<std::string>();
+    if (task == "ppl") {
+      std::printf("%-16s %-28s ppl %.4f  95%% CI [%.3f, %.3f]  tokens %lld  windows %lld\n", task.c_str(),
+                  std::filesystem::path(r["data"].get<std::string>()).filename().c_str(), r["ppl"].get<double>(),
+                  r["ppl_ci95"][0].get<double>(), r["ppl_ci95"][1].get<double>(),
+                  static_cast<long long>(r["tokens"].get<int64_t>()), static_cast<long long>(r["windows"].get<int64_t>()));
+    } else if (task == "kld") {
+      if (!r.contains("mean_kld")) {
+        std::printf("%-16s saved top-%d logits of %lld positions to %s\n", task.c_str(), r["saved_logits"]["k"].get<int>(),
+                    static_cast<long long>(r["saved_logits"]["positions"].get<int64_t>()),
+                    r["saved_logits"]["path"].get<std::string>().c_str());
+        continue;
+      }
+      std::printf("%-16s n %lld (%s)  ppl %.4f  ppl_base %.4f\n", task.c_str(), static_cast<long long>(r["n"].get<int64_t>()),
+                  r["kld_method"].get<std::string>().c_str(), r["ppl"].get<double>(), r["ppl_base"].get<double>());
+      std::printf("  %-22s %s\n  %-22s %.6f\n  %-22s %s\n  %-22s %s\n", "mean KLD", fmt_estimate(r["mean_kld"]).c_str(),
+                  "99% KLD", r["kld_p99"].get<double>(), "top-1 agreement", fmt_estimate(r["top1_agreement"]).c_str(),
+                  "mean Δp", fmt_estimate(r["mean_delta_p"]).c_str());
+    } else {
+      std::printf("%-16s n %-6lld shots %d  %.1f items/s\n", task.c_str(), static_cast<long long>(r["n"].get<int64_t>()),
+                  r["shots"].get<int>(), r["items_per_second"].get<double>());
+      for (const auto& [key, value] : r.items())
+        if (value.is_object() && value.contains("value")) std::printf("  %-12s %s\n", key.c_str(), fmt_estimate(value).c_str());
+      if (r.contains("delta"))
+        for (const auto& [key, value] : r["delta"].items())
+          std::printf("  Δ%-11s %s\n", key.c_str(), fmt_estimate(value).c_str());
+    }
+  }
 }
 
 int run_eval(const EvalOptions& o, const CLI::App& app) {
   RunRecord record = new_run_record("eval");
+  auto plan = plan_tasks(o, app);
+  if (!plan) return fail(plan.status());
   auto lm = load_model(o.model, o.common);
   if (!lm) return fail(lm.status());
+  std::optional<LoadedModel> base_model;
+  std::optional<BaseLogits> base_saved;
+  if (Status s = load_base(o, *plan, base_model, base_saved); !s.is_ok()) return fail(s);
+  BaseSource base{base_model ? &*base_model : nullptr, base_saved ? &*base_saved : nullptr, o.base};
   nlohmann::json results = nlohmann::json::array();
-  for (const std::string& task : o.tasks) {
-    if (task != "ppl" && task.rfind("ppl:", 0) != 0)
-      return fail(invalid_argument("--tasks: unknown task '{}' (available: ppl, ppl:DATASET)", task));
-    const std::string dataset = task == "ppl" ? o.data : task.substr(4);
-    auto r = run_ppl(*lm, o, dataset);
+  for (const PlannedTask& t : *plan) {
+    Result<TaskResult> r = t.kind == TaskKind::kPpl   ? run_ppl(*lm, o, t.dataset)
+                           : t.kind == TaskKind::kKld ? run_kld(*lm, base, o, t.dataset)
+                                                      : run_mc_task(*lm, base.model, t.spec, o);
     if (!r) return fail(r.status());
     results.push_back(r->json);
     for (Metric m : r->metrics) {
-      m.name = (task == "ppl" ? "" : task.substr(4) + ".") + m.name;
+      // ppl keeps its historical names ("ppl", "<dataset>.ppl"); other metrics arrive as "task/metric".
+      if (t.kind == TaskKind::kPpl) m.name = (t.name == "ppl" ? "" : t.dataset + ".") + m.name;
+      if (t.kind == TaskKind::kKld) m.name = t.name + "/" + m.name;
       record.metrics.push_back(m);
     }
   }
-  record.details = {{"results", results}, {"device", o.common.device}};
+  record.details = {{"results", results}, {"device", o.common.device}, {"model", model_metadata(*lm)}};
+  if (base_model) record.details["base_model"] = model_metadata(*base_model);
+  if (o.seed >= 0) record.seed = o.seed;
   Status saved = save_record(record, o.common, o.model, app);
   if (!saved.is_ok()) return fail(saved);
   if (o.common.json) {
@@ -86,28 +141,43 @@ int run_eval(const EvalOptions& o, const CLI::App& app) {
     j["run_id"] = record.id;
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    std::printf("%-10s %-40s %10s %20s %10s %8s\n", "task", "data", "ppl", "95% CI", "tokens", "windows");
-    for (const auto& r : results)
-      std::printf("%-10s %-40s %10.4f %9.3f-%-10.3f %10lld %8lld\n", r["task"].get<std::string>().c_str(),
-                  std::filesystem::path(r["data"].get<std::string>()).filename().c_str(), r["ppl"].get<double>(),
-                  r["ppl_ci95"][0].get<double>(), r["ppl_ci95"][1].get<double>(),
-                  static_cast<long long>(r["tokens"].get<int64_t>()), static_cast<long long>(r["windows"].get<int64_t>()));
+    print_table(results);
   }
   return 0;
 }
+
+void add_task_options(CLI::App* app, EvalOptions& o) {
+  app->add_option("--task-file", o.task_files, "a task defined by a YAML file (repeatable)");
+  app->add_option("--task-dir", o.task_dir, "directory of task YAML files (default: configs/tasks)");
+  app->add_option("--data-dir", o.data_dir, "root of relative task data paths (default: ../shared/data)");
+  app->add_option("--limit", o.limit, "items per task (per subject for MMLU); 0: all");
+  app->add_option("--shots", o.shots, "few-shot examples (default: the task file's count)");
+  app->add_option("--seed", o.seed, "random --limit subset, few-shot sampling and bootstrap seed (default: first N; 1234)");
+  app->add_option("--bootstrap", o.bootstrap, "bootstrap resamples of each interval")->capture_default_str();
+  app->add_flag("--skip-bad", o.skip_bad, "skip and count malformed data rows instead of failing");
+  app->add_flag("--add-bos", o.add_bos, "prepend BOS to multiple-choice contexts (lm-eval's add_bos_token)");
+  app->add_option("--batch-tokens", o.batch_tokens, "token rows per forward pass (multiple choice)")->capture_default_str();
+  app->add_option("--base", o.base, "base model directory (paired deltas, kld) or a --save-logits file (kld)");
+  app->add_option("--save-logits", o.save_logits, "kld: save the base's (or this model's) top-k logits to FILE");
+  app->add_option("--logits-topk", o.logits_topk, "kld: tokens kept per position by --save-logits")->capture_default_str();
+}
+
 }  // namespace
 
 Command make_eval_command(CLI::App& root) {
   auto opts = std::make_shared<EvalOptions>();
-  CLI::App* app = root.add_subcommand("eval", "measure a model: perplexity on a text file");
+  CLI::App* app = root.add_subcommand("eval", "measure a model: perplexity, KL divergence, multiple-choice tasks");
   app->add_option("model", opts->model, "model directory")->required();
-  app->add_option("--tasks", opts->tasks, "comma-separated tasks: ppl, ppl:DATASET")->delimiter(',')->capture_default_str();
-  app->add_option("--data", opts->data, "text file or named dataset for the ppl task")->capture_default_str();
+  app->add_option("--tasks", opts->tasks, "comma-separated: ppl[:DATASET], kld[:DATASET], or task names (configs/tasks)")
+      ->delimiter(',')
+      ->capture_default_str();
+  app->add_option("--data", opts->data, "text file or named dataset for ppl/kld")->capture_default_str();
   app->add_option("--ctx", opts->ctx, "window length in tokens (BOS included)")->capture_default_str();
   app->add_flag("--no-bos", opts->no_bos, "windows of ctx text tokens without BOS");
   app->add_option("--stride", opts->stride, "text tokens between window starts (default: non-overlapping)");
   app->add_option("--limit-windows", opts->limit_windows, "evaluate only the first K windows");
   app->add_option("--batch", opts->batch, "windows per forward pass (default: ~2048 tokens)");
+  add_task_options(app, *opts);
   add_common_options(app, opts->common);
   return {app, [opts, app]() { return run_eval(*opts, *app); }};
 }
