@@ -272,26 +272,36 @@ TEST_P(CudaOps, Swiglu) {
   }
 }
 
+// Both kernels: the GEMV (T <= 4, K % 8 == 0) and cuBLAS (forced, and for the other shapes).
 TEST_P(CudaOps, Matmul) {
   struct Case { int64_t t, k, n; bool bias; DType bias_dtype; };
   const Case cases[] = {{1, 64, 96, false, DType::kF32},   {3, 200, 173, true, DType::kF32},
                         {64, 384, 256, true, act()},       {17, 1024, 4, false, DType::kF32},
-                        {1, 4096, 1000, true, DType::kF32}};
-  uint32_t seed = 60;
-  for (const Case& c : cases) {
-    Tensor x = random_host(Shape{c.t, c.k}, act(), ++seed);
-    Tensor w = random_host(Shape{c.n, c.k}, act(), ++seed, 1.f / std::sqrt(float(c.k)));
-    Tensor bias = random_host(Shape{c.n}, c.bias_dtype, ++seed);
-    Format fmt;
-    ASSERT_TRUE(format_from_dtype(act(), &fmt));
-    LinearWeight host_w{fmt, c.n, c.k, w, c.bias ? View(bias) : View{}};
-    Tensor w_dev = upload(w), bias_dev = upload(bias);
-    LinearWeight dev_w{fmt, c.n, c.k, w_dev, c.bias ? View(bias_dev) : View{}};
-    Tensor ref = Tensor::empty(Shape{c.t, c.n}, DType::kF32);
-    matmul_ref(ref, x, host_w);
-    Tensor out = poisoned(Shape{c.t, c.n}, act());
-    be_->matmul(out, upload(x), dev_w);
-    expect_close(out, ref, tol(), fmt::format("matmul T={} K={} N={} bias={}", c.t, c.k, c.n, c.bias));
+                        {1, 4096, 1000, true, DType::kF32}, {2, 4096, 4097, false, DType::kF32},
+                        {1, 11008, 515, true, act()},      {4, 1000, 33, false, DType::kF32},
+                        {1, 36, 7, false, DType::kF32}};
+  for (MatmulKernel kernel : {MatmulKernel::kAuto, MatmulKernel::kCublas}) {
+    CudaBackendOptions o;
+    o.matmul_kernel = kernel;
+    make_backend_with(o);
+    uint32_t seed = 60;
+    for (const Case& c : cases) {
+      Tensor x = random_host(Shape{c.t, c.k}, act(), ++seed);
+      Tensor w = random_host(Shape{c.n, c.k}, act(), ++seed, 1.f / std::sqrt(float(c.k)));
+      Tensor bias = random_host(Shape{c.n}, c.bias_dtype, ++seed);
+      Format fmt;
+      ASSERT_TRUE(format_from_dtype(act(), &fmt));
+      LinearWeight host_w{fmt, c.n, c.k, w, c.bias ? View(bias) : View{}};
+      Tensor w_dev = upload(w), bias_dev = upload(bias);
+      LinearWeight dev_w{fmt, c.n, c.k, w_dev, c.bias ? View(bias_dev) : View{}};
+      Tensor ref = Tensor::empty(Shape{c.t, c.n}, DType::kF32);
+      matmul_ref(ref, x, host_w);
+      Tensor out = poisoned(Shape{c.t, c.n}, act());
+      be_->matmul(out, upload(x), dev_w);
+      expect_close(out, ref, tol(),
+                   fmt::format("matmul{} T={} K={} N={} bias={}", kernel == MatmulKernel::kCublas ? " (cublas)" : "",
+                               c.t, c.k, c.n, c.bias));
+    }
   }
 }
 

@@ -1,6 +1,6 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
-//   [--hbm-gbps 3000] [--peak-tflops 989] [--out FILE.json]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
@@ -23,7 +23,7 @@ namespace compactor::cli {
 
 namespace {
 struct BenchCliOptions {
-  std::string model, synthetic, dtype = "bf16", graphs = "on", out;
+  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -111,11 +111,16 @@ struct BenchModel {
 };
 
 #ifdef COMPACTOR_HAS_CUDA
-Result<std::unique_ptr<CudaBackend>> make_cuda(const std::string& dtype) {
+Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   CudaBackendOptions opts;
-  if (dtype == "bf16") opts.activation_dtype = DType::kBF16;
-  else if (dtype == "f16") opts.activation_dtype = DType::kF16;
-  else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", dtype);
+  if (o.dtype == "bf16") opts.activation_dtype = DType::kBF16;
+  else if (o.dtype == "f16") opts.activation_dtype = DType::kF16;
+  else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", o.dtype);
+  if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
+  if (o.attention != "tc" && o.attention != "cuda-cores")
+    return invalid_argument("--attention {}: expected tc or cuda-cores", o.attention);
+  opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
+  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
 }
 #endif
@@ -126,7 +131,7 @@ Result<BenchModel> make_synthetic(const BenchCliOptions& o) {
   if (o.common.device != "cuda" && o.common.device != "gpu")
     return unsupported("--synthetic {}: synthetic models are made on the GPU; use --device cuda", o.synthetic);
 #ifdef COMPACTOR_HAS_CUDA
-  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o.dtype));
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o));
   const int64_t weights = estimate_weight_bytes(cfg, 2);
   const CudaMemoryInfo mem = be->memory_info();
   if (weights + (int64_t{512} << 20) > mem.free_bytes)
@@ -164,7 +169,7 @@ Result<BenchModel> make_bench_model(const BenchCliOptions& o) {
   bm.name = o.model;
 #ifdef COMPACTOR_HAS_CUDA
   if (o.common.device == "cuda" || o.common.device == "gpu") {
-    ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o.dtype));
+    ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o));
     bm.backend = std::move(be);
     ASSIGN_OR_RETURN(bm.model, Model::load(o.model, *bm.backend));
     return bm;
@@ -243,6 +248,10 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--hbm-gbps", opts->hbm_gbps, "memory bandwidth for the decode bound, GB/s (H100 SXM: 3000)")
       ->capture_default_str();
   app->add_option("--peak-tflops", opts->peak_tflops, "tensor-core peak for the prefill bound (H100 SXM bf16: 989)")
+      ->capture_default_str();
+  app->add_option("--gemv", opts->gemv, "CUDA decode matmuls (T <= 4): custom GEMV kernel or cublas")
+      ->capture_default_str();
+  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128) or cuda-cores")
       ->capture_default_str();
   app->add_option("--out", opts->out, "also write the JSON result to this file (e.g. bench/results/NAME.json)");
   add_common_options(app, opts->common);

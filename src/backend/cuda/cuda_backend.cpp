@@ -277,7 +277,7 @@ void CudaBackend::add(View x, View delta) { check(add_cuda(x, delta, stream_)); 
 // Quantized weights are dequantized into a reused scratch buffer, then multiplied densely.
 void CudaBackend::matmul(View out, View x, const LinearWeight& w) {
   if (!w.quantized()) {
-    check(matmul_cuda(out, x, w, cublas_, stream_));
+    check(matmul_cuda(out, x, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
     return;
   }
   const Shape shape{w.out_features, w.in_features};
@@ -289,7 +289,7 @@ void CudaBackend::matmul(View out, View x, const LinearWeight& w) {
   dense_w.in_features = w.in_features;
   dense_w.weight = dense;
   dense_w.bias = w.bias;
-  check(matmul_cuda(out, x, dense_w, cublas_, stream_));
+  check(matmul_cuda(out, x, dense_w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
 }
 
 void CudaBackend::rope(View x, int n_heads, int head_dim, const float* inv_freq, const BatchLayout& layout) {

@@ -27,12 +27,14 @@ struct CUgraphExec_st; // cudaGraphExec_t
 namespace compactor {
 
 enum class AttentionKernel { kAuto, kCudaCores };  // kAuto: tensor cores where supported
+enum class MatmulKernel { kAuto, kCublas };        // kAuto: the GEMV kernel for T <= 4 rows
 
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
   int device = 0;                         // CUDA device ordinal
   int attention_splits = 0;               // 0: heuristic; > 0 forces the key split count (tests)
   AttentionKernel attention_kernel = AttentionKernel::kAuto;
+  MatmulKernel matmul_kernel = MatmulKernel::kAuto;
 };
 
 // A device allocation that only grows (scratch for op results and workspaces).

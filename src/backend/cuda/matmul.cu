@@ -1,6 +1,10 @@
 // Dense matmul through cublasGemmEx. Row-major y[T,N] = x[T,K]·w[N,K]ᵀ is, in cuBLAS's
 // column-major terms, yᵀ[N,T] = op_T(w as [K,N], ld K) · (xᵀ as [K,T], ld K): the "TN" GEMM.
 // A bias is written into y first and folded in with beta = 1, so y is rounded once.
+// Decode-sized inputs (T <= 4 rows that fit in shared memory) take gemv_kernel instead: at these
+// shapes the product is a stream over the weight, and a kernel that keeps x in shared memory and
+// moves the weight in 16-byte loads, several in flight per lane, gets closer to HBM bandwidth
+// than cuBLAS's small-N kernels (see bench/NOTES.md for the measurement).
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Matmul*' (on a GPU machine).
 #include <climits>
 
@@ -20,6 +24,109 @@ __global__ void matmul_bias_kernel(T* __restrict__ out,            // [T, N]
 }
 
 namespace {
+
+constexpr int kGemvWarps = 4;
+constexpr int kGemvRowsPerWarp = 2;
+constexpr int kGemvUnroll = 4;         // 16-byte loads per weight row in flight per lane
+constexpr int kGemvMaxRows = 4;        // input rows (tokens)
+constexpr int kGemvSmemBytes = 48 << 10;
+
+template <typename T>
+__device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
+  const T* a = reinterpret_cast<const T*>(&w);
+  const T* b = reinterpret_cast<const T*>(&x);
+  float s = 0.f;
+#pragma unroll
+  for (int i = 0; i < 8; ++i) s = fmaf(to_f32(a[i]), to_f32(b[i]), s);
+  return s;
+}
+
+}  // namespace
+
+// out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]) for t < kRows; a warp owns kGemvRowsPerWarp
+// weight rows, lanes stride over K in 16-byte vectors, x sits in shared memory.
+template <typename T, int kRows>
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(T* __restrict__ out,            // [kRows, N]
+                                                                const T* __restrict__ x,        // [kRows, K]
+                                                                const T* __restrict__ w,        // [N, K]
+                                                                const void* __restrict__ bias,  // [N] or null
+                                                                DType bias_dtype, int64_t n, int64_t k) {
+  extern __shared__ uint4 xs[];  // [kRows][K / 8]
+  const int vecs = static_cast<int>(k / 8);
+  const uint4* xg = reinterpret_cast<const uint4*>(x);
+  for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) xs[i] = xg[i];
+  __syncthreads();
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * kGemvRowsPerWarp;
+  if (row0 >= n) return;
+  const uint4* wr[kGemvRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kGemvRowsPerWarp; ++r)
+    wr[r] = reinterpret_cast<const uint4*>(w + (row0 + r < n ? row0 + r : row0) * k);
+  float acc[kRows][kGemvRowsPerWarp] = {};
+  for (int base = lane; base < vecs; base += 32 * kGemvUnroll) {
+    uint4 wv[kGemvUnroll][kGemvRowsPerWarp];
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int i = base + 32 * u;
+#pragma unroll
+      for (int r = 0; r < kGemvRowsPerWarp; ++r) wv[u][r] = i < vecs ? __ldg(wr[r] + i) : make_uint4(0, 0, 0, 0);
+    }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u) {
+      const int i = base + 32 * u;
+      if (i >= vecs) break;
+#pragma unroll
+      for (int t = 0; t < kRows; ++t) {
+        const uint4 xv = xs[t * vecs + i];
+#pragma unroll
+        for (int r = 0; r < kGemvRowsPerWarp; ++r) acc[t][r] += dot8<T>(wv[u][r], xv);
+      }
+    }
+  }
+#pragma unroll
+  for (int t = 0; t < kRows; ++t) {
+#pragma unroll
+    for (int r = 0; r < kGemvRowsPerWarp; ++r) {
+      const float v = warp_sum(acc[t][r]);
+      if (lane == 0 && row0 + r < n)
+        out[t * n + row0 + r] = from_f32<T>(v + (bias != nullptr ? load_any(bias, bias_dtype, row0 + r) : 0.f));
+    }
+  }
+}
+
+namespace {
+
+bool gemv_fits(int64_t rows, int64_t k, const View& x, const View& w, const View& out) {
+  auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
+  return rows >= 1 && rows <= kGemvMaxRows && k % 8 == 0 && rows * k * 2 <= kGemvSmemBytes && aligned(x.data) &&
+         aligned(w.data);
+}
+
+template <typename T, int kRows>
+Status launch_gemv(View out, View x, const LinearWeight& w, cudaStream_t stream) {
+  const int64_t n = w.weight.rows(), k = w.weight.cols();
+  const int64_t rows_per_block = kGemvWarps * kGemvRowsPerWarp;
+  const int64_t blocks = ceil_div(n, rows_per_block);
+  if (blocks > 0x7fffffff) return invalid_argument("matmul: N={} exceeds one grid", n);
+  const size_t smem = static_cast<size_t>(kRows * k * 2);
+  gemv_kernel<T, kRows><<<static_cast<unsigned>(blocks), kGemvWarps * 32, smem, stream>>>(
+      out.as<T>(), x.as<T>(), w.weight.as<T>(), w.bias.data, w.bias.dtype, n, k);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+Status gemv(View out, View x, const LinearWeight& w, cudaStream_t stream) {
+  return dispatch_act(x.dtype, "matmul", [&](auto tag) {
+    using T = decltype(tag);
+    switch (x.rows()) {
+      case 1: return launch_gemv<T, 1>(out, x, w, stream);
+      case 2: return launch_gemv<T, 2>(out, x, w, stream);
+      case 3: return launch_gemv<T, 3>(out, x, w, stream);
+      default: return launch_gemv<T, 4>(out, x, w, stream);
+    }
+  });
+}
 
 Status check_matmul(View out, View x, const LinearWeight& w) {
   RETURN_IF_ERROR(expect_act("matmul", "x", x));
@@ -54,11 +161,13 @@ cudaDataType_t cuda_type(DType d) { return d == DType::kBF16 ? CUDA_R_16BF : CUD
 
 }  // namespace
 
-Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream) {
+Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream,
+                   bool allow_gemv) {
   RETURN_IF_ERROR(check_matmul(out, x, w));
   const int rows = static_cast<int>(x.rows());
   const int n = static_cast<int>(w.weight.rows()), k = static_cast<int>(w.weight.cols());
   if (rows == 0 || n == 0) return Status::ok();
+  if (allow_gemv && gemv_fits(rows, k, x, w.weight, out)) return gemv(out, x, w, stream);
   float beta = 0.f;
   if (w.bias.data != nullptr) {
     constexpr int kThreads = 256;

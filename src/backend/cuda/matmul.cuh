@@ -10,7 +10,9 @@
 namespace compactor {
 
 // out: [T, N] act; x: [T, K] act; w.weight: [N, K] dense, same dtype as x; w.bias: [N] f32|f16|bf16
-// or absent. `handle` must be bound to `stream` (cublasSetStream) by the caller.
-Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream);
+// or absent. `handle` must be bound to `stream` (cublasSetStream) by the caller. allow_gemv: T <= 4
+// rows (decode) may use the GEMV kernel instead of cuBLAS.
+Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream,
+                   bool allow_gemv = true);
 
 }  // namespace compactor
