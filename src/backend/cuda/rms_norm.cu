@@ -4,6 +4,8 @@
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/rms_norm.cuh"
 
+#include <algorithm>
+
 namespace compactor {
 
 template <typename T>
@@ -20,6 +22,47 @@ __global__ void rms_norm_kernel(T* out,                            // [T, D]
   const float rstd = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
     out[base + d] = from_f32<T>(to_f32(x[base + d]) * rstd * load_any(weight, weight_dtype, d));
+}
+
+// 16-byte version: each thread keeps its (at most kNormChunks) 8-element vectors of the row in
+// registers, so x is read once. Requires D % 8 == 0, aligned rows and D <= 8·kNormChunks·1024.
+template <typename T>
+__global__ void rms_norm_vec_kernel(T* out,                           // [T, D]
+                                    const T* x,                       // [T, D]
+                                    const void* __restrict__ weight,  // [D] weight_dtype
+                                    DType weight_dtype, int64_t dim, float eps) {
+  const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
+  const int chunks = static_cast<int>(dim / 8);
+  float v[kNormChunks][8];
+  float ss = 0.f;
+#pragma unroll
+  for (int c = 0; c < kNormChunks; ++c) {
+    const int i = threadIdx.x + c * blockDim.x;
+    if (i >= chunks) break;
+    load8(x + base + i * 8, v[c]);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) ss += v[c][e] * v[c][e];
+  }
+  const float rstd = rsqrtf(block_sum(ss) / static_cast<float>(dim) + eps);
+#pragma unroll
+  for (int c = 0; c < kNormChunks; ++c) {
+    const int i = threadIdx.x + c * blockDim.x;
+    if (i >= chunks) break;
+    float o[8];
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = v[c][e] * rstd * load_any(weight, weight_dtype, i * 8 + e);
+    store8(out + base + i * 8, o);
+  }
+}
+
+int norm_vec_threads(int64_t dim) {
+  const int64_t chunks = dim / 8;
+  const int64_t threads = std::min<int64_t>(1024, (chunks + 31) / 32 * 32);
+  return static_cast<int>(threads);
+}
+
+bool norm_vec_ok(int64_t dim, std::initializer_list<const void*> ptrs) {
+  return vec8_ok(dim, ptrs) && dim / 8 <= static_cast<int64_t>(kNormChunks) * 1024;
 }
 
 Status check_norm_weight(const char* op, View weight, int64_t dim) {
@@ -47,8 +90,12 @@ Status rms_norm_cuda(View out, View x, View weight, float eps, cudaStream_t stre
   if (rows > 0x7fffffff) return invalid_argument("rms_norm: {} rows exceed one grid", rows);
   return dispatch_act(x.dtype, "rms_norm", [&](auto tag) {
     using T = decltype(tag);
-    rms_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(
-        out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps);
+    if (norm_vec_ok(dim, {out.data, x.data}))
+      rms_norm_vec_kernel<T><<<static_cast<unsigned>(rows), norm_vec_threads(dim), 0, stream>>>(
+          out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps);
+    else
+      rms_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(
+          out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps);
     CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return Status::ok();
   });

@@ -17,6 +17,22 @@ __global__ void swiglu_kernel(T* out,         // [n]
   }
 }
 
+template <typename T>
+__global__ void swiglu_vec_kernel(T* out,         // [n]
+                                  const T* gate,  // [n]
+                                  const T* up,    // [n]
+                                  int64_t vecs) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float g[8], u[8], o[8];
+    load8(gate + i * 8, g);
+    load8(up + i * 8, u);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) o[e] = g[e] / (1.f + expf(-g[e])) * u[e];
+    store8(out + i * 8, o);
+  }
+}
+
 Status swiglu_cuda(View out, View gate, View up, cudaStream_t stream) {
   RETURN_IF_ERROR(expect_act("swiglu", "gate", gate));
   RETURN_IF_ERROR(expect_cuda("swiglu", "up", up));
@@ -28,7 +44,11 @@ Status swiglu_cuda(View out, View gate, View up, cudaStream_t stream) {
   constexpr int kThreads = 256;
   return dispatch_act(gate.dtype, "swiglu", [&](auto tag) {
     using T = decltype(tag);
-    swiglu_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out.as<T>(), gate.as<T>(), up.as<T>(), n);
+    if (vec8_ok(n, {out.data, gate.data, up.data}))
+      swiglu_vec_kernel<T><<<grid_for(n / 8, kThreads), kThreads, 0, stream>>>(out.as<T>(), gate.as<T>(), up.as<T>(),
+                                                                               n / 8);
+    else
+      swiglu_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out.as<T>(), gate.as<T>(), up.as<T>(), n);
     CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return Status::ok();
   });
