@@ -170,8 +170,18 @@ Result<BenchModel> make_bench_model(const BenchCliOptions& o) {
 #ifdef COMPACTOR_HAS_CUDA
   if (o.common.device == "cuda" || o.common.device == "gpu") {
     ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o));
+    ASSIGN_OR_RETURN(ModelConfig cfg, load_model_config(o.model));
+    const int64_t weights = estimate_weight_bytes(cfg, dtype_size(be->activation_dtype()));
+    const int64_t free_bytes = be->memory_info().free_bytes;
+    if (weights + (int64_t{512} << 20) > free_bytes)
+      return Status(StatusCode::kOutOfMemory, fmt::format("{}: the weights need {:.2f} GB but the GPU has {:.2f} GB free",
+                                                          o.model, weights / 1e9, free_bytes / 1e9));
     bm.backend = std::move(be);
-    ASSIGN_OR_RETURN(bm.model, Model::load(o.model, *bm.backend));
+    try {
+      ASSIGN_OR_RETURN(bm.model, Model::load(o.model, *bm.backend));
+    } catch (const std::bad_alloc&) {
+      return Status(StatusCode::kOutOfMemory, fmt::format("{}: out of GPU memory placing the weights", o.model));
+    }
     return bm;
   }
 #endif
