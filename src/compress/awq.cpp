@@ -46,6 +46,7 @@ double clipped_group_error(const float* w, int64_t len, float m, const QuantSpec
   for (int64_t i = 0; i < len; ++i) {
     float row = 0.f;
     const float* gi = g + i * ld;
+#pragma omp simd reduction(+ : row)
     for (int64_t j = 0; j < len; ++j) row += gi[j] * d[j];
     total += static_cast<double>(d[i]) * row;
   }

@@ -28,6 +28,10 @@ Result<std::map<std::string, InputStats>> BlockContext::collect(const std::vecto
       return invalid_argument("collect: '{}' is not a linear-input tap (attn_norm, attn_output, ffn_norm, ffn_act)", t);
     stats.emplace(t, InputStats(width));
   }
+  // The block runs only as far as the last requested tap.
+  std::string last;
+  for (const char* t : {"attn_norm", "attn_output", "ffn_norm", "ffn_act"})
+    if (stats.count(t)) last = t;
   std::vector<float> buffer;
   const int layer = layer_;
   TapFn tap = [&](std::string_view name, int l, View v) {
@@ -39,7 +43,7 @@ Result<std::map<std::string, InputStats>> BlockContext::collect(const std::vecto
   RETURN_IF_ERROR(driver_.for_each_batch(driver_.hidden(), [&](View x, const BatchLayout& layout, KvCache& cache) {
     View w = View(work).row_slice(0, x.rows());
     m.backend().copy(w, x);
-    return m.forward_block(layer, w, layout, cache, &tap);
+    return m.forward_block(layer, w, layout, cache, &tap, last);
   }));
   return stats;
 }

@@ -45,6 +45,7 @@ struct PtqOptions {
   // AWQ
   AwqOptions awq;
   bool awq_clip = true;
+  bool awq_fold_only = false;     // search and fold the scales, quantize nothing (analysis, tests)
   // Driver
   int64_t batch_tokens = 2048;
   bool quiet = false;             // no per-layer lines on stderr

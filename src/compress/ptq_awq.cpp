@@ -105,7 +105,7 @@ class AwqCompressor final : public BlockCompressor {
     for (const char* name : {"q", "k", "v", "o", "gate", "up", "down"}) {
       LinearState& s = b.linears.at(name);
       const std::string tap = input_tap(name);
-      if (s.spec) {
+      if (s.spec && !o_.awq_fold_only) {
         RETURN_IF_ERROR(quantize(m, l, name, s, b.gram.at(tap), b.original_gram.at(tap)));
       } else if (s.changed) {
         RETURN_IF_ERROR(replace_linear_f32(m, l, name, s.w));

@@ -112,37 +112,41 @@ Result<View> Model::forward(const ForwardRequest& req, KvCache& cache) {
 }
 
 // One pre-norm decoder block on the residual stream x (scratch buffers of s, sized for x's rows).
-void Model::run_block(int l, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s) {
+void Model::run_block(int l, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s,
+                      std::string_view stop_after) {
   const ModelConfig& c = config_;
   Backend& be = *backend_;
   const float eps = static_cast<float>(c.rms_norm_eps);
   const AttentionParams ap{static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
                            static_cast<int>(c.head_dim), 1.0f / std::sqrt(static_cast<float>(c.head_dim))};
   const LayerWeights& w = weights_.layers[l];
-  emit(tap, "layer_input", l, x);
+  // Emits a tap; true when the caller asked to stop right after it.
+  auto tap_stops = [&](std::string_view name, View v) {
+    emit(tap, name, l, v);
+    return !stop_after.empty() && name == stop_after;
+  };
+  if (tap_stops("layer_input", x)) return;
   be.rms_norm(s.h, x, w.attn_norm, eps);
-  emit(tap, "attn_norm", l, s.h);
+  if (tap_stops("attn_norm", s.h)) return;
   be.matmul(s.q, s.h, w.q);
   be.matmul(s.k, s.h, w.k);
   be.matmul(s.v, s.h, w.v);
   be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
   be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
-  emit(tap, "q", l, s.q);
-  emit(tap, "k", l, s.k);
-  emit(tap, "v", l, s.v);
+  if (tap_stops("q", s.q) || tap_stops("k", s.k) || tap_stops("v", s.v)) return;
   be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
   be.attention(s.attn, s.q, cache.k[l], cache.v[l], ap, layout);
-  emit(tap, "attn_output", l, s.attn);
+  if (tap_stops("attn_output", s.attn)) return;
   be.matmul(s.proj, s.attn, w.o);
-  emit(tap, "attn_out", l, s.proj);
+  if (tap_stops("attn_out", s.proj)) return;
   be.add_rms_norm(s.h, x, s.proj, w.mlp_norm, eps);
-  emit(tap, "ffn_norm", l, s.h);
+  if (tap_stops("ffn_norm", s.h)) return;
   be.matmul(s.gate, s.h, w.gate);
   be.matmul(s.up, s.h, w.up);
   be.swiglu(s.act, s.gate, s.up);
-  emit(tap, "ffn_act", l, s.act);
+  if (tap_stops("ffn_act", s.act)) return;
   be.matmul(s.proj, s.act, w.down);
-  emit(tap, "ffn_out", l, s.proj);
+  if (tap_stops("ffn_out", s.proj)) return;
   be.add(x, s.proj);
 }
 
@@ -158,7 +162,8 @@ Status Model::embed(View x, const int32_t* ids) const {
   return Status::ok();
 }
 
-Status Model::forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap) {
+Status Model::forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap,
+                            std::string_view stop_after) {
   const ModelConfig& c = config_;
   const int64_t rows = static_cast<int64_t>(layout.batch) * layout.tokens;
   if (layer < 0 || layer >= c.num_layers)
@@ -179,7 +184,7 @@ Status Model::forward_block(int layer, View x, const BatchLayout& layout, KvCach
                               "sliding window {}", b, end, c.max_position_embeddings, c.sliding_window);
   }
   Scratch& s = scratch_ && scratch_->rows == rows ? *scratch_ : scratch(rows, 0);
-  run_block(layer, x, layout, cache, tap, s);
+  run_block(layer, x, layout, cache, tap, s, stop_after);
   return Status::ok();
 }
 

@@ -103,7 +103,10 @@ class Model {
   // Runs decoder block `layer` on the residual stream x: [B*T, D] act in place (x becomes the
   // block's output), storing keys/values in cache.k/v[layer] at positions layout.past(b) + t. Does
   // not advance cache.lengths (forward() does that once per call). Taps as in forward().
-  Status forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap = nullptr);
+  // With `stop_after` set to a tap name, the block stops right after that tap: callers that only
+  // need an early intermediate skip the rest of the block (x is then partly updated: pass a copy).
+  Status forward_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap = nullptr,
+                       std::string_view stop_after = {});
 
   // Weight replacement (compressors apply their results; the model keeps `weight` alive).
   // Linear `name` ("q" .. "down") of `layer`, or "lm_head" with layer -1; weight: [N, K] f32
@@ -121,7 +124,8 @@ class Model {
   Result<View> place_raw(const std::string& name);  // as stored (CPU: the mapping; else: upload)
   struct Scratch;
   Scratch& scratch(int64_t rows, int64_t logits_rows);
-  void run_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s);
+  void run_block(int layer, View x, const BatchLayout& layout, KvCache& cache, const TapFn* tap, Scratch& s,
+                 std::string_view stop_after = {});
   Result<View> own_on_backend(Tensor host_f32, bool is_norm);
 
   std::filesystem::path dir_;
