@@ -9,6 +9,7 @@
 #ifdef COMPACTOR_HAS_CUDA
 
 #include <algorithm>
+#include <new>
 #include <random>
 
 #include "backend/cuda/cuda_backend.h"
@@ -171,7 +172,12 @@ Result<BenchResult> run_bench_cuda(Model& model, const BenchConfig& cfg) {
   auto* be = dynamic_cast<CudaBackend*>(&model.backend());
   if (be == nullptr) return invalid_argument("bench: the model is not on a CUDA backend");
   CudaBench bench(model, *be, cfg);
-  return bench.run();
+  try {  // the estimate runs first; an allocation that still fails is an error, not a crash
+    return bench.run();
+  } catch (const std::bad_alloc&) {
+    be->clear_device_args();
+    return Status(StatusCode::kOutOfMemory, "bench: out of GPU memory (the estimate was too low for this point)");
+  }
 }
 
 }  // namespace compactor
