@@ -1,7 +1,8 @@
 // CPU matmul on packed intN weights (backend/cpu/cpu_qmatmul.h) against the spec
 // (dequantize_ref + matmul_ref): every format × group (per-channel, 32, 128, act-order) × rows
-// M in {1, 3, 16, 64} (dot and sgemm paths) × odd shapes, with and without bias, through
-// matmul_quantized_cpu and CpuBackend::matmul.
+// M in {1, 3, 16, 64} × odd shapes (N = 37: two fused 16-row blocks and a blocked tail), with and
+// without bias, through matmul_quantized_cpu (fused GEMV where eligible), the blocked path (dots
+// below 8 rows, sgemm from 8) and CpuBackend::matmul.
 // Run: build-*/tests/test_cpu_qmatmul
 #include <gtest/gtest.h>
 
@@ -91,12 +92,14 @@ TEST(CpuQmatmul, MatchesDequantizeRefPlusMatmulRef) {
           const std::string what = fmt::format("int{} group {} act {} N {} K {} M {} bias {}", c.bits, c.group,
                                                c.act_order, n, k, m, with_bias);
           std::vector<float> x = random_vector(m * k, seed++);
-          std::vector<float> ref(m * n), fast(m * n, NAN), via_backend(m * n, NAN);
+          std::vector<float> ref(m * n), fast(m * n, NAN), blocked(m * n, NAN), via_backend(m * n, NAN);
           View xv{x.data(), Shape{m, k}, DType::kF32, Device::kCpu};
           matmul_quantized_ref(View{ref.data(), Shape{m, n}, DType::kF32, Device::kCpu}, xv, w);
           matmul_quantized_cpu(View{fast.data(), Shape{m, n}, DType::kF32, Device::kCpu}, xv, w);
+          matmul_quantized_blocked_cpu(View{blocked.data(), Shape{m, n}, DType::kF32, Device::kCpu}, xv, w);
           backend.matmul(View{via_backend.data(), Shape{m, n}, DType::kF32, Device::kCpu}, xv, w);
           expect_close_outputs(fast, ref, x, dense, m, n, k, what);
+          expect_close_outputs(blocked, ref, x, dense, m, n, k, what + " (blocked)");
           EXPECT_EQ(fast, via_backend) << what;
         }
       }

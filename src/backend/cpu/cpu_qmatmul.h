@@ -1,9 +1,13 @@
 // CPU matmul with packed quantized weights (int8/4/3/2, formats/quant_pack.h): y = x · dq(w)ᵀ + bias.
 // The reference dequantizes the whole weight with dequantize_ref and multiplies with matmul_ref's
-// arithmetic. The fast path works on blocks of output rows: each OpenMP thread dequantizes its
-// block to f32 in a thread-local buffer, then multiplies it with SIMD dot products (few rows of
-// x) or single-threaded OpenBLAS sgemm (many rows), so the f32 copy of the weight never exceeds
-// one block per thread. CpuBackend::matmul calls matmul_quantized_cpu for quantized formats.
+// arithmetic. Two fast paths:
+//   fused GEMV (2/4/8 bits, no act-order, where the dense matmul takes its GEMV): SIMD lanes are
+//     16 (AVX-512) or 8 (AVX2) consecutive output rows, whose packed words are contiguous in
+//     qweight; codes are unpacked in registers and never stored (about as fast as the bf16 GEMV
+//     with 4x fewer weight bytes at 4 bits);
+//   blocked (everything else): each OpenMP thread dequantizes a block of output rows to f32 in a
+//     thread-local buffer and multiplies it with SIMD dots (few rows) or single-threaded sgemm.
+// CpuBackend::matmul calls matmul_quantized_cpu for quantized formats.
 // Test: build-*/tests/test_cpu_qmatmul.
 #pragma once
 
@@ -27,7 +31,9 @@ void dequantize_linear_ref(const LinearWeight& w, float* out);
 // out: [T, N] f32 = x: [T, K] f32 · dq(w)ᵀ (+ bias), scalar double accumulation (the spec).
 void matmul_quantized_ref(View out, View x, const LinearWeight& w);
 
-// out: [T, N] f32 = x: [T, K] f32 · dq(w)ᵀ (+ bias): the fast path.
+// out: [T, N] f32 = x: [T, K] f32 · dq(w)ᵀ (+ bias): picks the fused GEMV where it applies.
 void matmul_quantized_cpu(View out, View x, const LinearWeight& w);
+// The blocked path for every row (exposed for tests and benchmarks).
+void matmul_quantized_blocked_cpu(View out, View x, const LinearWeight& w);
 
 }  // namespace compactor
