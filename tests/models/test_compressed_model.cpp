@@ -218,6 +218,23 @@ TEST_F(CompressedModel, CliInfoAndEvalWorkOnTheOutput) {
   ASSERT_EQ(info.exit_code, 0) << info.out;
   const auto j = nlohmann::json::parse(info.out.substr(info.out.find('{')));
   EXPECT_EQ(j["architecture"], "LlamaForCausalLM");
+  EXPECT_EQ(j["parameters"], 260032);
+  ASSERT_TRUE(j.contains("quantization")) << info.out;
+  EXPECT_EQ(j["quantization"]["format"], "int4");
+  EXPECT_EQ(j["quantization"]["group_size"], 32);
+  // 4 + 16/32 + 4/32 bits where K is a multiple of 32; down_proj (K = 172) pays for its partial group.
+  Loaded loaded = load(out);
+  ASSERT_TRUE(loaded.model);
+  double bytes = 0, params = 0;
+  for (const auto& [name, lw] : loaded.model->named_linears()) {
+    bytes += static_cast<double>(quant_packed_bytes(QuantSpec{4, 32, false}, lw->out_features, lw->in_features, false));
+    params += static_cast<double>(lw->out_features * lw->in_features);
+  }
+  EXPECT_NEAR(j["quantization"]["packed_bits_per_weight"].get<double>(), 8 * bytes / params, 1e-9);
+  EXPECT_GT(j["quantization"]["packed_bits_per_weight"].get<double>(), 4.625);
+  CliRun table = run_cli("info " + out.string());
+  EXPECT_EQ(table.exit_code, 0) << table.out;
+  EXPECT_NE(table.out.find("35 modules packed, default int4 group 32"), std::string::npos) << table.out;
   CliRun eval = run_cli("eval " + out.string() + " --tasks ppl --limit-windows 2 --no-record");
   EXPECT_EQ(eval.exit_code, 0) << eval.out;
   EXPECT_NE(eval.out.find("ppl"), std::string::npos) << eval.out;

@@ -33,6 +33,13 @@ nlohmann::json describe(const Model& model, const Tokenizer& tok) {
       {"dtype_parameters", dtype_params}, {"dtype_bytes", dtype_bytes},
       {"tokenizer", {{"kind", tok.kind()}, {"vocab_size", tok.vocab_size()}, {"bos_id", tok.bos_id()},
                      {"eos_ids", tok.eos_ids()}, {"add_bos", tok.add_bos_by_default()}}}};
+  const WeightBits bits = model.weight_bits();
+  j["bits_per_weight"] = bits.bits_per_weight();
+  if (model.quantization() != nullptr) {
+    j["quantization"] = quantization_config_json(*model.quantization());
+    j["quantization"]["packed_parameters"] = bits.quantized_params;
+    j["quantization"]["packed_bits_per_weight"] = bits.quantized_bits_per_weight();
+  }
   return j;
 }
 
@@ -50,6 +57,13 @@ void print_table(const nlohmann::json& j) {
   row("max positions", j["max_position_embeddings"].dump());
   row("rope theta", j["rope_theta"].dump());
   row("tied embeddings", j["tie_word_embeddings"].dump());
+  row("bits per weight", fmt::format("{:.3f}", j["bits_per_weight"].get<double>()));
+  if (j.contains("quantization")) {
+    const auto& q = j["quantization"];
+    row("quantization", fmt::format("{} modules packed, default {} group {}{}; {:.3f} bits per packed weight",
+                                    q["modules"].size(), q["format"].get<std::string>(), q["group_size"].get<int>(),
+                                    q["sym"].get<bool>() ? " sym" : "", q["packed_bits_per_weight"].get<double>()));
+  }
   for (auto& [dt, n] : j["dtype_parameters"].items())
     row(("dtype " + dt).c_str(), fmt::format("{} parameters, {} bytes", n.get<int64_t>(), j["dtype_bytes"][dt].get<int64_t>()));
   const auto& t = j["tokenizer"];
