@@ -23,6 +23,12 @@ struct Batch {
   std::vector<Sequence> sequences;
 };
 
+// Sequences of one continuation pass: similar lengths, so little padding.
+struct Chunk {
+  std::vector<Sequence> sequences;
+  int cont_tokens = 0;
+};
+
 // The item's choices grouped by equal inputs.
 std::vector<Sequence> sequences_of(const LoglikRequest& r, size_t item) {
   std::vector<Sequence> out;
@@ -63,7 +69,7 @@ std::vector<Batch> plan_batches(const std::vector<LoglikRequest>& reqs, const Lo
     const int cont_t = std::max(cur.cont_tokens, max_cont(r));
     const int past = std::max(max_past, prefix_len(r));
     const bool fits = static_cast<int64_t>(cur.items.size() + 1) * ctx_t <= opts.max_tokens &&
-                      n_seqs * cont_t <= opts.max_tokens && n_seqs <= opts.max_sequences && past + cont_t <= max_pos;
+                      n_seqs <= opts.max_sequences && past + cont_t <= max_pos;
     if (!cur.items.empty() && !fits) {
       batches.push_back(std::move(cur));
       cur = Batch{};
@@ -77,6 +83,36 @@ std::vector<Batch> plan_batches(const std::vector<LoglikRequest>& reqs, const Lo
   }
   if (!cur.items.empty()) batches.push_back(std::move(cur));
   return batches;
+}
+
+int input_len(const std::vector<LoglikRequest>& reqs, const Sequence& s) {
+  return static_cast<int>(reqs[s.item].continuations[s.choices[0]].size());
+}
+
+// Splits a batch's sequences, sorted by length, into continuation passes that stay within the
+// token budget and waste at most about a quarter of their rows on padding.
+std::vector<Chunk> chunk_sequences(const std::vector<LoglikRequest>& reqs, const Batch& b, const LoglikOptions& opts) {
+  std::vector<Sequence> seqs = b.sequences;
+  std::stable_sort(seqs.begin(), seqs.end(),
+                   [&](const Sequence& x, const Sequence& y) { return input_len(reqs, x) < input_len(reqs, y); });
+  std::vector<Chunk> chunks;
+  Chunk cur;
+  int64_t real = 0;
+  for (const Sequence& s : seqs) {
+    const int len = input_len(reqs, s);
+    const int64_t n = static_cast<int64_t>(cur.sequences.size()) + 1;
+    const bool over = n * len > opts.max_tokens || n > opts.max_sequences || (n > 8 && 4 * (real + len) < 3 * n * len);
+    if (!cur.sequences.empty() && over) {
+      chunks.push_back(std::move(cur));
+      cur = Chunk{};
+      real = 0;
+    }
+    cur.sequences.push_back(s);
+    cur.cont_tokens = std::max(cur.cont_tokens, len);
+    real += len;
+  }
+  if (!cur.sequences.empty()) chunks.push_back(std::move(cur));
+  return chunks;
 }
 
 // Runs every item's context minus its last token through the model: returns the filled cache.
@@ -95,16 +131,17 @@ Result<KvCache> context_pass(Model& model, const std::vector<LoglikRequest>& req
 }
 
 // One sequence per distinct choice input, its cache rows copied from its item's context sequence.
-KvCache expand_cache(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b, const KvCache& ctx) {
+KvCache expand_cache(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b, const Chunk& chunk,
+                     const KvCache& ctx) {
   int max_past = 0;
-  for (size_t i : b.items) max_past = std::max(max_past, prefix_len(reqs[i]));
-  const int n_seqs = static_cast<int>(b.sequences.size());
-  KvCache cache = model.make_kv_cache(n_seqs, max_past + b.cont_tokens);
+  for (const Sequence& s : chunk.sequences) max_past = std::max(max_past, prefix_len(reqs[s.item]));
+  const int n_seqs = static_cast<int>(chunk.sequences.size());
+  KvCache cache = model.make_kv_cache(n_seqs, max_past + chunk.cont_tokens);
   std::vector<int64_t> ctx_row(reqs.size(), -1);  // item -> its sequence in the context cache
   for (size_t k = 0; k < b.items.size(); ++k) ctx_row[b.items[k]] = static_cast<int64_t>(k);
   Backend& be = model.backend();
   for (int s = 0; s < n_seqs; ++s) {
-    const size_t item = b.sequences[s].item;
+    const size_t item = chunk.sequences[s].item;
     const int past = prefix_len(reqs[item]);
     cache.lengths[s] = past;
     if (past == 0) continue;
@@ -125,36 +162,35 @@ KvCache expand_cache(Model& model, const std::vector<LoglikRequest>& reqs, const
 
 // Scores every continuation of the batch; fills out[item][choice]. Choices sharing a sequence are
 // scored by separate cross-entropy calls over the same logits (one per "slot").
-Status continuation_pass(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b, KvCache& cache,
+Status continuation_pass(Model& model, const std::vector<LoglikRequest>& reqs, const Chunk& chunk, KvCache& cache,
                          std::vector<std::vector<double>>& out) {
-  const int T = b.cont_tokens;
-  const int n_seqs = static_cast<int>(b.sequences.size());
+  const int T = chunk.cont_tokens;
+  const int n_seqs = static_cast<int>(chunk.sequences.size());
   const size_t rows = static_cast<size_t>(n_seqs) * T;
   std::vector<int32_t> ids(rows);
   size_t slots = 0;
   for (int s = 0; s < n_seqs; ++s) {
-    const Sequence& seq = b.sequences[s];
+    const Sequence& seq = chunk.sequences[s];
     const LoglikRequest& r = reqs[seq.item];
     const auto& cont = r.continuations[seq.choices[0]];
     slots = std::max(slots, seq.choices.size());
     for (int t = 0; t < T; ++t)
       ids[static_cast<size_t>(s) * T + t] = t == 0 ? r.context.back() : cont[std::min<size_t>(t - 1, cont.size() - 1)];
   }
-  for (size_t i : b.items) out[i].assign(reqs[i].continuations.size(), 0.0);
   ASSIGN_OR_RETURN(View logits, model.forward({ids.data(), BatchLayout{n_seqs, T}, LogitsMode::kAll}, cache));
   std::vector<int32_t> targets(rows);
   std::vector<float> nll(rows);
   for (size_t slot = 0; slot < slots; ++slot) {
     std::fill(targets.begin(), targets.end(), 0);
     for (int s = 0; s < n_seqs; ++s) {
-      const Sequence& seq = b.sequences[s];
+      const Sequence& seq = chunk.sequences[s];
       if (slot >= seq.choices.size()) continue;
       const auto& cont = reqs[seq.item].continuations[seq.choices[slot]];
       for (size_t t = 0; t < cont.size(); ++t) targets[static_cast<size_t>(s) * T + t] = cont[t];
     }
     model.backend().cross_entropy(nll.data(), logits, targets.data());
     for (int s = 0; s < n_seqs; ++s) {
-      const Sequence& seq = b.sequences[s];
+      const Sequence& seq = chunk.sequences[s];
       if (slot >= seq.choices.size()) continue;
       const size_t n = reqs[seq.item].continuations[seq.choices[slot]].size();
       double ll = 0;
@@ -189,12 +225,15 @@ Result<std::vector<std::vector<double>>> score_loglikelihoods(Model& model, cons
   LoglikStats local;
   for (const Batch& b : batches) {
     ASSIGN_OR_RETURN(KvCache ctx, context_pass(model, requests, b));
-    KvCache cache = expand_cache(model, requests, b, ctx);
-    ctx = KvCache{};  // frees the context cache before the continuation pass allocates activations
-    RETURN_IF_ERROR(continuation_pass(model, requests, b, cache, out));
-    local.forward_passes += b.ctx_tokens > 0 ? 2 : 1;
+    local.forward_passes += b.ctx_tokens > 0 ? 1 : 0;
     local.context_tokens += static_cast<int64_t>(b.items.size()) * b.ctx_tokens;
-    local.continuation_tokens += static_cast<int64_t>(b.sequences.size()) * b.cont_tokens;
+    for (size_t i : b.items) out[i].assign(requests[i].continuations.size(), 0.0);
+    for (const Chunk& chunk : chunk_sequences(requests, b, opts)) {
+      KvCache cache = expand_cache(model, requests, b, chunk, ctx);
+      RETURN_IF_ERROR(continuation_pass(model, requests, chunk, cache, out));
+      local.forward_passes += 1;
+      local.continuation_tokens += static_cast<int64_t>(chunk.sequences.size()) * chunk.cont_tokens;
+    }
     done += static_cast<int64_t>(b.items.size());
     progress.update(done);
   }

@@ -5,8 +5,10 @@
 //   1. context pass: every item's context except its last token, one sequence per item, right
 //      padded, no logits; this fills a KV cache once per item;
 //   2. the item's KV rows are copied into one sequence per choice (Backend::copy, on the device);
-//   3. continuation pass: each choice sequence feeds [last context token, cont[0..n-2]] after the
-//      copied cache and scores cont[0..n-1] with Backend::cross_entropy on the logits.
+//      choices whose inputs are equal (single-token answers " A".." D", " yes"/" no") share one;
+//   3. continuation passes, the sequences sorted by length and cut into passes with little
+//      padding: each sequence feeds [last context token, cont[0..n-2]] after the copied cache and
+//      scores cont[0..n-1] with Backend::cross_entropy on the logits.
 // Right padding never changes a real token's result (attention is causal, padded rows are ignored,
 // and the continuation pass overwrites a padded cache row before any real token can attend to it).
 // Result: Σ log p(cont_t | context, cont_<t) per choice, the value lm-eval's loglikelihood returns.
