@@ -68,19 +68,32 @@ std::vector<NamedView> output_tensors(const Model& base, const std::vector<Packe
   return tensors;
 }
 
+// [N, K] of every module stored packed in the output: the new ones and those a compressed base
+// already had.
+std::map<std::string, int64_t> packed_weights(const Model& base, const std::vector<PackedModule>& modules) {
+  std::map<std::string, int64_t> out;
+  for (const auto& [name, w] : base.named_linears())
+    if (w->quantized()) out[name] = w->out_features * w->in_features;
+  for (const auto& m : modules) out[m.name] = m.packed.out_features * m.packed.in_features;
+  return out;
+}
+
 // Bits per weight of the written tensors (the same accounting as Model::weight_bits).
-nlohmann::json weights_json(const std::vector<NamedView>& tensors, const std::vector<PackedModule>& modules) {
+nlohmann::json weights_json(const std::vector<NamedView>& tensors, const std::map<std::string, int64_t>& packed) {
   WeightBits b;
   for (const auto& t : tensors) {
     b.bytes += t.view.bytes();
-    b.params += t.view.numel();
+    const size_t dot = t.name.rfind('.');
+    if (dot != std::string::npos && t.name.substr(dot) != ".weight" && t.name.substr(dot) != ".bias" &&
+        packed.count(t.name.substr(0, dot))) {
+      b.quantized_bytes += t.view.bytes();
+    } else {
+      b.params += t.view.numel();
+    }
   }
-  for (const auto& m : modules) {
-    const int64_t nk = m.packed.out_features * m.packed.in_features;
-    b.params += nk - m.packed.qweight.numel() - m.packed.scales.numel() - m.packed.qzeros.numel() -
-                (m.packed.act_order() ? m.packed.g_idx.numel() : 0);
+  for (const auto& [name, nk] : packed) {
+    b.params += nk;
     b.quantized_params += nk;
-    b.quantized_bytes += m.packed.bytes();
   }
   return {{"parameters", b.params},
           {"bytes", b.bytes},
@@ -132,7 +145,7 @@ Status save_compressed_model(const Model& base, const std::map<std::string, Quan
     const nlohmann::json record = {{"compactor_version", std::string(tool_version())},
                                    {"git_commit", std::string(git_commit())},
                                    {"base_model", base.dir().string()},
-                                   {"weights", weights_json(tensors, modules)},
+                                   {"weights", weights_json(tensors, packed_weights(base, modules))},
                                    {"provenance", provenance}};
     record_text = record.dump(2) + "\n";
   } catch (const nlohmann::json::exception& e) {

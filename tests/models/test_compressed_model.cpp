@@ -269,6 +269,34 @@ TEST_F(CompressedModel, InterruptedSaveLeavesNothingBehind) {
   EXPECT_TRUE(save_compressed_model(*base.model, quantized, {}, out, Overwrite::kYes).is_ok());
 }
 
+// A compressed base keeps its packed modules when more are quantized (here its tied lm_head).
+TEST_F(CompressedModel, CompressedBaseKeepsItsPackedModules) {
+  const fs::path first = save_stories_w4(tmp_, "first");
+  Loaded base = load(first);
+  ASSERT_TRUE(base.model);
+  Loaded dense = load(test::model_dir("stories260K"));
+  std::map<std::string, QuantizedLinear> head;
+  head.emplace("lm_head", quantize_model(*dense.model, [](const std::string&) { return RtnSpec{{8, 0, true}, false}; },
+                                         true).at("lm_head"));
+  const fs::path second = tmp_ / "second";
+  Status s = save_compressed_model(*base.model, head, {{"step", 2}}, second);
+  ASSERT_TRUE(s.is_ok()) << s.message();
+  Loaded q = load(second);
+  ASSERT_TRUE(q.model);
+  EXPECT_EQ(q.model->quantization()->modules.size(), 5u * 7 + 1);
+  EXPECT_EQ(q.model->weights().lm_head.format, Format::kInt8);
+  EXPECT_EQ(q.model->weights().layers[3].up.format, Format::kInt4);
+  std::ifstream in(second / "compactor.json");
+  const auto record = nlohmann::json::parse(in);
+  const WeightBits bits = q.model->weight_bits();
+  EXPECT_EQ(record["weights"]["parameters"].get<int64_t>(), bits.params);
+  EXPECT_EQ(record["weights"]["quantized_parameters"].get<int64_t>(), bits.quantized_params);
+  EXPECT_EQ(record["weights"]["quantized_bytes"].get<int64_t>(), bits.quantized_bytes);
+  const std::vector<int32_t> ids = {1, 403, 261, 378};
+  const std::vector<float> a = logits(*q.model, ids), b = logits(*base.model, ids);
+  EXPECT_GT(max_rel_diff(a, b), 0.0);  // the int8 head replaced the f32 embeddings as the output layer
+}
+
 // Rewrites dir's config.json through `edit`.
 void edit_config(const fs::path& dir, const std::function<void(nlohmann::json&)>& edit) {
   nlohmann::json j;
