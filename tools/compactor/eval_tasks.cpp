@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <fstream>
 
 #include "datasets.h"
 #include "eval/multiple_choice.h"
@@ -82,17 +83,21 @@ std::filesystem::path data_dir(const EvalOptions& o) {
 
 nlohmann::json model_metadata(const LoadedModel& lm) {
   const Model& m = *lm.model;
-  const int64_t params = m.parameter_count();
-  const int64_t bytes = m.files().total_bytes();
-  nlohmann::json dtypes = nlohmann::json::object();
-  for (const auto& [dtype, totals] : m.files().dtype_totals()) dtypes[std::string(dtype_name(dtype))] = totals.bytes;
-  nlohmann::json j = {{"parameters", params},
-                      {"weight_bytes", bytes},
-                      {"bits_per_parameter", params > 0 ? 8.0 * static_cast<double>(bytes) / static_cast<double>(params) : 0.0},
-                      {"torch_dtype", m.config().torch_dtype},
-                      {"tensor_bytes_by_dtype", dtypes}};
-  for (const char* key : {"quantization_config", "compression_config", "compactor"})
+  const WeightBits bits = m.weight_bits();
+  nlohmann::json j = {{"parameters", bits.params},
+                      {"weight_bytes", bits.bytes},
+                      {"bits_per_parameter", bits.bits_per_weight()},
+                      {"quantized_parameters", bits.quantized_params},
+                      {"quantized_bits_per_weight", bits.quantized_bits_per_weight()},
+                      {"torch_dtype", m.config().torch_dtype}};
+  for (const char* key : {"quantization_config", "compression_config"})
     if (m.config().raw.is_object() && m.config().raw.contains(key)) j[key] = m.config().raw[key];
+  // Compressed directories describe their recipe and provenance in compactor.json.
+  std::ifstream in(m.dir() / "compactor.json");
+  if (in) {
+    nlohmann::json c = nlohmann::json::parse(in, nullptr, false);
+    if (!c.is_discarded()) j["compactor"] = std::move(c);
+  }
   return j;
 }
 
