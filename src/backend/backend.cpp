@@ -17,6 +17,17 @@ void Backend::copy(View dst, View src) {
   copy_from_host(staging.data(), dst);
 }
 
+void Backend::matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) {
+  for (int i = 0; i < n; ++i) matmul(outs[i], x, *ws[i]);
+}
+
+void Backend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
+                            const float* inv_freq, const BatchLayout& layout) {
+  rope(q, heads, head_dim, inv_freq, layout);
+  rope(k, kv_heads, head_dim, inv_freq, layout);
+  kv_store(k_cache, v_cache, k, v, layout);
+}
+
 void copy_to_host_f32(Backend& backend, View src, float* out) {
   if (src.dtype == DType::kF32) {
     backend.copy_to_host(src, out);

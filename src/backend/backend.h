@@ -34,6 +34,13 @@ struct LinearWeight {
 
   bool quantized() const { return format_is_quantized(format); }
   int bits() const { return format_bits(format); }
+  // Bytes a matmul reads: the dense weight or the packed tensors, plus the bias.
+  int64_t storage_bytes() const {
+    int64_t total = weight.bytes() + qweight.bytes() + scales.bytes() + qzeros.bytes();
+    if (g_idx.data != nullptr) total += g_idx.bytes();
+    if (bias.data != nullptr) total += bias.bytes();
+    return total;
+  }
 };
 
 // Positions and lengths of the sequences in a batch, on the host.
@@ -86,6 +93,13 @@ class Backend {
                          const BatchLayout& layout) = 0;
   // out = silu(gate) * up, all [T, F] act
   virtual void swiglu(View out, View gate, View up) = 0;
+
+  // Fusion points (a backend may run these as one launch; the defaults call the ops above):
+  // outs[i] = x · ws[i]ᵀ for i < n (1..3), linears sharing their input (q/k/v, gate/up)
+  virtual void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n);
+  // rope(q), rope(k), then kv_store(k_cache, v_cache, k, v)
+  virtual void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
+                             int head_dim, const float* inv_freq, const BatchLayout& layout);
   // nll: [T] f32 (host memory) = -log_softmax(logits[t])[targets[t]]; logits: [T, V] act; targets host [T]
   virtual void cross_entropy(float* nll, View logits, const int32_t* targets) = 0;
 };

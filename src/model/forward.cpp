@@ -128,21 +128,27 @@ void Model::run_block(int l, View x, const BatchLayout& layout, KvCache& cache, 
   if (tap_stops("layer_input", x)) return;
   be.rms_norm(s.h, x, w.attn_norm, eps);
   if (tap_stops("attn_norm", s.h)) return;
-  be.matmul(s.q, s.h, w.q);
-  be.matmul(s.k, s.h, w.k);
-  be.matmul(s.v, s.h, w.v);
-  be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
-  be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
-  if (tap_stops("q", s.q) || tap_stops("k", s.k) || tap_stops("v", s.v)) return;
-  be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
+  const View qkv_out[] = {s.q, s.k, s.v};
+  const LinearWeight* qkv[] = {&w.q, &w.k, &w.v};
+  be.matmul_group(qkv_out, s.h, qkv, 3);
+  if ((tap == nullptr || !*tap) && stop_after.empty()) {  // nothing observes q/k before the cache append
+    be.rope_kv_store(s.q, s.k, s.v, cache.k[l], cache.v[l], ap.heads, ap.kv_heads, ap.head_dim, inv_freq_.data(),
+                     layout);
+  } else {
+    be.rope(s.q, ap.heads, ap.head_dim, inv_freq_.data(), layout);
+    be.rope(s.k, ap.kv_heads, ap.head_dim, inv_freq_.data(), layout);
+    if (tap_stops("q", s.q) || tap_stops("k", s.k) || tap_stops("v", s.v)) return;
+    be.kv_store(cache.k[l], cache.v[l], s.k, s.v, layout);
+  }
   be.attention(s.attn, s.q, cache.k[l], cache.v[l], ap, layout);
   if (tap_stops("attn_output", s.attn)) return;
   be.matmul(s.proj, s.attn, w.o);
   if (tap_stops("attn_out", s.proj)) return;
   be.add_rms_norm(s.h, x, s.proj, w.mlp_norm, eps);
   if (tap_stops("ffn_norm", s.h)) return;
-  be.matmul(s.gate, s.h, w.gate);
-  be.matmul(s.up, s.h, w.up);
+  const View gate_up_out[] = {s.gate, s.up};
+  const LinearWeight* gate_up[] = {&w.gate, &w.up};
+  be.matmul_group(gate_up_out, s.h, gate_up, 2);
   be.swiglu(s.act, s.gate, s.up);
   if (tap_stops("ffn_act", s.act)) return;
   be.matmul(s.proj, s.act, w.down);

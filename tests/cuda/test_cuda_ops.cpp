@@ -316,6 +316,43 @@ TEST_P(CudaOps, MatmulRejectsMismatchedWeightDtype) {
   EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.message();
 }
 
+// Linears sharing an input in one GEMV launch (q/k/v-like and gate/up-like shapes) and through
+// the per-member fallback (T too large, K % 8 != 0): each output matches its own reference.
+TEST_P(CudaOps, MatmulGroup) {
+  struct Case { int64_t t, k; std::vector<int64_t> ns; bool bias; };
+  const Case cases[] = {{1, 256, {256, 64, 64}, false}, {3, 512, {1000, 1000}, true}, {8, 128, {96, 32, 32}, true},
+                        {2, 36, {17, 5}, false}};
+  uint32_t seed = 700;
+  Format fmt;
+  ASSERT_TRUE(format_from_dtype(act(), &fmt));
+  for (const Case& c : cases) {
+    Tensor x = random_host(Shape{c.t, c.k}, act(), ++seed);
+    std::vector<Tensor> w_host, b_host, w_dev, b_dev, outs;
+    std::vector<LinearWeight> lw;
+    for (int64_t n : c.ns) {
+      w_host.push_back(random_host(Shape{n, c.k}, act(), ++seed, 1.f / std::sqrt(float(c.k))));
+      b_host.push_back(random_host(Shape{n}, DType::kF32, ++seed));
+      w_dev.push_back(upload(w_host.back()));
+      b_dev.push_back(upload(b_host.back()));
+      outs.push_back(poisoned(Shape{c.t, n}, act()));
+    }
+    std::vector<View> out_views;
+    std::vector<const LinearWeight*> ptrs;
+    for (size_t m = 0; m < c.ns.size(); ++m) {
+      lw.push_back(LinearWeight{fmt, c.ns[m], c.k, w_dev[m], c.bias ? View(b_dev[m]) : View{}});
+      out_views.push_back(outs[m]);
+    }
+    for (const LinearWeight& l : lw) ptrs.push_back(&l);
+    be_->matmul_group(out_views.data(), upload(x), ptrs.data(), static_cast<int>(ptrs.size()));
+    for (size_t m = 0; m < c.ns.size(); ++m) {
+      LinearWeight host_w{fmt, c.ns[m], c.k, w_host[m], c.bias ? View(b_host[m]) : View{}};
+      Tensor ref = Tensor::empty(Shape{c.t, c.ns[m]}, DType::kF32);
+      matmul_ref(ref, x, host_w);
+      expect_close(outs[m], ref, tol(), fmt::format("matmul_group T={} K={} member {} N={}", c.t, c.k, m, c.ns[m]));
+    }
+  }
+}
+
 std::vector<float> inv_freq_for(int head_dim, double theta) {
   std::vector<float> f(head_dim / 2);
   for (int i = 0; i < head_dim / 2; ++i) f[i] = static_cast<float>(std::pow(theta, -2.0 * i / head_dim));
@@ -337,6 +374,36 @@ TEST_P(CudaOps, Rope) {
     rope_ref(ref, c.heads, c.head_dim, inv_freq.data(), layout);
     be_->rope(x_dev, c.heads, c.head_dim, inv_freq.data(), layout);
     expect_close(x_dev, ref, tol(), fmt::format("rope B={} T={} H={} Dh={}", c.batch, c.tokens, c.heads, c.head_dim));
+  }
+}
+
+// The fused rope(q) + rope(k) + kv_store against the three separate ops, bit for bit (same math).
+TEST_P(CudaOps, RopeKvStore) {
+  struct Case { int batch, tokens, heads, kv_heads, head_dim; std::vector<int32_t> past; };
+  const Case cases[] = {{1, 1, 32, 8, 128, {700}}, {3, 5, 4, 2, 64, {0, 9, 30}}, {2, 17, 6, 6, 32, {3, 0}}};
+  uint32_t seed = 800;
+  for (const Case& c : cases) {
+    const int64_t rows = int64_t{c.batch} * c.tokens, qc = int64_t{c.heads} * c.head_dim;
+    const int64_t kc = int64_t{c.kv_heads} * c.head_dim;
+    int s_max = 0;
+    for (int32_t p : c.past) s_max = std::max(s_max, p + c.tokens + 2);
+    const std::vector<float> inv_freq = inv_freq_for(c.head_dim, 10000.0);
+    BatchLayout layout{c.batch, c.tokens, c.past.data()};
+    Tensor q = random_host(Shape{rows, qc}, act(), ++seed), k = random_host(Shape{rows, kc}, act(), ++seed);
+    Tensor v = random_host(Shape{rows, kc}, act(), ++seed);
+    Tensor q1 = upload(q), k1 = upload(k), v1 = upload(v), q2 = upload(q), k2 = upload(k), v2 = upload(v);
+    Tensor kc1 = poisoned(Shape{c.batch, s_max, kc}, act()), vc1 = poisoned(Shape{c.batch, s_max, kc}, act());
+    Tensor kc2 = poisoned(Shape{c.batch, s_max, kc}, act()), vc2 = poisoned(Shape{c.batch, s_max, kc}, act());
+    be_->rope(q1, c.heads, c.head_dim, inv_freq.data(), layout);
+    be_->rope(k1, c.kv_heads, c.head_dim, inv_freq.data(), layout);
+    be_->kv_store(kc1, vc1, k1, v1, layout);
+    be_->rope_kv_store(q2, k2, v2, kc2, vc2, c.heads, c.kv_heads, c.head_dim, inv_freq.data(), layout);
+    const std::string what = fmt::format("rope_kv_store B={} T={} H={}/{} Dh={}", c.batch, c.tokens, c.heads,
+                                         c.kv_heads, c.head_dim);
+    for (auto [a, b, name] : {std::tuple{&q1, &q2, "q"}, {&k1, &k2, "k"}, {&kc1, &kc2, "k cache"}, {&vc1, &vc2, "v cache"}}) {
+      Tensor ha = download(*a), hb = download(*b);
+      EXPECT_EQ(std::memcmp(ha.data(), hb.data(), ha.bytes()), 0) << what << ": " << name << " differs";
+    }
   }
 }
 

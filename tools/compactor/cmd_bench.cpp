@@ -1,6 +1,7 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
-//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--out FILE.json]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--fuse on|off]
+//   [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
@@ -23,7 +24,7 @@ namespace compactor::cli {
 
 namespace {
 struct BenchCliOptions {
-  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc";
+  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc", fuse = "on";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -119,6 +120,8 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
   if (o.attention != "tc" && o.attention != "cuda-cores")
     return invalid_argument("--attention {}: expected tc or cuda-cores", o.attention);
+  if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
+  opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
@@ -262,6 +265,8 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--gemv", opts->gemv, "CUDA decode matmuls (T <= 4): custom GEMV kernel or cublas")
       ->capture_default_str();
   app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128) or cuda-cores")
+      ->capture_default_str();
+  app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();
   app->add_option("--out", opts->out, "also write the JSON result to this file (e.g. bench/results/NAME.json)");
   add_common_options(app, opts->common);

@@ -20,6 +20,7 @@
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/rms_norm.cuh"
 #include "backend/cuda/rope.cuh"
+#include "backend/cuda/rope_kv_store.cuh"
 #include "backend/cuda/sample.cuh"
 #include "backend/cuda/swiglu.cuh"
 
@@ -314,6 +315,27 @@ void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const 
 }
 
 void CudaBackend::swiglu(View out, View gate, View up) { check(swiglu_cuda(out, gate, up, stream_)); }
+
+void CudaBackend::matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) {
+  bool dense = options_.fuse == FuseOps::kOn && n <= 3;
+  for (int i = 0; i < n && dense; ++i) dense = !ws[i]->quantized();
+  if (!dense) {
+    Backend::matmul_group(outs, x, ws, n);
+    return;
+  }
+  check(matmul_group_cuda(outs, x, ws, n, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
+}
+
+void CudaBackend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
+                                int head_dim, const float* inv_freq, const BatchLayout& layout) {
+  if (options_.fuse == FuseOps::kOff || !rope_kv_store_supported(q, k, v, k_cache, v_cache, head_dim)) {
+    Backend::rope_kv_store(q, k, v, k_cache, v_cache, heads, kv_heads, head_dim, inv_freq, layout);
+    return;
+  }
+  const float* freq = upload_inv_freq(inv_freq, head_dim);
+  const Batch batch = upload_batch(layout);
+  check(rope_kv_store_cuda(q, k, v, k_cache, v_cache, heads, kv_heads, head_dim, freq, batch.dev, stream_));
+}
 
 void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets) {
   const int64_t rows = logits.rows();

@@ -28,6 +28,7 @@ namespace compactor {
 
 enum class AttentionKernel { kAuto, kCudaCores };  // kAuto: tensor cores where supported
 enum class MatmulKernel { kAuto, kCublas };        // kAuto: the GEMV kernel for T <= 4 rows
+enum class FuseOps { kOn, kOff };                   // matmul_group / rope_kv_store as one launch
 
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
@@ -35,6 +36,7 @@ struct CudaBackendOptions {
   int attention_splits = 0;               // 0: heuristic; > 0 forces the key split count (tests)
   AttentionKernel attention_kernel = AttentionKernel::kAuto;
   MatmulKernel matmul_kernel = MatmulKernel::kAuto;
+  FuseOps fuse = FuseOps::kOn;
 };
 
 // A device allocation that only grows (scratch for op results and workspaces).
@@ -135,6 +137,9 @@ class CudaBackend final : public Backend {
   void attention(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                  const BatchLayout& layout) override;
   void swiglu(View out, View gate, View up) override;
+  void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) override;
+  void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
+                     const float* inv_freq, const BatchLayout& layout) override;
   void cross_entropy(float* nll, View logits, const int32_t* targets) override;
 
   CUstream_st* stream() const { return stream_; }

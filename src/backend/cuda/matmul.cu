@@ -30,6 +30,7 @@ constexpr int kGemvRowsPerWarp = 2;
 constexpr int kGemvUnroll = 4;         // 16-byte loads per weight row in flight per lane
 constexpr int kGemvMaxRows = 4;        // input rows (tokens)
 constexpr int kGemvSmemBytes = 48 << 10;
+constexpr int kGemvMaxGroup = 3;
 
 template <typename T>
 __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
@@ -43,22 +44,51 @@ __device__ __forceinline__ float dot8(const uint4& w, const uint4& x) {
 
 }  // namespace
 
+// Up to kGemvMaxGroup linears sharing one input x (q/k/v, gate/up) in one launch: member m owns
+// blocks [block_end[m-1], block_end[m]).
+struct GemvGroup {
+  const void* w[kGemvMaxGroup];     // [N_m, K]
+  void* out[kGemvMaxGroup];         // [rows, N_m]
+  const void* bias[kGemvMaxGroup];  // [N_m] or null
+  DType bias_dtype[kGemvMaxGroup];
+  int64_t n[kGemvMaxGroup];
+  int64_t block_end[kGemvMaxGroup];
+  int count;
+};
+
 // out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]) for t < kRows; a warp owns kGemvRowsPerWarp
 // weight rows, lanes stride over K in 16-byte vectors, x sits in shared memory.
 template <typename T, int kRows>
-__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(T* __restrict__ out,            // [kRows, N]
-                                                                const T* __restrict__ x,        // [kRows, K]
-                                                                const T* __restrict__ w,        // [N, K]
-                                                                const void* __restrict__ bias,  // [N] or null
-                                                                DType bias_dtype, int64_t n, int64_t k) {
+__global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g,
+                                                                const T* __restrict__ x,  // [kRows, K]
+                                                                int64_t k) {
   extern __shared__ uint4 xs[];  // [kRows][K / 8]
   const int vecs = static_cast<int>(k / 8);
   const uint4* xg = reinterpret_cast<const uint4*>(x);
   for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) xs[i] = xg[i];
   __syncthreads();
+  // This block's member, picked with constant indices (no local-memory copy of the group).
+  const T* w = nullptr;
+  T* out = nullptr;
+  const void* bias = nullptr;
+  DType bias_dtype = DType::kF32;
+  int64_t n = 0, block = blockIdx.x;
+  bool found = false;
+#pragma unroll
+  for (int m = 0; m < kGemvMaxGroup; ++m) {
+    if (!found && m < g.count && static_cast<int64_t>(blockIdx.x) < g.block_end[m]) {
+      found = true;
+      w = static_cast<const T*>(g.w[m]);
+      out = static_cast<T*>(g.out[m]);
+      bias = g.bias[m];
+      bias_dtype = g.bias_dtype[m];
+      n = g.n[m];
+      block = blockIdx.x - (m > 0 ? g.block_end[m - 1] : 0);
+    }
+  }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = (static_cast<int64_t>(blockIdx.x) * kGemvWarps + warp) * kGemvRowsPerWarp;
-  if (row0 >= n) return;
+  const int64_t row0 = (block * kGemvWarps + warp) * kGemvRowsPerWarp;
+  if (!found || row0 >= n) return;
   const uint4* wr[kGemvRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kGemvRowsPerWarp; ++r)
@@ -97,33 +127,44 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(T* __restrict__ o
 
 namespace {
 
-bool gemv_fits(int64_t rows, int64_t k, const View& x, const View& w, const View& out) {
+bool gemv_fits(int64_t rows, int64_t k, const View& x, const View& w) {
   auto aligned = [](const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; };
   return rows >= 1 && rows <= kGemvMaxRows && k % 8 == 0 && rows * k * 2 <= kGemvSmemBytes && aligned(x.data) &&
          aligned(w.data);
 }
 
 template <typename T, int kRows>
-Status launch_gemv(View out, View x, const LinearWeight& w, cudaStream_t stream) {
-  const int64_t n = w.weight.rows(), k = w.weight.cols();
-  const int64_t rows_per_block = kGemvWarps * kGemvRowsPerWarp;
-  const int64_t blocks = ceil_div(n, rows_per_block);
-  if (blocks > 0x7fffffff) return invalid_argument("matmul: N={} exceeds one grid", n);
+Status launch_gemv(const GemvGroup& g, View x, cudaStream_t stream) {
+  const int64_t blocks = g.block_end[g.count - 1];
+  if (blocks > 0x7fffffff) return invalid_argument("matmul: {} GEMV blocks exceed one grid", blocks);
+  const int64_t k = x.cols();
   const size_t smem = static_cast<size_t>(kRows * k * 2);
-  gemv_kernel<T, kRows><<<static_cast<unsigned>(blocks), kGemvWarps * 32, smem, stream>>>(
-      out.as<T>(), x.as<T>(), w.weight.as<T>(), w.bias.data, w.bias.dtype, n, k);
+  gemv_kernel<T, kRows><<<static_cast<unsigned>(blocks), kGemvWarps * 32, smem, stream>>>(g, x.as<T>(), k);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
 
-Status gemv(View out, View x, const LinearWeight& w, cudaStream_t stream) {
+// outs[m] = x · ws[m]ᵀ for m < count in one launch (every member passed gemv_fits, same K).
+Status gemv(const View* outs, View x, const LinearWeight* const* ws, int count, cudaStream_t stream) {
+  GemvGroup g{};
+  g.count = count;
+  int64_t blocks = 0;
+  for (int m = 0; m < count; ++m) {
+    g.w[m] = ws[m]->weight.data;
+    g.out[m] = outs[m].data;
+    g.bias[m] = ws[m]->bias.data;
+    g.bias_dtype[m] = ws[m]->bias.dtype;
+    g.n[m] = ws[m]->weight.rows();
+    blocks += ceil_div(g.n[m], kGemvWarps * kGemvRowsPerWarp);
+    g.block_end[m] = blocks;
+  }
   return dispatch_act(x.dtype, "matmul", [&](auto tag) {
     using T = decltype(tag);
     switch (x.rows()) {
-      case 1: return launch_gemv<T, 1>(out, x, w, stream);
-      case 2: return launch_gemv<T, 2>(out, x, w, stream);
-      case 3: return launch_gemv<T, 3>(out, x, w, stream);
-      default: return launch_gemv<T, 4>(out, x, w, stream);
+      case 1: return launch_gemv<T, 1>(g, x, stream);
+      case 2: return launch_gemv<T, 2>(g, x, stream);
+      case 3: return launch_gemv<T, 3>(g, x, stream);
+      default: return launch_gemv<T, 4>(g, x, stream);
     }
   });
 }
@@ -167,7 +208,10 @@ Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handl
   const int rows = static_cast<int>(x.rows());
   const int n = static_cast<int>(w.weight.rows()), k = static_cast<int>(w.weight.cols());
   if (rows == 0 || n == 0) return Status::ok();
-  if (allow_gemv && gemv_fits(rows, k, x, w.weight, out)) return gemv(out, x, w, stream);
+  if (allow_gemv && gemv_fits(rows, k, x, w.weight)) {
+    const LinearWeight* ws[] = {&w};
+    return gemv(&out, x, ws, 1, stream);
+  }
   float beta = 0.f;
   if (w.bias.data != nullptr) {
     constexpr int kThreads = 256;
@@ -184,6 +228,23 @@ Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handl
   const cudaDataType_t t = cuda_type(x.dtype);
   CUBLAS_RETURN_IF_ERROR(cublasGemmEx(handle, CUBLAS_OP_T, CUBLAS_OP_N, n, rows, k, &alpha, w.weight.data, t, k,
                                       x.data, t, k, &beta, out.data, t, n, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+  return Status::ok();
+}
+
+Status matmul_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, cublasHandle_t handle,
+                         cudaStream_t stream, bool allow_gemv) {
+  if (count < 1 || count > kGemvMaxGroup) return invalid_argument("matmul_group: {} linears (1..{})", count, kGemvMaxGroup);
+  bool one_launch = allow_gemv;
+  for (int m = 0; m < count; ++m) {
+    RETURN_IF_ERROR(check_matmul(outs[m], x, *ws[m]));
+    one_launch = one_launch && gemv_fits(x.rows(), x.cols(), x, ws[m]->weight) && outs[m].data != nullptr &&
+                 ws[m]->weight.rows() > 0;
+    for (int o = 0; o < m; ++o)
+      if (outs[o].data == outs[m].data) return invalid_argument("matmul_group: outputs {} and {} alias", o, m);
+  }
+  if (x.rows() == 0) return Status::ok();
+  if (one_launch) return gemv(outs, x, ws, count, stream);
+  for (int m = 0; m < count; ++m) RETURN_IF_ERROR(matmul_cuda(outs[m], x, *ws[m], handle, stream, allow_gemv));
   return Status::ok();
 }
 

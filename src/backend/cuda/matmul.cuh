@@ -15,4 +15,9 @@ namespace compactor {
 Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream,
                    bool allow_gemv = true);
 
+// outs[m] = x · ws[m]ᵀ (+ bias) for m < count (1..3): linears sharing their input. Decode-sized
+// inputs run as one GEMV launch over all members; otherwise one matmul_cuda per member.
+Status matmul_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, cublasHandle_t handle,
+                         cudaStream_t stream, bool allow_gemv = true);
+
 }  // namespace compactor
