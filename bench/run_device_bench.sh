@@ -39,7 +39,7 @@ step test_cuda_model timeout 300 "$D/bin/test_cuda_model"
 grep -E "rel err|FAILED|Failure|error" "$log" | grep -vE "rel err [0-9.e-]+ \(tol" | head -40
 
 json=$OUT/$machine-llama2-7b.json
-step bench_llama2_7b timeout 400 "$B" bench --synthetic llama2-7b --device cuda --no-record --out "$json"
+step bench_llama2_7b timeout 400 "$B" bench --synthetic llama2-7b --device cuda --no-record --breakdown --out "$json"
 step bench_llama2_7b_nographs timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --graphs off \
   --batch 1 --ttft-prompts 512 --repeats 3 --out "$OUT/$machine-llama2-7b-nographs.json"
 step bench_llama2_7b_nofuse timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --fuse off \
@@ -66,4 +66,5 @@ grep -A2 "=== bad input" "$log" | grep -E "error" | head -8
 echo
 echo "---- results ($machine; full log: $log) ----"
 for s in "${summary[@]}"; do echo "$s"; done
-for f in "$OUT"/bench_*.out; do [[ -f $f ]] && { echo "-- $(basename "$f" .out)"; tail -n 14 "$f"; }; done
+grep -E "^-- one layer|^  layer " "$OUT/bench_llama2_7b.out" 2>/dev/null
+for f in "$OUT"/bench_*.out; do [[ -f $f ]] && { echo "-- $(basename "$f" .out)"; grep -vE "^  [a-z/+ ()]{20} " "$f" | tail -n 12; }; done

@@ -18,6 +18,7 @@
 #include "model/synthetic.h"
 #ifdef COMPACTOR_HAS_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "bench/op_profile.h"
 #endif
 
 namespace compactor::cli {
@@ -29,6 +30,7 @@ struct BenchCliOptions {
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
   double hbm_gbps = 3000, peak_tflops = 989;
+  bool breakdown = false;
   uint64_t seed = 0;
   CommonOptions common;
 };
@@ -195,6 +197,38 @@ Result<BenchModel> make_bench_model(const BenchCliOptions& o) {
   return bm;
 }
 
+#ifdef COMPACTOR_HAS_CUDA
+// --breakdown: one layer's ops timed at the benchmark's shapes; printed and added to the JSON.
+Result<nlohmann::json> run_breakdown(Model& model, Backend& backend, const BenchConfig& cfg) {
+  auto* be = dynamic_cast<CudaBackend*>(&backend);
+  if (be == nullptr) return unsupported("--breakdown needs --device cuda");
+  std::vector<ProfileShape> shapes;
+  for (int t : cfg.ttft_prompts) shapes.push_back({1, t, 0});
+  const int mid = cfg.prompt + cfg.gen / 2;
+  for (int b : cfg.batches) shapes.push_back({b, 1, mid});
+  ASSIGN_OR_RETURN(std::vector<LayerProfile> profiles, profile_layer(model, *be, shapes));
+  nlohmann::json j = nlohmann::json::array();
+  const int layers = static_cast<int>(model.config().num_layers);
+  for (const LayerProfile& p : profiles) {
+    std::printf("-- one layer, %s (past %d): %s\n", p.phase.c_str(), p.past, "us, GB/s, TFLOP/s");
+    double layer_us = 0, head_us = 0;
+    nlohmann::json ops = nlohmann::json::array();
+    for (const OpTiming& o : p.ops) {
+      const bool head = o.op.rfind("lm head", 0) == 0;
+      (head ? head_us : layer_us) += o.us;
+      std::printf("  %-20s %9.2f us %8.0f GB/s %7.1f TFLOP/s\n", o.op.c_str(), o.us, o.bytes / (o.us * 1e3),
+                  o.flops / (o.us * 1e6));
+      ops.push_back({{"op", o.op}, {"us", o.us}, {"bytes", o.bytes}, {"flops", o.flops}});
+    }
+    std::printf("  layer %.1f us x %d layers + lm head %.1f us = %.3f ms\n", layer_us, layers, head_us,
+                (layer_us * layers + head_us) / 1e3);
+    j.push_back({{"phase", p.phase}, {"batch", p.batch}, {"tokens", p.tokens}, {"past", p.past}, {"ops", ops},
+                 {"model_ms", (layer_us * layers + head_us) / 1e3}});
+  }
+  return j;
+}
+#endif
+
 Status write_json(const std::string& path, const nlohmann::json& j) {
   std::ofstream out(path);
   if (!out) return io_error("--out {}: cannot open for writing", path);
@@ -209,9 +243,20 @@ int run(const BenchCliOptions& o, const CLI::App& app) {
   auto bm = make_bench_model(o);
   if (!bm) return fail(bm.status());
   const BenchConfig cfg = make_config(o, app, bm->backend->device() == Device::kCuda);
+  nlohmann::json breakdown;
+  if (o.breakdown) {
+#ifdef COMPACTOR_HAS_CUDA
+    auto b = run_breakdown(*bm->model, *bm->backend, cfg);
+    if (!b) return fail(b.status());
+    breakdown = *b;
+#else
+    return fail(unsupported("--breakdown needs a CUDA build"));
+#endif
+  }
   auto r = run_bench(*bm->model, cfg);
   if (!r) return fail(r.status());
   nlohmann::json j = to_json(*r, cfg);
+  if (!breakdown.is_null()) j["breakdown"] = breakdown;
   j["device"] = bm->backend->name();
   j["model"] = bm->name;
   j["machine"] = to_json(detect_hardware());
@@ -268,6 +313,7 @@ Command make_bench_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();
+  app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--out", opts->out, "also write the JSON result to this file (e.g. bench/results/NAME.json)");
   add_common_options(app, opts->common);
   return {app, [opts, app]() { return run(*opts, *app); }};

@@ -1,0 +1,142 @@
+// profile_layer (see op_profile.h): layer 0's weights, random activations and a random KV cache
+// of past + T positions; each op replayed from a graph of kReps calls.
+#include "bench/op_profile.h"
+
+#ifdef COMPACTOR_HAS_CUDA
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+
+namespace compactor {
+
+namespace {
+
+constexpr int kReps = 20;
+constexpr int kReplays = 5;
+
+struct LayerBuffers {
+  Tensor x, h, q, k, v, attn, proj, gate, up, act, last, logits, k_cache, v_cache;
+};
+
+Status fill_all(CudaBackend& be, std::initializer_list<Tensor*> ts, uint64_t seed) {
+  for (Tensor* t : ts) RETURN_IF_ERROR(be.fill_normal(*t, ++seed, 0.f, 1.f));
+  return Status::ok();
+}
+
+Result<LayerBuffers> make_buffers(const ModelConfig& c, CudaBackend& be, const ProfileShape& s) {
+  const DType a = be.activation_dtype();
+  const int64_t rows = static_cast<int64_t>(s.batch) * s.tokens, kv_dim = c.num_kv_heads * c.head_dim;
+  auto buf = [&](int64_t r, int64_t cols) { return be.alloc(Shape{r, cols}, a); };
+  LayerBuffers b;
+  b.x = buf(rows, c.hidden_size);
+  b.h = buf(rows, c.hidden_size);
+  b.q = buf(rows, c.num_heads * c.head_dim);
+  b.k = buf(rows, kv_dim);
+  b.v = buf(rows, kv_dim);
+  b.attn = buf(rows, c.num_heads * c.head_dim);
+  b.proj = buf(rows, c.hidden_size);
+  b.gate = buf(rows, c.intermediate_size);
+  b.up = buf(rows, c.intermediate_size);
+  b.act = buf(rows, c.intermediate_size);
+  b.last = buf(s.batch, c.hidden_size);
+  b.logits = buf(s.batch, c.vocab_size);
+  b.k_cache = be.alloc(Shape{s.batch, s.past + s.tokens, kv_dim}, a);
+  b.v_cache = be.alloc(Shape{s.batch, s.past + s.tokens, kv_dim}, a);
+  RETURN_IF_ERROR(fill_all(be, {&b.x, &b.h, &b.q, &b.k, &b.v, &b.attn, &b.proj, &b.gate, &b.up, &b.act, &b.last,
+                                &b.k_cache, &b.v_cache},
+                           77));
+  return b;
+}
+
+// Median over replays of a graph holding kReps calls of `op`, per call, in µs.
+Result<double> time_op(CudaBackend& be, const std::function<void()>& op) {
+  op();
+  op();  // warm-up: lazy buffers and uploads happen outside the capture
+  be.synchronize();
+  RETURN_IF_ERROR(be.begin_capture());
+  for (int r = 0; r < kReps; ++r) op();
+  ASSIGN_OR_RETURN(CudaGraph graph, be.end_capture());
+  RETURN_IF_ERROR(be.replay(graph));
+  std::vector<double> us;
+  for (int i = 0; i < kReplays; ++i) {
+    ASSIGN_OR_RETURN(float ms, be.time_ms([&] { return be.replay(graph); }));
+    us.push_back(1000.0 * ms / kReps);
+  }
+  std::sort(us.begin(), us.end());
+  return us[us.size() / 2];
+}
+
+double matmul_bytes(const LinearWeight& w, int64_t rows, int act) {
+  return static_cast<double>(w.weight.bytes()) + static_cast<double>(rows) * (w.in_features + w.out_features) * act;
+}
+
+}  // namespace
+
+Result<std::vector<LayerProfile>> profile_layer(Model& model, CudaBackend& be, const std::vector<ProfileShape>& shapes) {
+  const ModelConfig& c = model.config();
+  const LayerWeights& w = model.weights().layers.at(0);
+  const std::vector<float> inv_freq = rope_inv_freq(c);
+  const int act = dtype_size(be.activation_dtype());
+  const float eps = static_cast<float>(c.rms_norm_eps);
+  const AttentionParams ap{static_cast<int>(c.num_heads), static_cast<int>(c.num_kv_heads),
+                           static_cast<int>(c.head_dim), 1.f / std::sqrt(static_cast<float>(c.head_dim))};
+  std::vector<LayerProfile> out;
+  for (const ProfileShape& s : shapes) {
+    ASSIGN_OR_RETURN(LayerBuffers b, make_buffers(c, be, s));
+    std::vector<int32_t> past(s.batch, s.past);
+    const BatchLayout layout{s.batch, s.tokens, past.data()};
+    const int64_t rows = static_cast<int64_t>(s.batch) * s.tokens;
+    const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);
+    const double act_row = static_cast<double>(rows) * act;
+    const double keys = static_cast<double>(s.tokens) * s.past + static_cast<double>(s.tokens) * (s.tokens + 1) / 2.0;
+    LayerProfile p;
+    p.phase = s.tokens > 1 ? fmt::format("prefill B={} T={}", s.batch, s.tokens) : fmt::format("decode B={}", s.batch);
+    p.batch = s.batch;
+    p.tokens = s.tokens;
+    p.past = s.past;
+    const View qkv_out[] = {b.q, b.k, b.v}, gu_out[] = {b.gate, b.up};
+    const LinearWeight* qkv[] = {&w.q, &w.k, &w.v};
+    const LinearWeight* gu[] = {&w.gate, &w.up};
+    const double qkv_params = static_cast<double>(w.q.weight.numel() + w.k.weight.numel() + w.v.weight.numel());
+    const double kv_row = static_cast<double>(c.num_kv_heads * c.head_dim) * act;
+    struct Op {
+      const char* name;
+      std::function<void()> fn;
+      double bytes, flops;
+    };
+    const Op ops[] = {
+        {"rms_norm", [&] { be.rms_norm(b.h, b.x, w.attn_norm, eps); }, 2 * act_row * d, 0},
+        {"qkv gemm", [&] { be.matmul_group(qkv_out, b.h, qkv, 3); },
+         qkv_params * act + act_row * (d + static_cast<double>(b.q.view().cols() + 2 * b.k.view().cols())), 2 * qkv_params * rows},
+        {"rope+kv append",
+         [&] { be.rope_kv_store(b.q, b.k, b.v, b.k_cache, b.v_cache, ap.heads, ap.kv_heads, ap.head_dim, inv_freq.data(), layout); },
+         act_row * static_cast<double>(2 * b.q.view().cols() + 4 * b.k.view().cols()), 0},
+        {"attention", [&] { be.attention(b.attn, b.q, b.k_cache, b.v_cache, ap, layout); },
+         2 * act_row * static_cast<double>(b.q.view().cols()) + s.batch * (s.past + s.tokens) * 2 * kv_row,
+         4.0 * c.head_dim * c.num_heads * keys * s.batch},
+        {"o gemm", [&] { be.matmul(b.proj, b.attn, w.o); }, matmul_bytes(w.o, rows, act),
+         2.0 * static_cast<double>(w.o.weight.numel()) * rows},
+        {"add+rms_norm", [&] { be.add_rms_norm(b.h, b.x, b.proj, w.mlp_norm, eps); }, 4 * act_row * d, 0},
+        {"gate/up gemm", [&] { be.matmul_group(gu_out, b.h, gu, 2); },
+         2 * static_cast<double>(w.gate.weight.bytes()) + act_row * (d + 2 * f), 4.0 * static_cast<double>(w.gate.weight.numel()) * rows},
+        {"swiglu", [&] { be.swiglu(b.act, b.gate, b.up); }, 3 * act_row * f, 0},
+        {"down gemm", [&] { be.matmul(b.proj, b.act, w.down); }, matmul_bytes(w.down, rows, act),
+         2.0 * static_cast<double>(w.down.weight.numel()) * rows},
+        {"add", [&] { be.add(b.x, b.proj); }, 3 * act_row * d, 0},
+        {"lm head (per step)", [&] { be.matmul(b.logits, b.last, model.weights().lm_head); },
+         matmul_bytes(model.weights().lm_head, s.batch, act),
+         2.0 * static_cast<double>(model.weights().lm_head.weight.numel()) * s.batch},
+    };
+    for (const Op& op : ops) {
+      ASSIGN_OR_RETURN(double us, time_op(be, op.fn));
+      p.ops.push_back(OpTiming{op.name, us, op.bytes, op.flops});
+    }
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace compactor
+
+#endif  // COMPACTOR_HAS_CUDA
