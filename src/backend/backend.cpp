@@ -21,6 +21,11 @@ void Backend::matmul_group(const View* outs, View x, const LinearWeight* const* 
   for (int i = 0; i < n; ++i) matmul(outs[i], x, *ws[i]);
 }
 
+void Backend::matmul_add(View x, View a, const LinearWeight& w, View scratch) {
+  matmul(scratch, a, w);
+  add(x, scratch);
+}
+
 void Backend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                             const float* inv_freq, const BatchLayout& layout) {
   rope(q, heads, head_dim, inv_freq, layout);

@@ -97,6 +97,9 @@ class Backend {
   // Fusion points (a backend may run these as one launch; the defaults call the ops above):
   // outs[i] = x · ws[i]ᵀ for i < n (1..3), linears sharing their input (q/k/v, gate/up)
   virtual void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n);
+  // x += a · wᵀ (the residual add after a linear); scratch: [T, N] act for the default, which
+  // runs matmul(scratch, a, w) then add(x, scratch)
+  virtual void matmul_add(View x, View a, const LinearWeight& w, View scratch);
   // rope(q), rope(k), then kv_store(k_cache, v_cache, k, v)
   virtual void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
                              int head_dim, const float* inv_freq, const BatchLayout& layout);

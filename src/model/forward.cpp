@@ -151,6 +151,10 @@ void Model::run_block(int l, View x, const BatchLayout& layout, KvCache& cache, 
   be.matmul_group(gate_up_out, s.h, gate_up, 2);
   be.swiglu(s.act, s.gate, s.up);
   if (tap_stops("ffn_act", s.act)) return;
+  if ((tap == nullptr || !*tap) && stop_after.empty()) {  // nothing observes ffn_out
+    be.matmul_add(x, s.act, w.down, s.proj);
+    return;
+  }
   be.matmul(s.proj, s.act, w.down);
   if (tap_stops("ffn_out", s.proj)) return;
   be.add(x, s.proj);

@@ -353,6 +353,32 @@ TEST_P(CudaOps, MatmulGroup) {
   }
 }
 
+// x += a · wᵀ in one op (GEMV epilogue or cuBLAS beta = 1) against reference matmul + add.
+TEST_P(CudaOps, MatmulAdd) {
+  struct Case { int64_t t, k, n; };
+  Format fmt;
+  ASSERT_TRUE(format_from_dtype(act(), &fmt));
+  uint32_t seed = 900;
+  for (MatmulKernel kernel : {MatmulKernel::kAuto, MatmulKernel::kCublas}) {
+    CudaBackendOptions o;
+    o.matmul_kernel = kernel;
+    make_backend_with(o);
+    for (const Case& c : {Case{1, 1024, 384}, Case{3, 512, 100}, Case{40, 256, 72}}) {
+      Tensor a = random_host(Shape{c.t, c.k}, act(), ++seed);
+      Tensor w = random_host(Shape{c.n, c.k}, act(), ++seed, 1.f / std::sqrt(float(c.k)));
+      Tensor x = random_host(Shape{c.t, c.n}, act(), ++seed);
+      Tensor ref = Tensor::empty(Shape{c.t, c.n}, DType::kF32);
+      matmul_ref(ref, a, LinearWeight{fmt, c.n, c.k, w, View{}});
+      const std::vector<float> xs = values_of(x);
+      for (int64_t i = 0; i < ref.numel(); ++i) ref.as<float>()[i] += xs[i];
+      Tensor x_dev = upload(x), scratch = poisoned(Shape{c.t, c.n}, act());
+      be_->matmul_add(x_dev, upload(a), LinearWeight{fmt, c.n, c.k, upload(w), View{}}, scratch);
+      expect_close(x_dev, ref, tol(), fmt::format("matmul_add{} T={} K={} N={}",
+                                                  kernel == MatmulKernel::kCublas ? " (cublas)" : "", c.t, c.k, c.n));
+    }
+  }
+}
+
 std::vector<float> inv_freq_for(int head_dim, double theta) {
   std::vector<float> f(head_dim / 2);
   for (int i = 0; i < head_dim / 2; ++i) f[i] = static_cast<float>(std::pow(theta, -2.0 * i / head_dim));

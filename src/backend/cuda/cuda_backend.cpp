@@ -326,6 +326,14 @@ void CudaBackend::matmul_group(const View* outs, View x, const LinearWeight* con
   check(matmul_group_cuda(outs, x, ws, n, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
 }
 
+void CudaBackend::matmul_add(View x, View a, const LinearWeight& w, View scratch) {
+  if (options_.fuse == FuseOps::kOff || w.quantized() || w.bias.data != nullptr) {
+    Backend::matmul_add(x, a, w, scratch);
+    return;
+  }
+  check(matmul_cuda(x, a, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto, /*accumulate=*/true));
+}
+
 void CudaBackend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
                                 int head_dim, const float* inv_freq, const BatchLayout& layout) {
   if (options_.fuse == FuseOps::kOff || !rope_kv_store_supported(q, k, v, k_cache, v_cache, head_dim)) {

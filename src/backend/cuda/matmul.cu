@@ -54,6 +54,7 @@ struct GemvGroup {
   int64_t n[kGemvMaxGroup];
   int64_t block_end[kGemvMaxGroup];
   int count;
+  bool accumulate;  // out += x · wᵀ (the residual add folded into the product)
 };
 
 // out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]) for t < kRows; a warp owns kGemvRowsPerWarp
@@ -119,8 +120,11 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
 #pragma unroll
     for (int r = 0; r < kGemvRowsPerWarp; ++r) {
       const float v = warp_sum(acc[t][r]);
-      if (lane == 0 && row0 + r < n)
-        out[t * n + row0 + r] = from_f32<T>(v + (bias != nullptr ? load_any(bias, bias_dtype, row0 + r) : 0.f));
+      if (lane == 0 && row0 + r < n) {
+        T* o = out + t * n + row0 + r;
+        *o = from_f32<T>(v + (bias != nullptr ? load_any(bias, bias_dtype, row0 + r) : 0.f) +
+                         (g.accumulate ? to_f32(*o) : 0.f));
+      }
     }
   }
 }
@@ -145,9 +149,11 @@ Status launch_gemv(const GemvGroup& g, View x, cudaStream_t stream) {
 }
 
 // outs[m] = x · ws[m]ᵀ for m < count in one launch (every member passed gemv_fits, same K).
-Status gemv(const View* outs, View x, const LinearWeight* const* ws, int count, cudaStream_t stream) {
+Status gemv(const View* outs, View x, const LinearWeight* const* ws, int count, cudaStream_t stream,
+            bool accumulate = false) {
   GemvGroup g{};
   g.count = count;
+  g.accumulate = accumulate;
   int64_t blocks = 0;
   for (int m = 0; m < count; ++m) {
     g.w[m] = ws[m]->weight.data;
@@ -203,16 +209,17 @@ cudaDataType_t cuda_type(DType d) { return d == DType::kBF16 ? CUDA_R_16BF : CUD
 }  // namespace
 
 Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream,
-                   bool allow_gemv) {
+                   bool allow_gemv, bool accumulate) {
   RETURN_IF_ERROR(check_matmul(out, x, w));
+  if (accumulate && w.bias.data != nullptr) return invalid_argument("matmul: accumulate with a bias is not supported");
   const int rows = static_cast<int>(x.rows());
   const int n = static_cast<int>(w.weight.rows()), k = static_cast<int>(w.weight.cols());
   if (rows == 0 || n == 0) return Status::ok();
   if (allow_gemv && gemv_fits(rows, k, x, w.weight)) {
     const LinearWeight* ws[] = {&w};
-    return gemv(&out, x, ws, 1, stream);
+    return gemv(&out, x, ws, 1, stream, accumulate);
   }
-  float beta = 0.f;
+  float beta = accumulate ? 1.f : 0.f;
   if (w.bias.data != nullptr) {
     constexpr int kThreads = 256;
     RETURN_IF_ERROR(dispatch_act(out.dtype, "matmul", [&](auto tag) {

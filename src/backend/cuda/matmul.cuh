@@ -11,9 +11,10 @@ namespace compactor {
 
 // out: [T, N] act; x: [T, K] act; w.weight: [N, K] dense, same dtype as x; w.bias: [N] f32|f16|bf16
 // or absent. `handle` must be bound to `stream` (cublasSetStream) by the caller. allow_gemv: T <= 4
-// rows (decode) may use the GEMV kernel instead of cuBLAS.
+// rows (decode) may use the GEMV kernel instead of cuBLAS. accumulate: out += x · wᵀ (no bias),
+// one rounding of the f32 sum.
 Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handle, cudaStream_t stream,
-                   bool allow_gemv = true);
+                   bool allow_gemv = true, bool accumulate = false);
 
 // outs[m] = x · ws[m]ᵀ (+ bias) for m < count (1..3): linears sharing their input. Decode-sized
 // inputs run as one GEMV launch over all members; otherwise one matmul_cuda per member.
