@@ -26,6 +26,17 @@ void Backend::matmul_add(View x, View a, const LinearWeight& w, View scratch) {
   add(x, scratch);
 }
 
+void Backend::rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps,
+                                    const LinearWeight* const* ws, int n, View h) {
+  rms_norm(h, x, norm_weight, eps);
+  matmul_group(outs, h, ws, n);
+}
+
+void Backend::swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) {
+  swiglu(act, gate, up);
+  matmul_add(x, act, w, scratch);
+}
+
 void Backend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                             const float* inv_freq, const BatchLayout& layout) {
   rope(q, heads, head_dim, inv_freq, layout);

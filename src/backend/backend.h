@@ -100,6 +100,11 @@ class Backend {
   // x += a · wᵀ (the residual add after a linear); scratch: [T, N] act for the default, which
   // runs matmul(scratch, a, w) then add(x, scratch)
   virtual void matmul_add(View x, View a, const LinearWeight& w, View scratch);
+  // h = rms_norm(x, norm_weight), then matmul_group(outs, h, ws, n); h: [T, D] act scratch
+  virtual void rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps, const LinearWeight* const* ws,
+                                     int n, View h);
+  // act = swiglu(gate, up), then matmul_add(x, act, w, scratch); act: [T, F], scratch: [T, N] act
+  virtual void swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch);
   // rope(q), rope(k), then kv_store(k_cache, v_cache, k, v)
   virtual void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
                              int head_dim, const float* inv_freq, const BatchLayout& layout);

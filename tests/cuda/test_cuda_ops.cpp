@@ -379,6 +379,45 @@ TEST_P(CudaOps, MatmulAdd) {
   }
 }
 
+// Norm or SwiGLU computed while the GEMV loads its input, against the separate reference ops
+// (decode sizes take the fused kernel, T = 9 the separate-op fallback).
+TEST_P(CudaOps, NormAndSwigluFusedIntoGemv) {
+  Format fmt;
+  ASSERT_TRUE(format_from_dtype(act(), &fmt));
+  uint32_t seed = 1000;
+  for (int64_t t : {1, 3, 9}) {
+    const int64_t d = 512, f = 1376, n1 = 384, n2 = 128;
+    Tensor x = random_host(Shape{t, d}, act(), ++seed, 2.f);
+    Tensor norm_w = random_host(Shape{d}, DType::kF32, ++seed);
+    Tensor w1 = random_host(Shape{n1, d}, act(), ++seed, 0.05f), w2 = random_host(Shape{n2, d}, act(), ++seed, 0.05f);
+    Tensor h_ref = Tensor::empty(Shape{t, d}, act());  // the norm rounded like the GPU stores it
+    rms_norm_ref(h_ref, x, norm_w, 1e-5f);
+    Tensor r1 = Tensor::empty(Shape{t, n1}, DType::kF32), r2 = Tensor::empty(Shape{t, n2}, DType::kF32);
+    matmul_ref(r1, h_ref, LinearWeight{fmt, n1, d, w1, View{}});
+    matmul_ref(r2, h_ref, LinearWeight{fmt, n2, d, w2, View{}});
+    Tensor o1 = poisoned(Shape{t, n1}, act()), o2 = poisoned(Shape{t, n2}, act()), h = poisoned(Shape{t, d}, act());
+    const LinearWeight lw1{fmt, n1, d, upload(w1), View{}}, lw2{fmt, n2, d, upload(w2), View{}};
+    const View outs[] = {o1, o2};
+    const LinearWeight* ws[] = {&lw1, &lw2};
+    be_->rms_norm_matmul_group(outs, upload(x), upload(norm_w), 1e-5f, ws, 2, h);
+    expect_close(o1, r1, tol(), fmt::format("rms_norm+gemv T={} member 0", t));
+    expect_close(o2, r2, tol(), fmt::format("rms_norm+gemv T={} member 1", t));
+
+    Tensor gate = random_host(Shape{t, f}, act(), ++seed, 2.f), up = random_host(Shape{t, f}, act(), ++seed);
+    Tensor wd = random_host(Shape{d, f}, act(), ++seed, 0.03f), resid = random_host(Shape{t, d}, act(), ++seed);
+    Tensor a_ref = Tensor::empty(Shape{t, f}, act());
+    swiglu_ref(a_ref, gate, up);
+    Tensor down_ref = Tensor::empty(Shape{t, d}, DType::kF32);
+    matmul_ref(down_ref, a_ref, LinearWeight{fmt, d, f, wd, View{}});
+    const std::vector<float> rv = values_of(resid);
+    for (int64_t i = 0; i < down_ref.numel(); ++i) down_ref.as<float>()[i] += rv[i];
+    Tensor resid_dev = upload(resid), act_s = poisoned(Shape{t, f}, act()), proj_s = poisoned(Shape{t, d}, act());
+    be_->swiglu_matmul_add(resid_dev, upload(gate), upload(up), LinearWeight{fmt, d, f, upload(wd), View{}}, act_s,
+                           proj_s);
+    expect_close(resid_dev, down_ref, tol(), fmt::format("swiglu+gemv+residual T={}", t));
+  }
+}
+
 std::vector<float> inv_freq_for(int head_dim, double theta) {
   std::vector<float> f(head_dim / 2);
   for (int i = 0; i < head_dim / 2; ++i) f[i] = static_cast<float>(std::pow(theta, -2.0 * i / head_dim));

@@ -334,6 +334,35 @@ void CudaBackend::matmul_add(View x, View a, const LinearWeight& w, View scratch
   check(matmul_cuda(x, a, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto, /*accumulate=*/true));
 }
 
+// Decode sizes: the norm is computed while the GEMV loads its input (one launch instead of two).
+void CudaBackend::rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps,
+                                        const LinearWeight* const* ws, int n, View h) {
+  if (options_.fuse == FuseOps::kOff || options_.matmul_kernel != MatmulKernel::kAuto ||
+      !gemv_group_supported(x, ws, n)) {
+    Backend::rms_norm_matmul_group(outs, x, norm_weight, eps, ws, n, h);
+    return;
+  }
+  GemvPrologue pro;
+  pro.input = GemvInput::kRmsNorm;
+  pro.norm_weight = norm_weight;
+  pro.eps = eps;
+  check(gemv_group_cuda(outs, x, ws, n, pro, /*accumulate=*/false, stream_));
+}
+
+// Decode sizes: SwiGLU is computed while the down projection's GEMV loads its input.
+void CudaBackend::swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) {
+  const LinearWeight* ws[] = {&w};
+  if (options_.fuse == FuseOps::kOff || options_.matmul_kernel != MatmulKernel::kAuto || w.bias.data != nullptr ||
+      !gemv_group_supported(gate, ws, 1)) {
+    Backend::swiglu_matmul_add(x, gate, up, w, act, scratch);
+    return;
+  }
+  GemvPrologue pro;
+  pro.input = GemvInput::kSwiglu;
+  pro.up = up;
+  check(gemv_group_cuda(&x, gate, ws, 1, pro, /*accumulate=*/true, stream_));
+}
+
 void CudaBackend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
                                 int head_dim, const float* inv_freq, const BatchLayout& layout) {
   if (options_.fuse == FuseOps::kOff || !rope_kv_store_supported(q, k, v, k_cache, v_cache, head_dim)) {

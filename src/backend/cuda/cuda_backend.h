@@ -28,7 +28,7 @@ namespace compactor {
 
 enum class AttentionKernel { kAuto, kCudaCores };  // kAuto: tensor cores where supported
 enum class MatmulKernel { kAuto, kCublas };        // kAuto: the GEMV kernel for T <= 4 rows
-enum class FuseOps { kOn, kOff };  // matmul_group / matmul_add / rope_kv_store as one launch
+enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
 
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
@@ -139,6 +139,9 @@ class CudaBackend final : public Backend {
   void swiglu(View out, View gate, View up) override;
   void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) override;
   void matmul_add(View x, View a, const LinearWeight& w, View scratch) override;
+  void rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps, const LinearWeight* const* ws,
+                             int n, View h) override;
+  void swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) override;
   void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                      const float* inv_freq, const BatchLayout& layout) override;
   void cross_entropy(float* nll, View logits, const int32_t* targets) override;

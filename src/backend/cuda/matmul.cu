@@ -10,6 +10,7 @@
 
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/matmul.cuh"
+#include "backend/cuda/rms_norm.cuh"
 
 namespace compactor {
 
@@ -55,7 +56,57 @@ struct GemvGroup {
   int64_t block_end[kGemvMaxGroup];
   int count;
   bool accumulate;  // out += x · wᵀ (the residual add folded into the product)
+  GemvInput input;  // how x is formed while it is loaded into shared memory
+  const void* up;           // kSwiglu: [kRows, K] act; x is the gate
+  const void* norm_weight;  // kRmsNorm: [K] norm_dtype
+  DType norm_dtype;
+  float eps;
 };
+
+// x -> shared memory as the product's input: x itself, rms_norm(x)·weight, or silu(x)·up, each
+// rounded to the activation dtype exactly as the separate op would store it.
+template <typename T, int kRows>
+__device__ __forceinline__ void load_gemv_input(const GemvGroup& g, const T* x, uint4* xs, int vecs, int64_t k) {
+  const uint4* xg = reinterpret_cast<const uint4*>(x);
+  if (g.input == GemvInput::kSwiglu) {
+    const T* up = static_cast<const T*>(g.up);
+    for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) {
+      float a[8], b[8], o[8];
+      load8(x + i * 8, a);
+      load8(up + i * 8, b);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) o[e] = a[e] / (1.f + expf(-a[e])) * b[e];
+      store8(reinterpret_cast<T*>(xs + i), o);
+    }
+  } else {
+    for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) xs[i] = xg[i];
+  }
+  __syncthreads();
+  if (g.input != GemvInput::kRmsNorm) return;
+  __shared__ float rstd[kRows];
+#pragma unroll
+  for (int t = 0; t < kRows; ++t) {
+    float ss = 0.f;
+    for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
+      float f[8];
+      load8(reinterpret_cast<const T*>(xs + t * vecs + i), f);
+#pragma unroll
+      for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
+    }
+    ss = block_sum(ss);
+    if (threadIdx.x == 0) rstd[t] = rsqrtf(ss / static_cast<float>(k) + g.eps);
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) {
+    const int t = i / vecs, c = i % vecs;
+    float f[8];
+    load8(reinterpret_cast<const T*>(xs + i), f);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) f[e] = f[e] * rstd[t] * load_any(g.norm_weight, g.norm_dtype, c * 8 + e);
+    store8(reinterpret_cast<T*>(xs + i), f);
+  }
+  __syncthreads();
+}
 
 // out[t, n] = Σ_k x[t, k] · w[n, k] (+ bias[n]) for t < kRows; a warp owns kGemvRowsPerWarp
 // weight rows, lanes stride over K in 16-byte vectors, x sits in shared memory.
@@ -65,9 +116,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
                                                                 int64_t k) {
   extern __shared__ uint4 xs[];  // [kRows][K / 8]
   const int vecs = static_cast<int>(k / 8);
-  const uint4* xg = reinterpret_cast<const uint4*>(x);
-  for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) xs[i] = xg[i];
-  __syncthreads();
+  load_gemv_input<T, kRows>(g, x, xs, vecs, k);
   // This block's member, picked with constant indices (no local-memory copy of the group).
   const T* w = nullptr;
   T* out = nullptr;
@@ -150,10 +199,15 @@ Status launch_gemv(const GemvGroup& g, View x, cudaStream_t stream) {
 
 // outs[m] = x · ws[m]ᵀ for m < count in one launch (every member passed gemv_fits, same K).
 Status gemv(const View* outs, View x, const LinearWeight* const* ws, int count, cudaStream_t stream,
-            bool accumulate = false) {
+            bool accumulate = false, const GemvPrologue& pro = {}) {
   GemvGroup g{};
   g.count = count;
   g.accumulate = accumulate;
+  g.input = pro.input;
+  g.up = pro.up.data;
+  g.norm_weight = pro.norm_weight.data;
+  g.norm_dtype = pro.norm_weight.dtype;
+  g.eps = pro.eps;
   int64_t blocks = 0;
   for (int m = 0; m < count; ++m) {
     g.w[m] = ws[m]->weight.data;
@@ -253,6 +307,32 @@ Status matmul_group_cuda(const View* outs, View x, const LinearWeight* const* ws
   if (one_launch) return gemv(outs, x, ws, count, stream);
   for (int m = 0; m < count; ++m) RETURN_IF_ERROR(matmul_cuda(outs[m], x, *ws[m], handle, stream, allow_gemv));
   return Status::ok();
+}
+
+bool gemv_group_supported(View x, const LinearWeight* const* ws, int count) {
+  if (count < 1 || count > kGemvMaxGroup || !is_act_dtype(x.dtype)) return false;
+  for (int m = 0; m < count; ++m)
+    if (ws[m]->quantized() || ws[m]->weight.dtype != x.dtype || ws[m]->weight.cols() != x.cols() ||
+        ws[m]->weight.rows() <= 0 || !gemv_fits(x.rows(), x.cols(), x, ws[m]->weight))
+      return false;
+  return true;
+}
+
+Status gemv_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, const GemvPrologue& pro,
+                       bool accumulate, cudaStream_t stream) {
+  if (!gemv_group_supported(x, ws, count))
+    return invalid_argument("gemv_group: x {} and these weights do not fit the GEMV kernel", x.shape.str());
+  for (int m = 0; m < count; ++m) {
+    RETURN_IF_ERROR(check_matmul(outs[m], x, *ws[m]));
+    if (accumulate && ws[m]->bias.data != nullptr) return invalid_argument("gemv_group: accumulate with a bias");
+  }
+  if (pro.input == GemvInput::kSwiglu) {
+    RETURN_IF_ERROR(expect_same("gemv_group", "up", pro.up, x));
+    if (reinterpret_cast<uintptr_t>(pro.up.data) % 16 != 0) return invalid_argument("gemv_group: up is not 16-byte aligned");
+  }
+  if (pro.input == GemvInput::kRmsNorm) RETURN_IF_ERROR(check_norm_weight("gemv_group", pro.norm_weight, x.cols()));
+  if (x.rows() == 0) return Status::ok();
+  return gemv(outs, x, ws, count, stream, accumulate, pro);
 }
 
 }  // namespace compactor

@@ -21,4 +21,20 @@ Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handl
 Status matmul_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, cublasHandle_t handle,
                          cudaStream_t stream, bool allow_gemv = true);
 
+// The GEMV kernel with its input formed on the fly (decode fusions): x itself, rms_norm(x)·weight
+// (the norm before q/k/v or gate/up), or silu(x)·up (SwiGLU before the down projection).
+enum class GemvInput { kPlain, kRmsNorm, kSwiglu };
+struct GemvPrologue {
+  GemvInput input = GemvInput::kPlain;
+  View norm_weight;  // kRmsNorm: [K] f32|f16|bf16
+  float eps = 0.f;
+  View up;           // kSwiglu: [T, K] act (x is the gate)
+};
+
+// True when outs = input(x) · wsᵀ can run as one GEMV launch (T <= 4, K % 8 == 0, aligned, dense).
+bool gemv_group_supported(View x, const LinearWeight* const* ws, int count);
+// outs[m] (+)= input(x) · ws[m]ᵀ for m < count (1..3); accumulate adds into outs (no bias).
+Status gemv_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, const GemvPrologue& pro,
+                       bool accumulate, cudaStream_t stream);
+
 }  // namespace compactor
