@@ -116,7 +116,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
                                                                 int64_t k) {
   extern __shared__ uint4 xs[];  // [kRows][K / 8]
   const int vecs = static_cast<int>(k / 8);
-  load_gemv_input<T, kRows>(g, x, xs, vecs, k);
   // This block's member, picked with constant indices (no local-memory copy of the group).
   const T* w = nullptr;
   T* out = nullptr;
@@ -138,20 +137,29 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
   }
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
   const int64_t row0 = (block * kGemvWarps + warp) * kGemvRowsPerWarp;
-  if (!found || row0 >= n) return;
+  const bool active = found && row0 < n;
   const uint4* wr[kGemvRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kGemvRowsPerWarp; ++r)
-    wr[r] = reinterpret_cast<const uint4*>(w + (row0 + r < n ? row0 + r : row0) * k);
-  float acc[kRows][kGemvRowsPerWarp] = {};
-  for (int base = lane; base < vecs; base += 32 * kGemvUnroll) {
-    uint4 wv[kGemvUnroll][kGemvRowsPerWarp];
+    wr[r] = reinterpret_cast<const uint4*>(w + (active && row0 + r < n ? row0 + r : (active ? row0 : 0)) * k);
+  // Weight loads of iteration i + 1 are in flight while iteration i computes; the first batch is
+  // issued before the input prologue (the weights do not depend on x).
+  auto load_batch = [&](uint4 (&wv)[kGemvUnroll][kGemvRowsPerWarp], int base) {
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int i = base + 32 * u;
 #pragma unroll
-      for (int r = 0; r < kGemvRowsPerWarp; ++r) wv[u][r] = i < vecs ? __ldg(wr[r] + i) : make_uint4(0, 0, 0, 0);
+      for (int r = 0; r < kGemvRowsPerWarp; ++r)
+        wv[u][r] = active && i < vecs ? __ldg(wr[r] + i) : make_uint4(0, 0, 0, 0);
     }
+  };
+  uint4 cur[kGemvUnroll][kGemvRowsPerWarp], nxt[kGemvUnroll][kGemvRowsPerWarp];
+  load_batch(cur, lane);
+  load_gemv_input<T, kRows>(g, x, xs, vecs, k);  // every thread: it holds barriers
+  if (!active) return;
+  float acc[kRows][kGemvRowsPerWarp] = {};
+  for (int base = lane; base < vecs; base += 32 * kGemvUnroll) {
+    if (base + 32 * kGemvUnroll < vecs) load_batch(nxt, base + 32 * kGemvUnroll);
 #pragma unroll
     for (int u = 0; u < kGemvUnroll; ++u) {
       const int i = base + 32 * u;
@@ -160,9 +168,13 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
       for (int t = 0; t < kRows; ++t) {
         const uint4 xv = xs[t * vecs + i];
 #pragma unroll
-        for (int r = 0; r < kGemvRowsPerWarp; ++r) acc[t][r] += dot8<T>(wv[u][r], xv);
+        for (int r = 0; r < kGemvRowsPerWarp; ++r) acc[t][r] += dot8<T>(cur[u][r], xv);
       }
     }
+#pragma unroll
+    for (int u = 0; u < kGemvUnroll; ++u)
+#pragma unroll
+      for (int r = 0; r < kGemvRowsPerWarp; ++r) cur[u][r] = nxt[u][r];
   }
 #pragma unroll
   for (int t = 0; t < kRows; ++t) {
