@@ -12,6 +12,8 @@
 #include "compress/calibration.h"
 #include "compress/ptq.h"
 #include "compress/ptq_save.h"
+#include "io/hf_config.h"
+#include "model/synthetic.h"
 #include "support/fixtures.h"
 #include "tokenizer/tokenizer.h"
 
@@ -186,6 +188,55 @@ TEST(Driver, SequencesLongerThanTheModelAreRejected) {
   auto r = quantize_model(*f.model, &calib, o);
   ASSERT_FALSE(r.is_ok());
   EXPECT_NE(r.status().message().find("600"), std::string::npos) << r.status().message();
+}
+
+// One driver for every architecture: tiny random Llama (MHA, untied), Mistral (GQA) and Qwen2 (GQA,
+// q/k/v biases) run GPTQ and AWQ without per-model code; AWQ's folds keep the float function.
+TEST(Driver, EveryArchitectureWithoutPerModelCode) {
+  struct Arch {
+    const char* hf;
+    const char* type;
+    int kv_heads;
+    bool tied;
+  };
+  for (const Arch& a : {Arch{"LlamaForCausalLM", "llama", 4, false}, Arch{"MistralForCausalLM", "mistral", 2, false},
+                        Arch{"Qwen2ForCausalLM", "qwen2", 2, true}}) {
+    SCOPED_TRACE(a.hf);
+    const nlohmann::json j = {{"architectures", {a.hf}}, {"model_type", a.type}, {"hidden_size", 64},
+                              {"intermediate_size", 128}, {"num_hidden_layers", 2}, {"num_attention_heads", 4},
+                              {"num_key_value_heads", a.kv_heads}, {"vocab_size", 97}, {"max_position_embeddings", 256},
+                              {"rms_norm_eps", 1e-5}, {"rope_theta", 10000.0}, {"hidden_act", "silu"},
+                              {"tie_word_embeddings", a.tied}, {"torch_dtype", "float32"}};
+    auto cfg = parse_model_config(j, "tiny");
+    ASSERT_TRUE(cfg.is_ok()) << cfg.status().message();
+    for (PtqMethod method : {PtqMethod::kGptq, PtqMethod::kAwq}) {
+      auto backend = std::move(make_backend(BackendKind::kCpu)).value();
+      auto model = std::move(Model::allocate(*cfg, *backend)).value();
+      fill_synthetic_weights(*model, 11, [&](View out, uint64_t stream, float mean, float sd) {
+        // Norms around 1, everything else (biases included) N(0, 0.1²).
+        fill_normal_host(*backend, out, stream, mean, mean == 1.f ? 0.2f : 0.1f);
+      });
+      const std::vector<int32_t> ids = some_ids(32, 97, 12);
+      const std::vector<float> before = logits(*model, ids, 1);
+      const CalibrationSet calib = small_calibration(*model, 4, 32, 13);
+      PtqOptions o;
+      o.method = method;
+      o.spec = QuantSpec{4, 32, false};
+      o.act_order = method == PtqMethod::kGptq;
+      o.awq_fold_only = method == PtqMethod::kAwq;
+      o.quiet = true;
+      auto r = quantize_model(*model, &calib, o);
+      ASSERT_TRUE(r.is_ok()) << r.status().message();
+      const std::vector<float> after = logits(*model, ids, 1);
+      if (method == PtqMethod::kAwq) {
+        EXPECT_LT(max_rel_diff(before, after), 1e-5);
+      } else {
+        EXPECT_EQ(r->linears.size(), 2u * 7u);
+        for (const LinearReport& l : r->linears) EXPECT_LE(l.rel_error, l.rtn_rel_error) << l.module;
+        EXPECT_GT(max_rel_diff(before, after), 0.0);
+      }
+    }
+  }
 }
 
 // Saved and reloaded (packed intN weights, AWQ's f32 norms) == the in-memory quantized model.

@@ -145,7 +145,7 @@ Status quantize(const QuantizeOptions& o, Run& run) {
     CalibrationOptions c;
     c.file = path;
     c.samples = o.calib_samples;
-    c.seqlen = o.calib_seqlen > 0 ? o.calib_seqlen : static_cast<int>(std::min<int64_t>(2048, run.lm.model->config().max_position_embeddings));
+    c.seqlen = o.calib_seqlen > 0 ? o.calib_seqlen : static_cast<int>(std::min<int64_t>(512, run.lm.model->config().max_position_embeddings));
     c.seed = o.seed;
     if (c.seqlen > run.lm.model->config().max_position_embeddings)
       return invalid_argument("--calib-seqlen {} exceeds the model's maximum of {} positions", c.seqlen,
@@ -233,7 +233,7 @@ Command make_quantize_command(CLI::App& root) {
   app->add_option("--calib", o->calib, "calibration text/JSONL file or named dataset (c4, wiki, tiny, wikitext2, "
                                        "fixture-val), or none (RTN only)")->capture_default_str();
   app->add_option("--calib-samples", o->calib_samples, "calibration windows")->capture_default_str();
-  app->add_option("--calib-seqlen", o->calib_seqlen, "tokens per window (default min(2048, model maximum))");
+  app->add_option("--calib-seqlen", o->calib_seqlen, "tokens per window, BOS included (default min(512, model maximum), AWQ's; GPTQ papers use 2048)");
   app->add_option("--seed", o->seed, "calibration sampling seed")->capture_default_str();
   app->add_option("--percdamp", o->percdamp, "GPTQ damping, fraction of mean(diag H)")->capture_default_str();
   app->add_option("--block-size", o->block_size, "GPTQ columns per lazy batch update")->capture_default_str();
