@@ -18,7 +18,9 @@ struct Sequence {
 
 struct Batch {
   std::vector<size_t> items;  // request indices
-  int ctx_tokens = 0;         // T of the context pass: max(L - 1)
+  int group = -1;             // prefix group (-1: none)
+  int shared = 0;             // leading context tokens every item of the group shares
+  int ctx_tokens = 0;         // T of the context pass: max(L - 1 - shared)
   int cont_tokens = 0;        // T of the continuation pass: max continuation length
   std::vector<Sequence> sequences;
 };
@@ -52,36 +54,75 @@ int max_cont(const LoglikRequest& r) {
   return static_cast<int>(m);
 }
 
-// Greedy batches over requests sorted by context length (longest first, as lm-eval sorts).
-std::vector<Batch> plan_batches(const std::vector<LoglikRequest>& reqs, const LoglikOptions& opts, int64_t max_pos) {
+// Items whose contexts share a long token prefix (few-shot examples, a preamble): found as runs of
+// neighbours in lexicographic order whose common prefix is at least `min_shared` tokens.
+struct PrefixGroup {
+  std::vector<size_t> items;
+  int shared = 0;
+};
+
+size_t common_prefix(const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
+  return static_cast<size_t>(std::mismatch(a.begin(), a.begin() + std::min(a.size(), b.size()), b.begin()).first - a.begin());
+}
+
+std::vector<PrefixGroup> prefix_groups(const std::vector<LoglikRequest>& reqs, int min_shared) {
   std::vector<size_t> order(reqs.size());
   std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(),
-                   [&](size_t a, size_t b) { return reqs[a].context.size() > reqs[b].context.size(); });
-  std::vector<Batch> batches;
-  Batch cur;
-  int max_past = 0;
-  for (size_t i : order) {
-    const LoglikRequest& r = reqs[i];
-    std::vector<Sequence> seqs = sequences_of(r, i);
-    const int64_t n_seqs = static_cast<int64_t>(cur.sequences.size() + seqs.size());
-    const int ctx_t = std::max(cur.ctx_tokens, prefix_len(r));
-    const int cont_t = std::max(cur.cont_tokens, max_cont(r));
-    const int past = std::max(max_past, prefix_len(r));
-    const bool fits = static_cast<int64_t>(cur.items.size() + 1) * ctx_t <= opts.max_tokens &&
-                      n_seqs <= opts.max_sequences && past + cont_t <= max_pos;
-    if (!cur.items.empty() && !fits) {
-      batches.push_back(std::move(cur));
-      cur = Batch{};
-      max_past = 0;
-    }
-    cur.items.push_back(i);
-    cur.sequences.insert(cur.sequences.end(), seqs.begin(), seqs.end());
-    cur.ctx_tokens = std::max(cur.ctx_tokens, prefix_len(r));
-    cur.cont_tokens = std::max(cur.cont_tokens, max_cont(r));
-    max_past = std::max(max_past, prefix_len(r));
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return reqs[a].context < reqs[b].context; });
+  std::vector<PrefixGroup> groups;
+  for (size_t k = 0; k < order.size(); ++k) {
+    const size_t i = order[k];
+    const int lcp = k == 0 ? 0 : static_cast<int>(common_prefix(reqs[order[k - 1]].context, reqs[i].context));
+    if (groups.empty() || min_shared <= 0 || lcp < min_shared) groups.push_back({{}, prefix_len(reqs[i])});
+    PrefixGroup& g = groups.back();
+    // The last context token of every item stays out of the shared part (the continuation pass feeds it).
+    g.shared = std::min({g.shared, prefix_len(reqs[i]), g.items.empty() ? prefix_len(reqs[i]) : lcp});
+    g.items.push_back(i);
   }
-  if (!cur.items.empty()) batches.push_back(std::move(cur));
+  for (PrefixGroup& g : groups)
+    if (g.items.size() < 2 || g.shared < min_shared) g.shared = 0;
+  return groups;
+}
+
+// Greedy batches over items sorted by context length (longest first, as lm-eval sorts); items of
+// one prefix group are batched together, the others in one pool.
+std::vector<Batch> plan_batches(const std::vector<LoglikRequest>& reqs, const LoglikOptions& opts, int64_t max_pos) {
+  std::vector<PrefixGroup> groups = prefix_groups(reqs, opts.min_shared_prefix);
+  PrefixGroup pool;
+  std::vector<Batch> batches;
+  auto plan_group = [&](PrefixGroup& g, int group_id) {
+    std::stable_sort(g.items.begin(), g.items.end(),
+                     [&](size_t a, size_t b) { return reqs[a].context.size() > reqs[b].context.size(); });
+    Batch cur{{}, group_id, g.shared};
+    int max_past = 0;
+    for (size_t i : g.items) {
+      const LoglikRequest& r = reqs[i];
+      std::vector<Sequence> seqs = sequences_of(r, i);
+      const int64_t n = static_cast<int64_t>(cur.items.size()) + 1;
+      const int own = std::max(cur.ctx_tokens, prefix_len(r) - g.shared);
+      const int cont_t = std::max(cur.cont_tokens, max_cont(r));
+      const int past = std::max(max_past, prefix_len(r));
+      const bool fits = n * own <= opts.max_tokens && n * (g.shared + own) <= opts.max_cache_tokens &&
+                        static_cast<int64_t>(cur.sequences.size() + seqs.size()) <= opts.max_sequences &&
+                        past + cont_t <= max_pos;
+      if (!cur.items.empty() && !fits) {
+        batches.push_back(std::move(cur));
+        cur = Batch{{}, group_id, g.shared};
+        max_past = 0;
+      }
+      cur.items.push_back(i);
+      cur.sequences.insert(cur.sequences.end(), seqs.begin(), seqs.end());
+      cur.ctx_tokens = std::max(cur.ctx_tokens, prefix_len(r) - g.shared);
+      cur.cont_tokens = std::max(cur.cont_tokens, max_cont(r));
+      max_past = std::max(max_past, prefix_len(r));
+    }
+    if (!cur.items.empty()) batches.push_back(std::move(cur));
+  };
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    if (groups[gi].shared > 0) plan_group(groups[gi], static_cast<int>(gi));
+    else pool.items.insert(pool.items.end(), groups[gi].items.begin(), groups[gi].items.end());
+  }
+  if (!pool.items.empty()) plan_group(pool, -1);
   return batches;
 }
 
@@ -98,10 +139,13 @@ std::vector<Chunk> chunk_sequences(const std::vector<LoglikRequest>& reqs, const
   std::vector<Chunk> chunks;
   Chunk cur;
   int64_t real = 0;
+  int max_past = 0;
   for (const Sequence& s : seqs) {
     const int len = input_len(reqs, s);
+    const int past = std::max(max_past, prefix_len(reqs[s.item]));
     const int64_t n = static_cast<int64_t>(cur.sequences.size()) + 1;
-    const bool over = n * len > opts.max_tokens || n > opts.max_sequences || (n > 8 && 4 * (real + len) < 3 * n * len);
+    const bool over = n * len > opts.max_tokens || n > opts.max_sequences || n * (past + len) > opts.max_cache_tokens ||
+                      (n > 8 && 4 * (real + len) < 3 * n * len);
     if (!cur.sequences.empty() && over) {
       chunks.push_back(std::move(cur));
       cur = Chunk{};
@@ -109,21 +153,52 @@ std::vector<Chunk> chunk_sequences(const std::vector<LoglikRequest>& reqs, const
     }
     cur.sequences.push_back(s);
     cur.cont_tokens = std::max(cur.cont_tokens, len);
+    max_past = cur.sequences.size() == 1 ? prefix_len(reqs[s.item]) : past;
     real += len;
   }
   if (!cur.sequences.empty()) chunks.push_back(std::move(cur));
   return chunks;
 }
 
-// Runs every item's context minus its last token through the model: returns the filled cache.
-Result<KvCache> context_pass(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b) {
+// Copies rows [0, n) of sequence `src_seq` of `src` to sequence `dst_seq` of `dst`, every layer.
+void copy_cache_rows(Backend& be, const KvCache& src, int64_t src_seq, KvCache& dst, int64_t dst_seq, int n) {
+  for (size_t l = 0; l < dst.k.size(); ++l) {
+    for (int kv = 0; kv < 2; ++kv) {
+      const Tensor& s = kv == 0 ? src.k[l] : src.v[l];
+      const Tensor& d = kv == 0 ? dst.k[l] : dst.v[l];
+      const int64_t dim = s.shape()[2];
+      View sv = s.view().reshaped(Shape{src.batch * static_cast<int64_t>(src.capacity), dim});
+      View dv = d.view().reshaped(Shape{dst.batch * static_cast<int64_t>(dst.capacity), dim});
+      be.copy(dv.row_slice(dst_seq * dst.capacity, n), sv.row_slice(src_seq * src.capacity, n));
+    }
+  }
+}
+
+// The shared prefix of a group, run once: a cache of one sequence.
+Result<KvCache> prefix_pass(Model& model, const std::vector<int32_t>& context, int shared) {
+  KvCache cache = model.make_kv_cache(1, shared);
+  std::vector<int32_t> ids(context.begin(), context.begin() + shared);
+  ASSIGN_OR_RETURN(View unused, model.forward({ids.data(), BatchLayout{1, shared}, LogitsMode::kNone}, cache));
+  (void)unused;
+  return cache;
+}
+
+// Runs every item's context minus its last token (after the shared prefix, copied from `prefix`),
+// one right-padded sequence per item; returns the filled cache.
+Result<KvCache> context_pass(Model& model, const std::vector<LoglikRequest>& reqs, const Batch& b,
+                             const KvCache* prefix) {
   const int n = static_cast<int>(b.items.size());
-  KvCache cache = model.make_kv_cache(n, std::max(1, b.ctx_tokens));
+  KvCache cache = model.make_kv_cache(n, std::max(1, b.shared + b.ctx_tokens));
+  for (int i = 0; i < n && b.shared > 0; ++i) {
+    copy_cache_rows(model.backend(), *prefix, 0, cache, i, b.shared);
+    cache.lengths[i] = b.shared;
+  }
   if (b.ctx_tokens == 0) return cache;
   std::vector<int32_t> ids(static_cast<size_t>(n) * b.ctx_tokens);
   for (int i = 0; i < n; ++i) {
     const auto& ctx = reqs[b.items[i]].context;
-    for (int t = 0; t < b.ctx_tokens; ++t) ids[i * b.ctx_tokens + t] = ctx[std::min<size_t>(t, ctx.size() - 1)];
+    for (int t = 0; t < b.ctx_tokens; ++t)
+      ids[i * b.ctx_tokens + t] = ctx[std::min<size_t>(b.shared + t, ctx.size() - 1)];
   }
   ASSIGN_OR_RETURN(View unused, model.forward({ids.data(), BatchLayout{n, b.ctx_tokens}, LogitsMode::kNone}, cache));
   (void)unused;
@@ -144,18 +219,7 @@ KvCache expand_cache(Model& model, const std::vector<LoglikRequest>& reqs, const
     const size_t item = chunk.sequences[s].item;
     const int past = prefix_len(reqs[item]);
     cache.lengths[s] = past;
-    if (past == 0) continue;
-    for (size_t l = 0; l < cache.k.size(); ++l) {
-      for (int kv = 0; kv < 2; ++kv) {
-        const Tensor& src_t = kv == 0 ? ctx.k[l] : ctx.v[l];
-        const Tensor& dst_t = kv == 0 ? cache.k[l] : cache.v[l];
-        const int64_t dim = src_t.shape()[2];
-        View src = src_t.view().reshaped(Shape{ctx.batch * static_cast<int64_t>(ctx.capacity), dim});
-        View dst = dst_t.view().reshaped(Shape{cache.batch * static_cast<int64_t>(cache.capacity), dim});
-        be.copy(dst.row_slice(static_cast<int64_t>(s) * cache.capacity, past),
-                src.row_slice(ctx_row[item] * ctx.capacity, past));
-      }
-    }
+    if (past > 0) copy_cache_rows(be, ctx, ctx_row[item], cache, s, past);
   }
   return cache;
 }
@@ -223,8 +287,16 @@ Result<std::vector<std::vector<double>>> score_loglikelihoods(Model& model, cons
   Progress progress(opts.label, static_cast<int64_t>(requests.size()), opts.quiet);
   int64_t done = 0;
   LoglikStats local;
+  KvCache prefix;
+  int prefix_group = -1;
   for (const Batch& b : batches) {
-    ASSIGN_OR_RETURN(KvCache ctx, context_pass(model, requests, b));
+    if (b.shared > 0 && b.group != prefix_group) {  // batches of one group are consecutive
+      ASSIGN_OR_RETURN(prefix, prefix_pass(model, requests[b.items[0]].context, b.shared));
+      prefix_group = b.group;
+      local.forward_passes += 1;
+      local.context_tokens += b.shared;
+    }
+    ASSIGN_OR_RETURN(KvCache ctx, context_pass(model, requests, b, b.shared > 0 ? &prefix : nullptr));
     local.forward_passes += b.ctx_tokens > 0 ? 1 : 0;
     local.context_tokens += static_cast<int64_t>(b.items.size()) * b.ctx_tokens;
     for (size_t i : b.items) out[i].assign(requests[i].continuations.size(), 0.0);

@@ -2,6 +2,8 @@
 // lm-evaluation-harness), on any backend the model runs on.
 //
 // For a batch of items (sorted by context length so padding stays small):
+//   0. items whose contexts share a long prefix (MMLU's description and 5 shots, TruthfulQA's
+//      preamble) are batched together and the prefix runs once, its KV rows copied to each item;
 //   1. context pass: every item's context except its last token, one sequence per item, right
 //      padded, no logits; this fills a KV cache once per item;
 //   2. the item's KV rows are copied into one sequence per choice (Backend::copy, on the device);
@@ -30,8 +32,10 @@ struct LoglikRequest {
 };
 
 struct LoglikOptions {
-  int64_t max_tokens = 4096;  // token rows per forward pass (bounds activations and logits)
-  int max_sequences = 256;    // choice sequences per continuation pass
+  int64_t max_tokens = 4096;         // token rows per forward pass (bounds activations and logits)
+  int64_t max_cache_tokens = 16384;  // KV-cache positions of one pass (all its sequences)
+  int max_sequences = 256;           // choice sequences per continuation pass
+  int min_shared_prefix = 64;        // shared context prefixes at least this long run once (0: never)
   bool quiet = true;          // progress on stderr
   std::string label = "loglikelihood";
 };

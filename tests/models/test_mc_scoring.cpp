@@ -64,7 +64,8 @@ double reference_loglik(Model& model, const std::vector<int32_t>& ctx, const std
   return ll;
 }
 
-void check_task(Loaded& l, const std::string& task, int64_t limit, size_t max_items) {
+// Returns the context tokens run with shared prefixes.
+int64_t check_task(Loaded& l, const std::string& task, int64_t limit, size_t max_items) {
   TaskInstance t = items_of(task, limit);
   if (t.items.size() > max_items) t.items.resize(max_items);
   McTokenizeOptions topts;
@@ -72,18 +73,23 @@ void check_task(Loaded& l, const std::string& task, int64_t limit, size_t max_it
   std::vector<LoglikRequest> reqs;
   for (const McItem& item : t.items) {
     auto r = tokenize_item(*l.tok, item, topts);
-    ASSERT_TRUE(r.is_ok()) << r.status().message();
+    EXPECT_TRUE(r.is_ok()) << r.status().message();
+    if (!r.is_ok()) return -1;
     reqs.push_back(std::move(*r));
   }
   LoglikOptions small;
   small.max_tokens = 96;  // several batches, and items split across them
-  auto a = score_loglikelihoods(*l.model, reqs, small);
-  ASSERT_TRUE(a.is_ok()) << a.status().message();
-  auto b = score_loglikelihoods(*l.model, reqs, LoglikOptions{});
-  ASSERT_TRUE(b.is_ok()) << b.status().message();
+  small.min_shared_prefix = 0;  // every context computed in full
+  LoglikStats sa, sb;
+  auto a = score_loglikelihoods(*l.model, reqs, small, &sa);
+  EXPECT_TRUE(a.is_ok()) << a.status().message();
+  if (!a.is_ok()) return -1;
+  auto b = score_loglikelihoods(*l.model, reqs, LoglikOptions{}, &sb);  // shared prefixes run once
+  EXPECT_TRUE(b.is_ok()) << b.status().message();
+  if (!b.is_ok()) return -1;
   double worst = 0;
   for (size_t i = 0; i < reqs.size(); ++i) {
-    ASSERT_EQ((*a)[i].size(), t.items[i].continuations.size());
+    EXPECT_EQ((*a)[i].size(), t.items[i].continuations.size());
     for (size_t c = 0; c < reqs[i].continuations.size(); ++c) {
       const double ref = reference_loglik(*l.model, reqs[i].context, reqs[i].continuations[c]);
       EXPECT_NEAR((*a)[i][c], ref, 2e-3 + 1e-4 * std::fabs(ref)) << task << " item " << i << " choice " << c;
@@ -91,8 +97,10 @@ void check_task(Loaded& l, const std::string& task, int64_t limit, size_t max_it
       worst = std::max(worst, std::fabs((*a)[i][c] - ref));
     }
   }
-  std::printf("[%s] %s: %zu items, max |harness - reference| = %.2e\n", l.model->config().model_type.c_str(),
-              task.c_str(), reqs.size(), worst);
+  std::printf("[%s] %s: %zu items, max |harness - reference| = %.2e, context tokens %lld (%lld with shared prefixes)\n",
+              l.model->config().model_type.c_str(), task.c_str(), reqs.size(), worst,
+              static_cast<long long>(sa.context_tokens), static_cast<long long>(sb.context_tokens));
+  return sb.context_tokens;
 }
 
 TEST(McScoring, TokenizationFollowsLmEval) {
@@ -136,8 +144,14 @@ TEST(McScoring, Stories260kAllTasks) {
 
 TEST(McScoring, FixtureSpAllTasks) {
   Loaded l = load("fixture-llama-sp");
-  for (const char* task : {"arc_easy", "arc_challenge", "hellaswag", "boolq", "truthfulqa_mc2"}) check_task(l, task, 2, 2);
-  check_task(l, "mmlu", 1, 1);
+  for (const char* task : {"arc_easy", "arc_challenge", "hellaswag", "boolq"}) check_task(l, task, 2, 2);
+  // Three abstract_algebra items share the description and 5 shots; TruthfulQA items its preamble.
+  const int64_t mmlu_ctx = check_task(l, "mmlu", 3, 3);
+  TaskInstance mmlu = items_of("mmlu", 3);
+  int64_t full = 0;
+  for (size_t i = 0; i < 3; ++i) full += static_cast<int64_t>(l.tok->encode(mmlu.items[i].context, false).size()) - 1;
+  EXPECT_LT(mmlu_ctx, full / 2) << "the 5-shot prefix should run once for the three items";
+  check_task(l, "truthfulqa_mc2", 2, 2);
 }
 
 TEST(McScoring, RunMultipleChoiceScoresAgreeWithLogliks) {
