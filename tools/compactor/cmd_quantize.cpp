@@ -165,52 +165,61 @@ nlohmann::json calibration_json(const Run& run) {
           {"seed", c.seed}, {"source_tokens", c.source_tokens}, {"candidates", c.candidates}};
 }
 
+nlohmann::json summary_json(const QuantizeOptions& o, const Run& run) {
+  const PtqResult& r = run.result;
+  struct rusage usage {};
+  getrusage(RUSAGE_SELF, &usage);
+  const double linear_bpw = r.quantized_weights > 0 ? r.quantized_bits / static_cast<double>(r.quantized_weights) : 16.0;
+  return {{"method", o.method}, {"bits", o.bits}, {"group_size", run.ptq.spec.group_size},
+          {"sym", run.ptq.spec.symmetric}, {"act_order", o.act_order}, {"quantized_linears", r.linears.size()},
+          {"seconds", r.seconds}, {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0},
+          {"bits_per_weight_linears", linear_bpw}, {"bits_per_weight_model", model_bits_per_weight(*run.lm.model, r)},
+          {"layer_seconds", r.layer_seconds}};
+}
+
+void add_metrics(RunRecord& record, const nlohmann::json& summary, const Run& run) {
+  auto metric = [&](const std::string& name, double v, const char* unit) {
+    record.metrics.push_back(Metric{name, v, std::nullopt, std::nullopt, std::nullopt, unit});
+  };
+  metric("seconds", summary["seconds"].get<double>(), "s");
+  metric("peak_rss_mb", summary["peak_rss_mb"].get<double>(), "MiB");
+  metric("bits_per_weight", summary["bits_per_weight_model"].get<double>(), "bits");
+  metric("bits_per_weight_linears", summary["bits_per_weight_linears"].get<double>(), "bits");
+  if (summary.contains("file_bytes")) metric("file_bytes", static_cast<double>(summary["file_bytes"].get<int64_t>()), "bytes");
+  for (const auto& [d, j] : run.quant_ppl.items()) metric(d + ".ppl", j["ppl"].get<double>(), "");
+  for (const auto& [d, j] : run.base_ppl.items()) metric(d + ".base_ppl", j["ppl"].get<double>(), "");
+}
+
 int run_quantize(const QuantizeOptions& o, const CLI::App& app) {
   RunRecord record = new_run_record("quantize");
   Run run;
   Status st = quantize(o, run);
   if (!st.is_ok()) return fail(st);
-  const PtqResult& r = run.result;
   nlohmann::json layers = nlohmann::json::array();
-  for (const LinearReport& l : r.linears) layers.push_back(report_json(l));
-  struct rusage usage {};
-  getrusage(RUSAGE_SELF, &usage);
-  const double linear_bpw = r.quantized_weights > 0 ? r.quantized_bits / static_cast<double>(r.quantized_weights) : 16.0;
-  nlohmann::json summary = {{"method", o.method}, {"bits", o.bits}, {"group_size", run.ptq.spec.group_size},
-                            {"sym", run.ptq.spec.symmetric}, {"act_order", o.act_order},
-                            {"quantized_linears", r.linears.size()}, {"seconds", r.seconds},
-                            {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0},
-                            {"bits_per_weight_linears", linear_bpw},
-                            {"bits_per_weight_model", model_bits_per_weight(*run.lm.model, r)},
-                            {"layer_seconds", r.layer_seconds}};
+  for (const LinearReport& l : run.result.linears) layers.push_back(report_json(l));
+  nlohmann::json summary = summary_json(o, run);
   const nlohmann::json provenance = {{"command", "quantize"}, {"args", options_to_json(app)},
                                      {"calibration", calibration_json(run)}, {"summary", summary}, {"layers", layers}};
   if (!o.no_save) {
-    Status saved = save_quantized_model(*run.lm.model, r, provenance, o.out, o.overwrite ? Overwrite::kYes : Overwrite::kNo);
+    Status saved = save_quantized_model(*run.lm.model, run.result, provenance, o.out,
+                                        o.overwrite ? Overwrite::kYes : Overwrite::kNo);
     if (!saved.is_ok()) return fail(saved);
     summary["out"] = o.out;
     summary["file_bytes"] = directory_bytes(o.out);
   }
   if (!run.base_ppl.is_null()) summary["base_ppl"] = run.base_ppl;
   if (!run.quant_ppl.is_null()) summary["ppl"] = run.quant_ppl;
-  record.metrics.push_back(Metric{"seconds", r.seconds, std::nullopt, std::nullopt, std::nullopt, "s"});
-  record.metrics.push_back(Metric{"peak_rss_mb", summary["peak_rss_mb"].get<double>(), {}, {}, {}, "MiB"});
-  record.metrics.push_back(Metric{"bits_per_weight", summary["bits_per_weight_model"].get<double>(), {}, {}, {}, "bits"});
-  if (summary.contains("file_bytes"))
-    record.metrics.push_back(Metric{"file_bytes", static_cast<double>(summary["file_bytes"].get<int64_t>()), {}, {}, {}, "bytes"});
-  for (const auto& [d, j] : run.quant_ppl.items()) record.metrics.push_back(Metric{d + ".ppl", j["ppl"].get<double>(), {}, {}, {}, ""});
-  for (const auto& [d, j] : run.base_ppl.items())
-    record.metrics.push_back(Metric{d + ".base_ppl", j["ppl"].get<double>(), {}, {}, {}, ""});
-  record.details = provenance;
+  add_metrics(record, summary, run);
+  record.details = {{"summary", summary}, {"calibration", calibration_json(run)}, {"layers", layers}};
   record.seed = static_cast<int64_t>(o.seed);
   Status saved = save_record(record, o.common, o.model, app);
   if (!saved.is_ok()) return fail(saved);
   if (o.common.json) {
-    nlohmann::json j = {{"summary", summary}, {"layers", layers}, {"calibration", calibration_json(run)},
-                        {"run_id", record.id}};
+    const nlohmann::json j = {{"summary", summary}, {"layers", layers}, {"calibration", calibration_json(run)},
+                              {"run_id", record.id}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
-    print_table(r, summary);
+    print_table(run.result, summary);
   }
   return 0;
 }
