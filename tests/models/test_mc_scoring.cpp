@@ -11,6 +11,7 @@
 
 #include "eval/kl_divergence.h"
 #include "eval/multiple_choice.h"
+#include "eval/stats.h"
 #include "support/fixtures.h"
 
 namespace compactor {
@@ -152,6 +153,43 @@ TEST(McScoring, FixtureSpAllTasks) {
   for (size_t i = 0; i < 3; ++i) full += static_cast<int64_t>(l.tok->encode(mmlu.items[i].context, false).size()) - 1;
   EXPECT_LT(mmlu_ctx, full / 2) << "the 5-shot prefix should run once for the three items";
   check_task(l, "truthfulqa_mc2", 2, 2);
+}
+
+// Synthetic requests built to hit every path at once: a shared 80-token prefix on half the items,
+// single-token choices sharing one sequence, a choice with the same input as another, many batches.
+TEST(McScoring, SyntheticPathsMatchWholeSequences) {
+  Loaded l = load("stories260K");
+  SplitMix64 rng(7);
+  auto tok = [&]() { return static_cast<int32_t>(3 + rng.below(500)); };
+  std::vector<int32_t> prefix(80);
+  for (auto& t : prefix) t = tok();
+  std::vector<LoglikRequest> reqs(16);
+  for (size_t i = 0; i < reqs.size(); ++i) {
+    if (i % 2 == 0) reqs[i].context = prefix;
+    for (size_t t = 0, own = 1 + rng.below(40); t < own; ++t) reqs[i].context.push_back(tok());
+    for (int c = 0; c < 4; ++c) {
+      std::vector<int32_t> cont(i % 4 == 1 ? 1 : 1 + rng.below(8));
+      for (auto& t : cont) t = tok();
+      if (c == 3 && i % 4 != 1) {
+        cont = reqs[i].continuations[0];
+        cont.back() = tok();
+      }
+      reqs[i].continuations.push_back(std::move(cont));
+    }
+  }
+  LoglikOptions small;
+  small.max_tokens = 128;
+  LoglikStats stats;
+  auto got = score_loglikelihoods(*l.model, reqs, small, &stats);
+  ASSERT_TRUE(got.is_ok()) << got.status().message();
+  for (size_t i = 0; i < reqs.size(); ++i)
+    for (size_t c = 0; c < 4; ++c) {
+      const double ref = reference_loglik(*l.model, reqs[i].context, reqs[i].continuations[c]);
+      EXPECT_NEAR((*got)[i][c], ref, 1e-3 + 1e-4 * std::fabs(ref)) << "item " << i << " choice " << c;
+    }
+  int64_t full = 0;
+  for (const auto& r : reqs) full += static_cast<int64_t>(r.context.size()) - 1;
+  EXPECT_LT(stats.context_tokens, full) << "the 80-token prefix runs once";
 }
 
 TEST(McScoring, RunMultipleChoiceScoresAgreeWithLogliks) {
