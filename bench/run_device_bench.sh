@@ -44,6 +44,8 @@ step bench_llama2_7b_nographs timeout 200 "$B" bench --synthetic llama2-7b --dev
   --batch 1 --ttft-prompts 512 --repeats 3 --out "$OUT/$machine-llama2-7b-nographs.json"
 step bench_llama2_7b_nofuse timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --fuse off \
   --batch 1,32 --ttft-prompts 512 --repeats 3 --out "$OUT/$machine-llama2-7b-nofuse.json"
+step bench_llama2_7b_tcwide timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record \
+  --attention tc-wide --batch 1,32 --ttft-prompts 512,2048 --repeats 3 --breakdown --out "$OUT/$machine-llama2-7b-tcwide.json"
 step bench_llama2_7b_cublas timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --gemv cublas \
   --batch 1 --ttft-prompts 2048 --repeats 3 --attention cuda-cores --out "$OUT/$machine-llama2-7b-cublas-cudacores.json"
 step bench_llama3_8b timeout 200 "$B" bench --synthetic llama3-8b --device cuda --no-record --batch 1,32 \

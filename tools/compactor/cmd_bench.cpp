@@ -1,6 +1,6 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
-//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--fuse on|off]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|tc-wide|cuda-cores] [--fuse on|off]
 //   [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
@@ -68,8 +68,8 @@ nlohmann::json to_json(const BenchResult& r, const BenchConfig& cfg) {
 }
 
 void print_table(const nlohmann::json& j, const BenchResult& r) {
-  std::printf("device %s (%s), timing %s\n", j["device"].get<std::string>().c_str(), j["model"].get<std::string>().c_str(),
-              r.timing.c_str());
+  std::printf("device %s (%s), timing %s, options %s\n", j["device"].get<std::string>().c_str(),
+              j["model"].get<std::string>().c_str(), r.timing.c_str(), j["options"].dump().c_str());
   std::printf("weights %.2f GB, peak KV %.2f GB, peak device memory %.2f GB of %.2f GB, peak RSS %.2f GB\n",
               r.weight_bytes / 1e9, r.peak_kv_bytes / 1e9, r.peak_device_bytes / 1e9, r.device_total_bytes / 1e9,
               peak_rss_bytes() / 1e9);
@@ -120,12 +120,14 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   else if (o.dtype == "f16") opts.activation_dtype = DType::kF16;
   else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", o.dtype);
   if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
-  if (o.attention != "tc" && o.attention != "cuda-cores")
-    return invalid_argument("--attention {}: expected tc or cuda-cores", o.attention);
+  if (o.attention != "tc" && o.attention != "tc-wide" && o.attention != "cuda-cores")
+    return invalid_argument("--attention {}: expected tc, tc-wide or cuda-cores", o.attention);
   if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
-  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
+  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
+                          : o.attention == "tc-wide"  ? AttentionKernel::kTensorCoresWide
+                                                      : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
 }
 #endif
@@ -260,6 +262,9 @@ int run(const BenchCliOptions& o, const CLI::App& app) {
   j["device"] = bm->backend->name();
   j["model"] = bm->name;
   j["machine"] = to_json(detect_hardware());
+  j["options"] = {{"dtype", o.dtype}, {"graphs", o.graphs}, {"gemv", o.gemv}, {"attention", o.attention},
+                  {"fuse", o.fuse}, {"prompt", cfg.prompt}, {"gen", cfg.gen}, {"batches", cfg.batches},
+                  {"ttft_prompts", cfg.ttft_prompts}};
   for (const TtftPoint& t : r->ttft)
     record.metrics.push_back(Metric{"ttft" + std::to_string(t.prompt) + "_ms", t.ms, {}, {}, {}, "ms"});
   for (const BenchPoint& p : r->points) {
@@ -309,7 +314,7 @@ Command make_bench_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--gemv", opts->gemv, "CUDA decode matmuls (T <= 4): custom GEMV kernel or cublas")
       ->capture_default_str();
-  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128) or cuda-cores")
+  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128), tc-wide (32 rows per warp) or cuda-cores")
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();

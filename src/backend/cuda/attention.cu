@@ -364,7 +364,7 @@ Status launch_combine(const AttentionArgs<T>& a, int batch, cudaStream_t stream)
 
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                       const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream,
-                      bool force_cuda_cores) {
+                      AttentionVariant variant) {
   RETURN_IF_ERROR(check_attention(out, q, k_cache, v_cache, p, batch));
   if (batch.tokens == 0) return Status::ok();
   if (plan.splits < 1 || plan.keys_per_split < 1 || (plan.splits > 1 && workspace == nullptr))
@@ -383,11 +383,13 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
                        batch.past_dev, batch.tokens, p.heads, p.kv_heads, p.heads / p.kv_heads, p.head_dim,
                        k_cache.shape[1], plan.splits, plan.keys_per_split,
                        p.scale * 1.4426950408889634f, vec_kv};
-    const bool tc = !force_cuda_cores && attention_tc_supported(p.head_dim, q.data, out.data, k_cache.data, v_cache.data);
+    const bool tc = variant != AttentionVariant::kCudaCores &&
+                    attention_tc_supported(p.head_dim, q.data, out.data, k_cache.data, v_cache.data);
     const AttentionTcArgs tc_args{a.q,        a.k_cache,   a.v_cache, a.out,   a.part_o,         a.part_lse,
                                   a.past,     batch.batch, a.tokens,  a.heads, a.kv_heads,       a.group,
                                   a.head_dim, a.s_max,     a.splits,  a.keys_per_split, a.scale_log2};
-    Status st = tc                    ? attention_tc_cuda(tc_args, q.dtype, stream)
+    Status st = tc && variant == AttentionVariant::kTensorCoresWide ? attention_tc_wide_cuda(tc_args, q.dtype, stream)
+                : tc                  ? attention_tc_cuda(tc_args, q.dtype, stream)
                 : p.head_dim <= 64    ? launch_attention<T, 64>(a, batch.batch, stream)
                 : p.head_dim <= 128   ? launch_attention<T, 128>(a, batch.batch, stream)
                                       : launch_attention<T, kMaxHeadDim>(a, batch.batch, stream);

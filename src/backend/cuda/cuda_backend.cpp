@@ -310,8 +310,11 @@ void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const 
   const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
   float* ws = nullptr;
   if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
-  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, stream_,
-                       options_.attention_kernel == AttentionKernel::kCudaCores));
+  const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores ? AttentionVariant::kCudaCores
+                                   : options_.attention_kernel == AttentionKernel::kTensorCoresWide
+                                       ? AttentionVariant::kTensorCoresWide
+                                       : AttentionVariant::kTensorCores;
+  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, stream_, variant));
 }
 
 void CudaBackend::swiglu(View out, View gate, View up) { check(swiglu_cuda(out, gate, up, stream_)); }

@@ -26,7 +26,8 @@ struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
-enum class AttentionKernel { kAuto, kCudaCores };  // kAuto: tensor cores where supported
+// kAuto: tensor cores (16 query rows per warp) where supported; kTensorCoresWide: 32 rows per warp
+enum class AttentionKernel { kAuto, kCudaCores, kTensorCoresWide };
 enum class MatmulKernel { kAuto, kCublas };        // kAuto: the GEMV kernel for T <= 4 rows
 enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
 
