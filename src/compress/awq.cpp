@@ -11,9 +11,32 @@ namespace compactor {
 
 namespace {
 
-std::vector<float> candidate_scales(const std::vector<float>& mean_abs, float alpha) {
+// Mean over the group's output rows of |w| relative to its quantization group's max |w|: [K].
+std::vector<float> relative_weight_mean(const std::vector<AwqLinear>& group, int64_t k_in) {
+  std::vector<double> sum(k_in, 0.0);
+  int64_t rows = 0;
+  for (const AwqLinear& l : group) {
+    const int64_t gs = l.spec.group_size == 0 ? k_in : l.spec.group_size;
+    for (int64_t n = 0; n < l.out_features; ++n, ++rows)
+      for (int64_t g0 = 0; g0 < k_in; g0 += gs) {
+        const float* w = l.w + n * k_in + g0;
+        float mx = 0.f;
+        for (int64_t i = 0; i < gs; ++i) mx = std::max(mx, std::fabs(w[i]));
+        for (int64_t i = 0; i < gs; ++i) sum[g0 + i] += std::fabs(w[i]) / (mx + 1e-6f);
+      }
+  }
+  std::vector<float> mean(k_in);
+  for (int64_t k = 0; k < k_in; ++k) mean[k] = static_cast<float>(sum[k] / static_cast<double>(std::max<int64_t>(rows, 1)));
+  return mean;
+}
+
+std::vector<float> candidate_scales(const std::vector<float>& mean_abs, const std::vector<float>* w_mean, float alpha) {
   std::vector<float> s(mean_abs.size());
-  for (size_t k = 0; k < s.size(); ++k) s[k] = std::max(std::pow(std::max(mean_abs[k], 0.f), alpha), 1e-4f);
+  for (size_t k = 0; k < s.size(); ++k) {
+    float v = std::pow(std::max(mean_abs[k], 0.f), alpha);
+    if (w_mean != nullptr) v /= std::pow((*w_mean)[k], 1.f - alpha) + 1e-4f;
+    s[k] = std::max(v, 1e-4f);
+  }
   const auto [lo, hi] = std::minmax_element(s.begin(), s.end());
   const float norm = std::sqrt(*lo * *hi);
   for (float& v : s) v /= norm;
@@ -59,9 +82,12 @@ AwqScaleResult awq_search_scales(const std::vector<AwqLinear>& group, int64_t k_
                                  const std::vector<float>& gram, const AwqOptions& opts) {
   AwqScaleResult best;
   best.loss = std::numeric_limits<double>::infinity();
+  std::vector<float> w_mean;
+  if (opts.duo_scaling) w_mean = relative_weight_mean(group, k_in);
   for (int i = 0; i < std::max(1, opts.grid); ++i) {
     const float alpha = static_cast<float>(i) / static_cast<float>(std::max(1, opts.grid));
-    std::vector<float> s = alpha == 0.f ? std::vector<float>(k_in, 1.f) : candidate_scales(mean_abs, alpha);
+    std::vector<float> s = alpha == 0.f ? std::vector<float>(k_in, 1.f)
+                                          : candidate_scales(mean_abs, opts.duo_scaling ? &w_mean : nullptr, alpha);
     double loss = 0;
     for (const AwqLinear& l : group) loss += scaled_rtn_error(l, k_in, s, gram);
     if (i == 0) best.rtn_loss = loss;

@@ -23,6 +23,8 @@ struct AwqOptions {
   int grid = 20;            // α candidates i / grid, i = 0 .. grid-1
   int clip_grid = 20;       // shrink steps of 1/clip_grid
   float max_shrink = 0.5f;  // smallest kept range: (1 - max_shrink) · max|w|
+  // AutoAWQ's duo scaling: s = mean|x|^α / mean(|w| / max|w| per group)^(1-α).
+  bool duo_scaling = false;
 };
 
 // One linear of a group: weights [N, K] f32 (host) and its quantization spec.

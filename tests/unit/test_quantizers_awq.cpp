@@ -51,6 +51,17 @@ TEST(Awq, ScaleSearchNeverLosesToRtnAndProtectsOutlierChannels) {
   EXPECT_NEAR(quadratic_error(p.w.data(), deq.data(), p.n, p.k, p.stats.gram().data()), r.loss, 1e-3 * r.loss);
 }
 
+TEST(Awq, DuoScalingIsAlsoNeverWorseThanRtn) {
+  Problem p = make_problem(512, 256, 64, 6);
+  AwqOptions o;
+  o.duo_scaling = true;
+  AwqScaleResult r =
+      awq_search_scales({AwqLinear{p.w.data(), p.n, QuantSpec{4, 128, true}}}, p.k, p.stats.mean_abs(), p.stats.gram(), o);
+  EXPECT_LE(r.loss, r.rtn_loss);
+  EXPECT_GT(r.alpha, 0.f);
+  for (float v : r.scales) ASSERT_TRUE(std::isfinite(v) && v > 0.f);
+}
+
 TEST(Awq, FoldingIsExactInFloat) {
   Problem p = make_problem(16, 64, 8, 2);
   std::mt19937 rng(3);

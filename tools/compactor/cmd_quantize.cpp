@@ -36,7 +36,7 @@ struct QuantizeOptions {
   int block_size = 128;
   bool no_true_sequential = false;
   int awq_grid = 20;
-  bool no_awq_clip = false;
+  bool no_awq_clip = false, awq_duo = false;
   std::vector<std::string> overrides;
   std::vector<std::string> eval;
   bool eval_base = false;
@@ -67,6 +67,7 @@ Result<PtqOptions> ptq_options(const QuantizeOptions& o) {
   p.block_size = o.block_size;
   p.awq.grid = o.awq_grid;
   p.awq_clip = !o.no_awq_clip;
+  p.awq.duo_scaling = o.awq_duo;
   p.quiet = o.common.quiet;
   return p;
 }
@@ -249,6 +250,7 @@ Command make_quantize_command(CLI::App& root) {
   app->add_flag("--no-true-sequential", o->no_true_sequential, "GPTQ/RTN: capture a block's inputs once");
   app->add_option("--awq-grid", o->awq_grid, "AWQ: scale exponents searched")->capture_default_str();
   app->add_flag("--no-awq-clip", o->no_awq_clip, "AWQ: skip the clipping search");
+  app->add_flag("--awq-duo-scaling", o->awq_duo, "AWQ: divide the scales by mean relative |w|^(1-alpha) (AutoAWQ)");
   app->add_option("--override", o->overrides, "per-module spec PATTERN=VALUE, e.g. lm_head=w8, "
                                                "'model.layers.{0-1}.mlp.down_proj=w8', '*.o_proj=fp16'");
   app->add_option("--eval", o->eval, "perplexity datasets to measure after quantizing")->delimiter(',');
