@@ -1,0 +1,115 @@
+// The GPU-friendly layout of the intN formats ("repacked"), which the fused dequantize-and-multiply
+// kernels (backend/cuda/qgemv.cuh) read, and its scalar host reference. The storage layout of
+// quant_pack.h packs codes down each output column (GPTQ: qweight [W(K), N]), which suits a thread
+// per output column; the fused GEMV gives each output row to a warp whose lanes stream along K in
+// 16-byte loads, so the codes of one output row must be contiguous.
+//
+// Repacked tensors of an [N, K] linear (Kp = K rounded up to kRepackTileK = 128, B = bits):
+//   qweight     u32 [N, Kp*B/32]  row n = Kp/32 blocks of B words; block b holds the codes of
+//                                  positions p = 32b .. 32b+31 (padding positions hold code 0)
+//   scale_zero  u32 [N, Gp]       per (row, group): f16 scale in bits 0-15, the zero point as an
+//                                  f16 in bits 16-31; Gp = Kp / group_size (1 per-channel);
+//                                  groups past the real ones are 0 (scale 0, zero 0)
+//   perm        i32 [Kp]          act-order only: position p holds input column perm[p]
+//                                  (-1 for padding); else position p is column p (p < K)
+// Position p belongs to group p / group_size: with act-order the columns are sorted by g_idx
+// (stably), which is exactly this when every group has group_size members (GPTQ's desc_act);
+// other g_idx are not repackable (plan_repack says so and the caller keeps the dequant path).
+// The kernel gathers x by perm, so y = x · dq(w)ᵀ is unchanged. group_size must be 0 or a power
+// of two >= 32, so that a 32-code block never straddles two groups.
+//
+// Bit layout of one 32-code block (code i = code of position 32b + i, c_i):
+//   B = 2, 4, 8: little-endian stream, c_i at bits (i*B) % 32 of word (i*B) / 32 (as GPTQ, but
+//                along the row). int4, word j:
+//                  bit 31      28 27      24        7       4 3       0
+//                     +----------+----------+- ... -+----------+----------+
+//                     | c(8j+7)  | c(8j+6)  |       | c(8j+1)  |  c(8j)   |
+//                     +----------+----------+- ... -+----------+----------+
+//   B = 3:       no code straddles two words; word j (0..2) holds c(10j+i) at bits 3i..3i+2
+//                (i = 0..9), and its bits 30-31 hold bits 2j, 2j+1 of the 6-bit value
+//                t = c30 | c31 << 3:
+//                  bit 31 30 29    27 26  ...  5     3 2     0
+//                     +-----+--------+-- ... --+--------+--------+
+//                     | t.. | c(10j+9)|   ...  | c(10j+1)| c(10j) |
+//                     +-----+--------+-- ... --+--------+--------+
+// Why these layouts: a code at bits [s, s+B) with s + B <= 23 sits inside an f32 mantissa, so
+// the kernel turns it into a float with one AND-OR against 0x4B000000 (2^23) and one FMA, no shift
+// and no int-to-float conversion (qgemv.cu explains the arithmetic).
+//
+// Test: build-*/tests/test_quant_repack (round trip pack -> repack -> unpack for 2/3/4/8 bits).
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/status.h"
+#include "formats/quant.h"
+#include "formats/quant_pack.h"
+
+namespace compactor {
+
+inline constexpr int kRepackBlockK = 32;   // codes per block (one group at most)
+inline constexpr int kRepackTileK = 128;   // K is padded to a multiple of this
+
+// Sizes of the repacked tensors of one linear.
+struct RepackPlan {
+  int bits = 4;
+  int group_size = 0;      // 0 = per-channel
+  int group_shift = 31;    // position p is in group p >> group_shift (31 per-channel)
+  int64_t n = 0;           // N
+  int64_t k = 0;           // K
+  int64_t k_padded = 0;    // Kp
+  int64_t words_per_row = 0;  // Kp * bits / 32
+  int64_t groups_padded = 0;  // Gp
+  bool permuted = false;      // act-order: perm is needed
+};
+
+// The plan for an [n, k] linear of these bits and group size; `g_idx` (host, [k], or nullptr)
+// fills `perm` ([Kp]) when given. Unsupported (with the reason) for group sizes that are not 0 or
+// a power of two >= 32, and for a g_idx whose groups do not all have group_size members.
+Result<RepackPlan> plan_repack(int bits, int group_size, int64_t n, int64_t k, const int32_t* g_idx,
+                               std::vector<int32_t>* perm);
+
+// Host copies of the repacked tensors (the spec the CUDA repack is compared with byte for byte).
+struct RepackedLinear {
+  RepackPlan plan;
+  std::vector<uint32_t> qweight;     // [N, words_per_row]
+  std::vector<uint32_t> scale_zero;  // [N, Gp]
+  std::vector<int32_t> perm;         // [Kp]; empty unless plan.permuted
+};
+
+Result<RepackedLinear> repack_linear_ref(const PackedRef& p);
+
+// The inverse, back to the unpacked form in the original column order (g_idx rebuilt from perm
+// when act-order; scales widened from f16). unpack_repacked_ref(repack(pack(q))) == q.
+QuantizedLinear unpack_repacked_ref(const RepackedLinear& r, bool symmetric = false);
+
+#ifndef COMPACTOR_HOST_DEVICE
+#define COMPACTOR_HOST_DEVICE
+#endif
+
+// Packs the 32 codes of one block into `bits` words (layout above). codes: [32]; words: [bits]
+COMPACTOR_HOST_DEVICE inline void pack_repacked_block(const uint32_t* codes, int bits, uint32_t* words) {
+  for (int j = 0; j < bits; ++j) words[j] = 0;
+  if (bits == 3) {
+    const uint32_t t = codes[30] | (codes[31] << 3);
+    for (int j = 0; j < 3; ++j) {
+      for (int i = 0; i < 10; ++i) words[j] |= codes[10 * j + i] << (3 * i);
+      words[j] |= ((t >> (2 * j)) & 3u) << 30;
+    }
+    return;
+  }
+  for (int i = 0; i < 32; ++i) words[(i * bits) >> 5] |= codes[i] << ((i * bits) & 31);
+}
+
+// Code i (0..31) of a block whose `bits` words start at `words`.
+COMPACTOR_HOST_DEVICE inline uint32_t repacked_code(const uint32_t* words, int bits, int i) {
+  if (bits == 3) {
+    if (i < 30) return (words[i / 10] >> (3 * (i % 10))) & 7u;
+    const uint32_t t = (words[0] >> 30) | ((words[1] >> 30) << 2) | ((words[2] >> 30) << 4);
+    return i == 30 ? (t & 7u) : (t >> 3);
+  }
+  return (words[(i * bits) >> 5] >> ((i * bits) & 31)) & ((1u << bits) - 1u);
+}
+
+}  // namespace compactor
