@@ -1,0 +1,330 @@
+// The fused intN GEMV/skinny GEMM (qgemv.cuh): a warp owns kRowsPerWarp output rows; its lanes
+// stride along K over "tiles" (one to three 16-byte loads of repacked codes, a whole number of
+// 32-code blocks), with the next batch of tiles (and their scale/zero words) in flight while the
+// current one is multiplied, as in matmul.cu's dense GEMV. x is read through the L1 cache (every
+// warp of an SM reads the same x), not staged in shared memory, so a block starts streaming
+// weights at once. The M input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8
+// rows go to neighbouring blocks, which then share the weights through L2.
+//
+// Dequantization without shifts or int-to-float conversions: a B-bit code c at bit offset B*p
+// (B*p + B <= 23) of word v becomes a float by one AND-OR, f = bits(v & (mask << B*p) | 2^23's
+// bits) = 2^23 + c·2^(B*p), and one FMA, f·2^(-B*p) + a_p = c - z, exact (both terms are exact and
+// the result is a small integer) with a_p = -(2^(23-B*p) + z) computed once per (row, block).
+// Codes higher in the word are shifted down once per word. Per block of 32 codes the warp forms
+// d = Σ (c - z)·x in f32 and accumulates acc += s·d, so the scale is applied once per block.
+// Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/qgemv.cuh"
+
+namespace compactor {
+
+namespace {
+
+constexpr int kQgemvWarps = 4;
+constexpr int kRowsPerWarp = 2;
+constexpr int kMaxRowsM = 8;  // input rows per block (the largest M tile)
+
+// Per bit width: 32-code blocks per tile, 16-byte loads per tile, tiles per lane in flight, and
+// how many B-bit slots of a word sit below bit 23 (read without a shift).
+template <int kBits> struct QTraits;
+template <> struct QTraits<8> { static constexpr int kBlocks = 1, kVecs = 2, kUnroll = 2, kDirect = 2; };
+template <> struct QTraits<4> { static constexpr int kBlocks = 1, kVecs = 1, kUnroll = 4, kDirect = 6; };
+template <> struct QTraits<3> { static constexpr int kBlocks = 4, kVecs = 3, kUnroll = 1, kDirect = 7; };
+template <> struct QTraits<2> { static constexpr int kBlocks = 2, kVecs = 1, kUnroll = 4, kDirect = 11; };
+
+template <int kBits> constexpr int tile_codes() { return QTraits<kBits>::kBlocks * kRepackBlockK; }
+
+__device__ __forceinline__ float pow2f(int e) { return __int_as_float((127 + e) << 23); }
+
+// c - z of code i (0..31) of one block: words w[0..kBits) (plus t, the 6-bit value of codes 30/31
+// for 3 bits); add[p] = -(2^(23 - kBits*p) + z).
+template <int kBits>
+__device__ __forceinline__ float code_minus_zero(const uint32_t* w, uint32_t t, int i, const float* add) {
+  constexpr int kPerWord = kBits == 3 ? 10 : 32 / kBits;
+  constexpr int kDirect = QTraits<kBits>::kDirect;
+  constexpr uint32_t kMask = (1u << kBits) - 1u;
+  uint32_t v;
+  int p;
+  if (kBits == 3 && i >= 30) {
+    v = t;
+    p = i - 30;
+  } else {
+    const int slot = i % kPerWord;
+    v = w[i / kPerWord];
+    p = slot;
+    if (slot >= kDirect) {
+      v >>= kBits * kDirect;
+      p = slot - kDirect;
+    }
+  }
+  const float f = __int_as_float(static_cast<int>((v & (kMask << (kBits * p))) | 0x4B000000u));
+  return fmaf(f, pow2f(-kBits * p), add[p]);
+}
+
+template <typename T>
+__device__ __forceinline__ void load_x8(const T* p, float (&f)[8]) {
+  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+  const T* e = reinterpret_cast<const T*>(&raw);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) f[i] = to_f32(e[i]);
+}
+
+struct QgemvArgs {
+  const uint32_t* qweight;     // [N, words_per_row]
+  const uint32_t* scale_zero;  // [N, Gp]
+  const void* x;               // [M, ldx] act (ldx = Kp: x itself or the staging buffer)
+  void* out;                   // [M, N] act
+  const void* bias;            // [N] or nullptr
+  DType bias_dtype;
+  int64_t n, m, ldx, words_per_row, groups_padded;
+  int tiles;        // Kp / tile_codes
+  int group_shift;  // position p is in group p >> group_shift
+  int m_chunks;     // ceil(M / kMaxRowsM)
+  bool accumulate;
+};
+
+// One block of 32 codes for every (input row t, weight row r): acc[t][r] += s_r · Σ (c - z)·x.
+template <typename T, int kBits, int kRowsM>
+__device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][kBits], const uint32_t (&sz)[kRowsPerWarp],
+                                              const T* const (&xr)[kRowsM], int64_t k0,
+                                              float (&acc)[kRowsM][kRowsPerWarp]) {
+  constexpr int kDirect = QTraits<kBits>::kDirect;
+  float add[kRowsPerWarp][kDirect], scale[kRowsPerWarp];
+  uint32_t t[kRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    scale[r] = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] & 0xffffu)));
+    const float z = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] >> 16)));
+#pragma unroll
+    for (int p = 0; p < kDirect; ++p) add[r][p] = -z - pow2f(23 - kBits * p);
+    t[r] = kBits == 3 ? (w[r][0] >> 30) | ((w[r][1] >> 30) << 2) | ((w[r][2 % kBits] >> 30) << 4) : 0u;
+  }
+  float dot[kRowsM][kRowsPerWarp] = {};
+#pragma unroll
+  for (int q = 0; q < kRepackBlockK / 8; ++q) {
+    float cz[kRowsPerWarp][8];
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+      for (int e = 0; e < 8; ++e) cz[r][e] = code_minus_zero<kBits>(w[r], t[r], q * 8 + e, add[r]);
+#pragma unroll
+    for (int m = 0; m < kRowsM; ++m) {
+      float xv[8];
+      load_x8(xr[m] + k0 + q * 8, xv);
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r)
+#pragma unroll
+        for (int e = 0; e < 8; ++e) dot[m][r] = fmaf(cz[r][e], xv[e], dot[m][r]);
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kRowsM; ++m)
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) acc[m][r] = fmaf(scale[r], dot[m][r], acc[m][r]);
+}
+
+}  // namespace
+
+template <typename T, int kBits, int kRowsM>
+__global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs a) {
+  using Tr = QTraits<kBits>;
+  constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
+  const int chunk = static_cast<int>(blockIdx.x % a.m_chunks);
+  const int64_t block_n = blockIdx.x / a.m_chunks;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int64_t row0 = (block_n * kQgemvWarps + warp) * kRowsPerWarp;
+  if (row0 >= a.n) return;  // no barriers below
+  const uint4* wr[kRowsPerWarp];
+  const uint32_t* szr[kRowsPerWarp];
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int64_t row = row0 + r < a.n ? row0 + r : row0;
+    wr[r] = reinterpret_cast<const uint4*>(a.qweight + row * a.words_per_row);
+    szr[r] = a.scale_zero + row * a.groups_padded;
+  }
+  const T* xr[kRowsM];
+#pragma unroll
+  for (int m = 0; m < kRowsM; ++m) {
+    const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
+    xr[m] = static_cast<const T*>(a.x) + (t < a.m ? t : a.m - 1) * a.ldx;
+  }
+  // Tiles base + 32u (u < kU) of every row: codes and the scale/zero word of each block.
+  auto load_batch = [&](uint4 (&wv)[kU][kRowsPerWarp][kV], uint32_t (&szv)[kU][kRowsPerWarp][kB], int base) {
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int tile = base + 32 * u;
+      const bool ok = tile < a.tiles;
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+#pragma unroll
+        for (int v = 0; v < kV; ++v) wv[u][r][v] = ok ? __ldg(wr[r] + tile * kV + v) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+        for (int b = 0; b < kB; ++b) {
+          const int64_t pos = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
+          szv[u][r][b] = ok ? __ldg(szr[r] + (pos >> a.group_shift)) : 0u;
+        }
+      }
+    }
+  };
+  uint4 cur[kU][kRowsPerWarp][kV], nxt[kU][kRowsPerWarp][kV];
+  uint32_t cur_sz[kU][kRowsPerWarp][kB], nxt_sz[kU][kRowsPerWarp][kB];
+  load_batch(cur, cur_sz, lane);
+  float acc[kRowsM][kRowsPerWarp] = {};
+  for (int base = lane; base < a.tiles; base += 32 * kU) {
+    if (base + 32 * kU < a.tiles) load_batch(nxt, nxt_sz, base + 32 * kU);
+#pragma unroll
+    for (int u = 0; u < kU; ++u) {
+      const int tile = base + 32 * u;
+      if (tile >= a.tiles) break;
+#pragma unroll
+      for (int b = 0; b < kB; ++b) {
+        uint32_t w[kRowsPerWarp][kBits], sz[kRowsPerWarp];
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+          const uint32_t* words = reinterpret_cast<const uint32_t*>(cur[u][r]);
+#pragma unroll
+          for (int j = 0; j < kBits; ++j) w[r][j] = words[b * kBits + j];
+          sz[r] = cur_sz[u][r][b];
+        }
+        const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
+        block_product<T, kBits, kRowsM>(w, sz, xr, k0, acc);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kU; ++u)
+#pragma unroll
+      for (int r = 0; r < kRowsPerWarp; ++r) {
+#pragma unroll
+        for (int v = 0; v < kV; ++v) cur[u][r][v] = nxt[u][r][v];
+#pragma unroll
+        for (int b = 0; b < kB; ++b) cur_sz[u][r][b] = nxt_sz[u][r][b];
+      }
+  }
+  T* out = static_cast<T*>(a.out);
+#pragma unroll
+  for (int m = 0; m < kRowsM; ++m) {
+    const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+      const float v = warp_sum(acc[m][r]);
+      const int64_t row = row0 + r;
+      if (lane == 0 && row < a.n && t < a.m) {
+        T* o = out + t * a.n + row;
+        *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
+                         (a.accumulate ? to_f32(*o) : 0.f));
+      }
+    }
+  }
+}
+
+// xs[t, p] = x[t, perm[p]] (x[t, p] without perm), 0 for padding positions p (p >= K or perm -1).
+template <typename T>
+__global__ void qgemv_stage_x_kernel(T* __restrict__ xs,                // [M, Kp]
+                                     const T* __restrict__ x,           // [M, K]
+                                     const int32_t* __restrict__ perm,  // [Kp] or nullptr
+                                     int64_t m, int64_t k, int64_t kp) {
+  const int64_t total = m * kp;
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t t = i / kp, p = i - t * kp;
+    const int64_t col = perm != nullptr ? perm[p] : (p < k ? p : -1);
+    xs[i] = col >= 0 ? x[t * k + col] : from_f32<T>(0.f);
+  }
+}
+
+namespace {
+
+bool x_in_place(const RepackPlan& plan, const void* x_data) {
+  return !plan.permuted && plan.k == plan.k_padded && reinterpret_cast<uintptr_t>(x_data) % 16 == 0;
+}
+
+Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accumulate) {
+  const RepackPlan& plan = w.plan;
+  RETURN_IF_ERROR(expect_act("qgemv", "x", x));
+  RETURN_IF_ERROR(expect_act("qgemv", "out", out));
+  if (out.dtype != x.dtype) return invalid_argument("qgemv: out is {} but x is {}", dtype_name(out.dtype), dtype_name(x.dtype));
+  RETURN_IF_ERROR(expect_shape2("qgemv", "x", x, x.rows(), plan.k));
+  RETURN_IF_ERROR(expect_shape2("qgemv", "out", out, x.rows(), plan.n));
+  if (w.qweight == nullptr || w.scale_zero == nullptr || (plan.permuted && w.perm == nullptr))
+    return invalid_argument("qgemv: the repacked weight [{}, {}] has no device data", plan.n, plan.k);
+  if (plan.bits != 2 && plan.bits != 3 && plan.bits != 4 && plan.bits != 8)
+    return invalid_argument("qgemv: bits {} (expected 2, 3, 4 or 8)", plan.bits);
+  if (plan.k_padded % kRepackTileK != 0 || plan.k_padded / kRepackBlockK > 0x7fffffff)
+    return invalid_argument("qgemv: padded K {} is not a multiple of {} or too large", plan.k_padded, kRepackTileK);
+  if (bias.data != nullptr) {
+    if (accumulate) return invalid_argument("qgemv: accumulate with a bias is not supported");
+    RETURN_IF_ERROR(expect_cuda("qgemv", "bias", bias));
+    if (bias.numel() != plan.n || !is_float_dtype_cuda(bias.dtype))
+      return invalid_argument("qgemv: bias {} {} does not match [{}] float", bias.shape.str(), dtype_name(bias.dtype), plan.n);
+  }
+  if (out.data == x.data) return invalid_argument("qgemv: out must not alias x");
+  return Status::ok();
+}
+
+template <typename T, int kBits>
+Status launch_bits(const QgemvArgs& a, int64_t n_blocks, cudaStream_t stream) {
+  const int64_t blocks = n_blocks * a.m_chunks;
+  if (blocks > 0x7fffffff) return invalid_argument("qgemv: {} blocks exceed one grid", blocks);
+  const dim3 grid(static_cast<unsigned>(blocks)), threads(kQgemvWarps * 32);
+  if (a.m == 1) {
+    qgemv_kernel<T, kBits, 1><<<grid, threads, 0, stream>>>(a);
+  } else if (a.m == 2) {
+    qgemv_kernel<T, kBits, 2><<<grid, threads, 0, stream>>>(a);
+  } else if (a.m <= 4) {
+    qgemv_kernel<T, kBits, 4><<<grid, threads, 0, stream>>>(a);
+  } else {
+    qgemv_kernel<T, kBits, kMaxRowsM><<<grid, threads, 0, stream>>>(a);
+  }
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+}  // namespace
+
+size_t qgemv_scratch_bytes(const RepackPlan& plan, int64_t rows, DType act, const void* x_data) {
+  if (x_in_place(plan, x_data)) return 0;
+  return static_cast<size_t>(rows * plan.k_padded * dtype_size(act));
+}
+
+Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumulate, void* scratch,
+                  cudaStream_t stream) {
+  RETURN_IF_ERROR(check_qgemv(out, x, w, bias, accumulate));
+  const RepackPlan& plan = w.plan;
+  const int64_t m = x.rows();
+  if (m == 0) return Status::ok();
+  const bool in_place = x_in_place(plan, x.data);
+  if (!in_place && scratch == nullptr) return invalid_argument("qgemv: x needs a staging buffer but scratch is null");
+  QgemvArgs a{};
+  a.qweight = w.qweight;
+  a.scale_zero = w.scale_zero;
+  a.x = in_place ? x.data : scratch;
+  a.out = out.data;
+  a.bias = bias.data;
+  a.bias_dtype = bias.dtype;
+  a.n = plan.n;
+  a.m = m;
+  a.ldx = plan.k_padded;
+  a.words_per_row = plan.words_per_row;
+  a.groups_padded = plan.groups_padded;
+  a.group_shift = plan.group_shift;
+  a.m_chunks = static_cast<int>(ceil_div(m, kMaxRowsM));
+  a.accumulate = accumulate;
+  const int64_t n_blocks = ceil_div(plan.n, kQgemvWarps * kRowsPerWarp);
+  return dispatch_act(x.dtype, "qgemv", [&](auto tag) -> Status {
+    using T = decltype(tag);
+    if (!in_place) {
+      constexpr int kThreads = 256;
+      qgemv_stage_x_kernel<T><<<grid_for(m * plan.k_padded, kThreads), kThreads, 0, stream>>>(
+          static_cast<T*>(scratch), x.as<const T>(), w.perm, m, plan.k, plan.k_padded);
+      CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    }
+    switch (plan.bits) {
+      case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, n_blocks, stream);
+      case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, n_blocks, stream);
+      case 3: a.tiles = static_cast<int>(plan.k_padded / tile_codes<3>()); return launch_bits<T, 3>(a, n_blocks, stream);
+      default: a.tiles = static_cast<int>(plan.k_padded / tile_codes<2>()); return launch_bits<T, 2>(a, n_blocks, stream);
+    }
+  });
+}
+
+}  // namespace compactor

@@ -1,0 +1,57 @@
+// Fused dequantize-and-multiply for packed intN weights at decode sizes (M = 1..64 input rows):
+// y[M, N] = x[M, K] · dq(W)ᵀ read straight from the repacked codes (formats/quant_repack.h), so
+// the product streams about bits/8 bytes per weight instead of the dequantize + cuBLAS path's
+// 2 (write) + 2 (read) + bits/8. Activations bf16 or f16, f32 accumulation, int2/3/4/8, group
+// sizes 32/64/128/.. (powers of two >= 32) or per-channel, symmetric or asymmetric (the zero point
+// is stored either way), act-order through the repack's column permutation (x is gathered by it
+// into a staging buffer before the product).
+//   qgemv_repack_cuda   once per weight: the packed LinearWeight (quant_pack.h layout) -> the
+//                       repacked tensors, on the device (qgemv_repack.cu)
+//   qgemv_cuda          per matmul: the product (qgemv.cu)
+// CudaBackend::matmul picks this path for quantized weights up to kQgemvAutoMaxRows input rows and
+// keeps the repacked copy of each weight in a cache; above that it dequantizes and calls cuBLAS.
+// Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#pragma once
+
+#include "backend/backend.h"
+#include "backend/cuda/common.cuh"
+#include "formats/quant_repack.h"
+
+namespace compactor {
+
+// Input rows up to which CudaBackend::matmul uses the fused kernel (CUDA cores; above this the
+// dequantize + cuBLAS tensor-core path is expected to win; bench_qgemm measures the crossover).
+inline constexpr int64_t kQgemvAutoMaxRows = 32;
+
+// Device views of a repacked linear (owned elsewhere).
+struct QgemvWeight {
+  RepackPlan plan;
+  const uint32_t* qweight = nullptr;     // [N, plan.words_per_row] u32
+  const uint32_t* scale_zero = nullptr;  // [N, plan.groups_padded] u32 (f16 scale | f16 zero << 16)
+  const int32_t* perm = nullptr;         // [plan.k_padded] i32, or nullptr when not act-order
+};
+
+// Owning device tensors of a repacked linear.
+struct QgemvRepacked {
+  RepackPlan plan;
+  Tensor qweight, scale_zero, perm;  // perm undefined unless plan.permuted
+  QgemvWeight view() const;
+  int64_t bytes() const;
+};
+
+// Repacks a quantized LinearWeight whose qweight/scales/qzeros/g_idx are CUDA views (g_idx is
+// read back to the host once to build the permutation). Unsupported (the caller falls back to
+// dequantize + cuBLAS) for group sizes plan_repack rejects and irregular act-order.
+Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stream);
+
+// Bytes of the x staging buffer qgemv_cuda needs for `rows` input rows of this weight: 0 when x
+// is read in place (K % 128 == 0, no act-order), else rows * Kp elements of the activation dtype.
+size_t qgemv_scratch_bytes(const RepackPlan& plan, int64_t rows, DType act, const void* x_data);
+
+// out: [M, N] act = x: [M, K] act · dq(w)ᵀ (+ bias: [N] f32|f16|bf16, or data == nullptr);
+// accumulate: out += x · dq(w)ᵀ instead (no bias). scratch: qgemv_scratch_bytes(...) device bytes
+// (may be nullptr when that is 0). Any M works; the kernel tiles M by 1/2/4/8 rows.
+Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumulate, void* scratch,
+                  cudaStream_t stream);
+
+}  // namespace compactor
