@@ -3,6 +3,7 @@
 // Test: build-cuda/tests/test_cuda_ops (on a GPU machine; skipped without one).
 #include "backend/cuda/cuda_backend.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <mutex>
@@ -18,6 +19,7 @@
 #include "backend/cuda/fill.cuh"
 #include "backend/cuda/kv_store.cuh"
 #include "backend/cuda/matmul.cuh"
+#include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/rms_norm.cuh"
 #include "backend/cuda/rope.cuh"
 #include "backend/cuda/rope_kv_store.cuh"
@@ -35,6 +37,10 @@ struct AllocStats {
   std::mutex mu;
   std::unordered_map<void*, size_t> sizes;
   int64_t live = 0, peak = 0;
+  // Identity of each live allocation: a freed and reused address gets a new serial (the repacked
+  // weight cache checks its sources with it).
+  std::unordered_map<const void*, uint64_t> serials;
+  uint64_t next_serial = 1;
 };
 AllocStats& alloc_stats() {
   static AllocStats* stats = new AllocStats();  // never destroyed: frees may run at exit
@@ -45,6 +51,7 @@ void note_alloc(void* p, size_t bytes) {
   AllocStats& s = alloc_stats();
   std::lock_guard<std::mutex> lock(s.mu);
   s.sizes[p] = bytes;
+  s.serials[p] = s.next_serial++;
   s.live += static_cast<int64_t>(bytes);
   if (s.live > s.peak) s.peak = s.live;
 }
@@ -54,8 +61,17 @@ void note_free(void* p) {
   std::lock_guard<std::mutex> lock(s.mu);
   auto it = s.sizes.find(p);
   if (it == s.sizes.end()) return;
+  s.serials.erase(p);
   s.live -= static_cast<int64_t>(it->second);
   s.sizes.erase(it);
+}
+
+// The serial of the live backend allocation that starts at p; 0 for anything else.
+uint64_t allocation_serial(const void* p) {
+  AllocStats& s = alloc_stats();
+  std::lock_guard<std::mutex> lock(s.mu);
+  auto it = s.serials.find(p);
+  return it == s.serials.end() ? 0 : it->second;
 }
 
 // Allocator hooks for Tensor (core cannot depend on CUDA). A failed cudaMalloc returns nullptr,
@@ -275,10 +291,16 @@ void CudaBackend::add_rms_norm(View out, View residual, View delta, View weight,
 
 void CudaBackend::add(View x, View delta) { check(add_cuda(x, delta, stream_)); }
 
-// Quantized weights are dequantized into a reused scratch buffer, then multiplied densely.
+// Quantized weights: the fused kernel (qgemv.cuh) up to kQgemvAutoMaxRows rows; otherwise (and
+// for weights it cannot repack) they are dequantized into a reused scratch buffer, then
+// multiplied densely.
 void CudaBackend::matmul(View out, View x, const LinearWeight& w) {
   if (!w.quantized()) {
     check(matmul_cuda(out, x, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
+    return;
+  }
+  if (const QgemvWeight* q = fused_quantized(w, x)) {
+    run_qgemv(out, x, *q, w.bias, /*accumulate=*/false);
     return;
   }
   const Shape shape{w.out_features, w.in_features};
@@ -330,6 +352,12 @@ void CudaBackend::matmul_group(const View* outs, View x, const LinearWeight* con
 }
 
 void CudaBackend::matmul_add(View x, View a, const LinearWeight& w, View scratch) {
+  if (options_.fuse == FuseOps::kOn && w.quantized() && w.bias.data == nullptr) {
+    if (const QgemvWeight* q = fused_quantized(w, a)) {
+      run_qgemv(x, a, *q, View{}, /*accumulate=*/true);
+      return;
+    }
+  }
   if (options_.fuse == FuseOps::kOff || w.quantized() || w.bias.data != nullptr) {
     Backend::matmul_add(x, a, w, scratch);
     return;
@@ -379,6 +407,96 @@ void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets)
   if (rows == 0) return;
   CUDA_CHECK(cudaMemcpyAsync(nll, dev, rows * sizeof(float), cudaMemcpyDeviceToHost, stream_));
   CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
+// ---- fused quantized matmul (qgemv.cuh): repacked weights, cached per packed weight ----
+
+// A cached repack stays valid while each packed tensor it was made from is the same live device
+// allocation (same address and allocation serial); entries of freed weights are dropped at the
+// next insertion. ok == false records a weight the repack rejected (the dequantize path runs).
+struct CudaBackend::QgemvCache {
+  struct Entry {
+    const void* sources[4] = {};  // qweight, scales, qzeros, g_idx
+    uint64_t serials[4] = {};
+    int64_t n = 0, k = 0;
+    int bits = 0, group = 0;
+    bool ok = false;
+    QgemvRepacked repacked;
+    QgemvWeight view;
+  };
+  std::unordered_map<const void*, Entry> entries;  // keyed by qweight.data
+};
+
+namespace {
+
+void qgemv_sources(const LinearWeight& w, const void* (&src)[4], uint64_t (&serial)[4]) {
+  const View* views[] = {&w.qweight, &w.scales, &w.qzeros, &w.g_idx};
+  for (int i = 0; i < 4; ++i) {
+    src[i] = views[i]->data;
+    serial[i] = src[i] != nullptr ? allocation_serial(src[i]) : 0;
+  }
+}
+
+}  // namespace
+
+const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
+  if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > kQgemvAutoMaxRows) return nullptr;
+  const void* src[4];
+  uint64_t serial[4];
+  qgemv_sources(w, src, serial);
+  for (int i = 0; i < 4; ++i)
+    if (src[i] != nullptr && serial[i] == 0) return nullptr;  // not a whole backend allocation: not cached
+  if (!qgemv_cache_) qgemv_cache_ = std::make_shared<QgemvCache>();
+  auto& entries = qgemv_cache_->entries;
+  auto it = entries.find(src[0]);
+  if (it != entries.end()) {
+    const QgemvCache::Entry& e = it->second;
+    if (std::equal(src, src + 4, e.sources) && std::equal(serial, serial + 4, e.serials) && e.n == w.out_features &&
+        e.k == w.in_features && e.bits == w.bits() && e.group == w.group_size)
+      return e.ok ? &e.view : nullptr;
+  }
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
+  if (capture != cudaStreamCaptureStatusNone) return nullptr;  // a repack allocates and waits
+  std::erase_if(entries, [](const auto& kv) {
+    for (int i = 0; i < 4; ++i)
+      if (kv.second.sources[i] != nullptr && allocation_serial(kv.second.sources[i]) != kv.second.serials[i]) return true;
+    return false;
+  });
+  QgemvCache::Entry e;
+  std::copy(src, src + 4, e.sources);
+  std::copy(serial, serial + 4, e.serials);
+  e.n = w.out_features;
+  e.k = w.in_features;
+  e.bits = w.bits();
+  e.group = w.group_size;
+  auto repacked = qgemv_repack_cuda(w, stream_);
+  if (repacked.is_ok()) {
+    e.repacked = std::move(repacked).value();
+    e.view = e.repacked.view();
+    e.ok = true;
+  }
+  auto placed = entries.insert_or_assign(src[0], std::move(e)).first;
+  return placed->second.ok ? &placed->second.view : nullptr;
+}
+
+void CudaBackend::run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate) {
+  const size_t bytes = qgemv_scratch_bytes(q.plan, x.rows(), x.dtype, x.data);
+  void* scratch = bytes == 0 ? nullptr : qgemv_scratch_.reserve(bytes);
+  check(qgemv_cuda(out, x, q, bias, accumulate, scratch, stream_));
+}
+
+void CudaBackend::forget_repacked_weights() {
+  if (!qgemv_cache_) return;
+  synchronize();
+  qgemv_cache_->entries.clear();
+}
+
+int64_t CudaBackend::repacked_bytes() const {
+  int64_t total = 0;
+  if (qgemv_cache_)
+    for (const auto& kv : qgemv_cache_->entries) total += kv.second.ok ? kv.second.repacked.bytes() : 0;
+  return total;
 }
 
 // ---- beyond the Backend interface ----

@@ -26,9 +26,13 @@ struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
+struct QgemvWeight;  // backend/cuda/qgemv.cuh
+
 // kAuto: tensor cores (16 query rows per warp) where supported; kTensorCoresWide: 32 rows per warp
 enum class AttentionKernel { kAuto, kCudaCores, kTensorCoresWide };
-enum class MatmulKernel { kAuto, kCublas };        // kAuto: the GEMV kernel for T <= 4 rows
+// kAuto: the GEMV kernel for T <= 4 rows; quantized weights: the fused kernel (qgemv.cuh) for
+// T <= kQgemvAutoMaxRows. kCublas: cuBLAS (quantized weights dequantized first).
+enum class MatmulKernel { kAuto, kCublas };
 enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
 
 struct CudaBackendOptions {
@@ -171,6 +175,11 @@ class CudaBackend final : public Backend {
   // Milliseconds of device time for the work `fn` queues on the stream (CUDA events around it).
   Result<float> time_ms(const std::function<Status()>& fn);
   CudaMemoryInfo memory_info() const;
+  // The fused quantized matmul keeps a repacked copy of each quantized weight it multiplies (made
+  // on first use, outside stream capture). Call forget_repacked_weights after changing packed
+  // tensors in place; repacked_bytes is the device memory those copies hold.
+  void forget_repacked_weights();
+  int64_t repacked_bytes() const;
   void reset_peak_memory();
   int device_ordinal() const { return options_.device; }
 
@@ -189,6 +198,12 @@ class CudaBackend final : public Backend {
   DeviceBuffer cublas_workspace_;
   DeviceBuffer nll_, attention_workspace_;
   DeviceBuffer dequant_;  // [N, K] act: a quantized linear dequantized for cuBLAS (dequant.cuh)
+  struct QgemvCache;      // repacked quantized weights by source (cuda_backend.cpp)
+  std::shared_ptr<QgemvCache> qgemv_cache_;
+  DeviceBuffer qgemv_scratch_;  // [M, Kp] act: x gathered/padded for the fused kernel
+  // The repacked weight for the fused kernel, or nullptr when the dequantize path must run.
+  const QgemvWeight* fused_quantized(const LinearWeight& w, View x);
+  void run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate);
   UploadBuffer ids_, targets_, past_, inv_freq_;
   std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)
   std::vector<float> inv_freq_uploaded_;  // host mirror of inv_freq_ (uploaded once per table)
