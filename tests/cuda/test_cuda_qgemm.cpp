@@ -1,0 +1,391 @@
+// The fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) against the CPU reference:
+//   - the device repack is byte-identical to repack_linear_ref (formats/quant_repack.h);
+//   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
+//     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
+//     multiple of 128 or of the group), plus bias and accumulate (out +=);
+//   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= 32) or dequantize + cuBLAS and
+//     both agree with the reference; a weight freed and replaced at the same address is not served
+//     from a stale repack; group 16 and irregular act-order fall back to the dequantize path.
+// bf16 and f16 activations. Failures print the case, max abs/rel error and the first bad elements.
+// Argument errors are checked without a GPU; everything else skips when no GPU is present.
+// Run (GPU machine): build-*/tests/test_cuda_qgemm   or   ctest -L gpu
+#include <gtest/gtest.h>
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <vector>
+
+#include "backend/cpu/cpu_qmatmul.h"
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/qgemv.cuh"
+#include "formats/quant_pack.h"
+#include "formats/quant_repack.h"
+
+namespace compactor {
+namespace {
+
+bool gpu_present() {
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) (void)cudaGetLastError();
+  return err == cudaSuccess && count > 0;
+}
+
+// A random valid QuantizedLinear (f16-exact scales, integer zeros; GPTQ-style act-order g_idx:
+// groups of group_size members, shuffled).
+QuantizedLinear random_linear(int bits, int group, bool sym, bool act_order, int64_t n, int64_t k, uint32_t seed) {
+  std::mt19937 rng(seed);
+  QuantizedLinear q;
+  q.spec = QuantSpec{bits, group, sym};
+  q.out_features = n;
+  q.in_features = k;
+  const int levels = 1 << bits;
+  std::uniform_int_distribution<int> code(0, levels - 1);
+  std::uniform_real_distribution<float> scale(1e-3f, 0.05f);
+  q.codes.resize(n * k);
+  for (auto& c : q.codes) c = static_cast<uint8_t>(code(rng));
+  const int64_t g = q.groups();
+  q.scales.resize(n * g);
+  q.zeros.resize(n * g);
+  for (int64_t i = 0; i < n * g; ++i) {
+    q.scales[i] = f16_to_f32(f32_to_f16(scale(rng)));
+    q.zeros[i] = sym ? static_cast<float>(levels / 2) : static_cast<float>(code(rng));
+  }
+  if (act_order) {
+    q.g_idx.resize(k);
+    for (int64_t i = 0; i < k; ++i) q.g_idx[i] = static_cast<int32_t>(i / group);
+    std::shuffle(q.g_idx.begin(), q.g_idx.end(), rng);
+  }
+  return q;
+}
+
+// x · dq(w)ᵀ in double, and Σ|x·w| per element (the scale of the f32 accumulation error).
+struct Reference {
+  std::vector<double> y, magnitude;  // [M, N]
+};
+
+Reference reference(const std::vector<float>& x, const std::vector<float>& w, int64_t m, int64_t n, int64_t k) {
+  Reference r;
+  r.y.assign(m * n, 0.0);
+  r.magnitude.assign(m * n, 0.0);
+  for (int64_t t = 0; t < m; ++t)
+    for (int64_t j = 0; j < n; ++j) {
+      double s = 0, a = 0;
+      const float* xr = &x[t * k];
+      const float* wr = &w[j * k];
+      for (int64_t i = 0; i < k; ++i) {
+        const double p = static_cast<double>(xr[i]) * wr[i];
+        s += p;
+        a += std::fabs(p);
+      }
+      r.y[t * n + j] = s;
+      r.magnitude[t * n + j] = a;
+    }
+  return r;
+}
+
+// Half an ulp of the output rounding, doubled.
+double round_tol(DType d) { return d == DType::kBF16 ? 2.0 / 256 : 2.0 / 2048; }
+// The fused kernel's f32 accumulation, relative to Σ|x·w| (generous: ~170 f32 ulps).
+constexpr double kFusedCoef = 1e-5;
+// Paths that may dequantize w to the activation dtype first (relative rounding error of each
+// weight: 2^-9 bf16, 2^-11 f16) and round an intermediate once more (matmul_add's default).
+double dequant_coef(DType d) { return (d == DType::kBF16 ? 1.0 / 512 : 1.0 / 2048) + kFusedCoef; }
+
+// Every element within round_tol·|ref| + coef·Σ|x·w| (magnitude includes any added base).
+::testing::AssertionResult close_to(const std::vector<float>& got, const std::vector<double>& want,
+                                    const std::vector<double>& magnitude, DType act, const std::string& what,
+                                    double coef = kFusedCoef) {
+  double max_abs = 0, max_rel = 0;
+  int bad = 0;
+  std::string first;
+  for (size_t i = 0; i < want.size(); ++i) {
+    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
+    max_abs = std::max(max_abs, err);
+    if (std::fabs(want[i]) > 1e-6) max_rel = std::max(max_rel, err / std::fabs(want[i]));
+    const bool ok = std::isfinite(got[i]) && err <= round_tol(act) * std::fabs(want[i]) + coef * magnitude[i] + 1e-6;
+    if (!ok && bad++ < 4) first += fmt::format(" [{}] = {} (want {});", i, got[i], want[i]);
+  }
+  if (bad == 0) return ::testing::AssertionSuccess();
+  return ::testing::AssertionFailure() << what << ": " << bad << " of " << want.size()
+                                       << " elements off, max abs err " << max_abs << ", max rel err " << max_rel
+                                       << "; first:" << first;
+}
+
+class CudaQgemm : public ::testing::TestWithParam<DType> {
+ protected:
+  void SetUp() override {
+    if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
+    auto be = CudaBackend::create(CudaBackendOptions{GetParam()});
+    ASSERT_TRUE(be.is_ok()) << be.status().message();
+    be_ = std::move(be).value();
+  }
+  DType act() const { return GetParam(); }
+
+  Tensor upload(View host) {
+    Tensor t = be_->alloc(host.shape, host.dtype);
+    be_->copy_from_host(host.data, t);
+    return t;
+  }
+  std::vector<float> download(View dev) {
+    std::vector<float> out(dev.numel());
+    copy_to_host_f32(*be_, dev, out.data());
+    return out;
+  }
+  // The packed tensors of `p` as device tensors (owned by `keep`).
+  LinearWeight upload_weight(const PackedLinear& p, std::vector<Tensor>& keep, View bias_host = View{}) {
+    LinearWeight w = linear_weight_of(p, bias_host);
+    for (View* v : {&w.qweight, &w.scales, &w.qzeros, &w.g_idx, &w.bias}) {
+      if (v->data == nullptr) continue;
+      keep.push_back(upload(*v));
+      *v = keep.back().view();
+    }
+    return w;
+  }
+  // Random x [m, k] rounded to the activation dtype: the device copy and its exact f32 values.
+  std::pair<Tensor, std::vector<float>> random_x(int64_t m, int64_t k, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.f, 1.f);
+    std::vector<float> x(m * k);
+    for (float& v : x) v = d(rng);
+    Tensor host = Tensor::empty(Shape{m, k}, act());
+    convert_from_f32(x.data(), x.size(), act(), host.data());
+    convert_to_f32(host.data(), act(), x.size(), x.data());
+    return {upload(host), x};
+  }
+  // out = x · dq(w)ᵀ through qgemv_cuda directly (any M).
+  Status run_qgemv(View out, View x, const QgemvRepacked& r, View bias, bool accumulate) {
+    const size_t bytes = qgemv_scratch_bytes(r.plan, x.rows(), x.dtype, x.data);
+    Tensor scratch;
+    if (bytes > 0) scratch = be_->alloc(Shape{static_cast<int64_t>(bytes)}, DType::kU8);
+    const Status st = qgemv_cuda(out, x, r.view(), bias, accumulate, bytes > 0 ? scratch.data() : nullptr, be_->stream());
+    be_->synchronize();  // scratch lives until the kernel is done
+    return st;
+  }
+
+  std::unique_ptr<CudaBackend> be_;
+};
+
+struct Config {
+  int bits, group;
+  bool sym, act_order;
+};
+
+std::vector<Config> all_configs() {
+  std::vector<Config> out;
+  for (int bits : {8, 4, 3, 2})
+    for (int group : {32, 64, 128, 0})
+      for (bool sym : {false, true}) {
+        out.push_back({bits, group, sym, false});
+        if (bits == 4 && group != 0) out.push_back({bits, group, sym, true});
+      }
+  return out;
+}
+
+// (N, K): aligned, odd N with K not a multiple of 128 or of the group, N = 4097, long K.
+const std::pair<int64_t, int64_t> kShapes[] = {{96, 384}, {37, 200}, {4097, 256}, {130, 1000}};
+
+TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
+  uint32_t seed = 1;
+  for (const Config& c : all_configs()) {
+    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{37, 200}, {64, 256}}) {
+      const std::string what = fmt::format("int{} group {} sym {} act {} [{}, {}]", c.bits, c.group, c.sym,
+                                           c.act_order, n, k);
+      auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++));
+      ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+      auto want = repack_linear_ref(packed->ref());
+      ASSERT_TRUE(want.is_ok()) << what << ": " << want.status().message();
+      std::vector<Tensor> keep;
+      auto got = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream());
+      ASSERT_TRUE(got.is_ok()) << what << ": " << got.status().message();
+      EXPECT_EQ(got->plan.k_padded, want->plan.k_padded) << what;
+      EXPECT_EQ(got->plan.permuted, want->plan.permuted) << what;
+      std::vector<uint32_t> qw(want->qweight.size()), sz(want->scale_zero.size());
+      ASSERT_EQ(got->qweight.bytes(), static_cast<int64_t>(qw.size() * 4)) << what;
+      ASSERT_EQ(got->scale_zero.bytes(), static_cast<int64_t>(sz.size() * 4)) << what;
+      be_->copy_to_host(got->qweight, qw.data());
+      be_->copy_to_host(got->scale_zero, sz.data());
+      EXPECT_EQ(qw, want->qweight) << what;
+      EXPECT_EQ(sz, want->scale_zero) << what;
+      if (c.act_order) {
+        std::vector<int32_t> perm(want->perm.size());
+        ASSERT_TRUE(got->perm.defined()) << what;
+        be_->copy_to_host(got->perm, perm.data());
+        EXPECT_EQ(perm, want->perm) << what;
+      }
+    }
+  }
+}
+
+TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
+  uint32_t seed = 100;
+  int index = 0;
+  for (const Config& c : all_configs()) {
+    const auto [n, k] = kShapes[index++ % std::size(kShapes)];
+    const QuantizedLinear q = random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++);
+    auto packed = pack_linear(q);
+    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+    std::vector<float> w(n * k);
+    dequantize_ref(packed->ref(), w.data());
+    std::vector<Tensor> keep;
+    auto repacked = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream());
+    ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+    for (int64_t m : {1, 3, 16, 64, 200}) {
+      const std::string what = fmt::format("int{} group {} sym {} act {} [N {}, K {}] M {} {}", c.bits, c.group, c.sym,
+                                           c.act_order, n, k, m, dtype_name(act()));
+      auto [x, xf] = random_x(m, k, seed++);
+      Tensor out = be_->alloc(Shape{m, n}, act());
+      const Status st = run_qgemv(out, x, *repacked, View{}, false);
+      ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+      const Reference ref = reference(xf, w, m, n, k);
+      EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+    }
+  }
+}
+
+TEST_P(CudaQgemm, FusedBiasAndAccumulate) {
+  const int64_t n = 77, k = 320, m = 5;
+  auto packed = pack_linear(random_linear(4, 64, false, true, n, k, 7));
+  ASSERT_TRUE(packed.is_ok());
+  std::vector<float> w(n * k);
+  dequantize_ref(packed->ref(), w.data());
+  std::vector<Tensor> keep;
+  auto repacked = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream());
+  ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+  auto [x, xf] = random_x(m, k, 8);
+  const Reference ref = reference(xf, w, m, n, k);
+  // Bias (f32) added once.
+  std::vector<float> bias(n);
+  for (int64_t i = 0; i < n; ++i) bias[i] = 0.25f * static_cast<float>(i % 5) - 0.5f;
+  Tensor bias_dev = upload(View{bias.data(), Shape{n}, DType::kF32, Device::kCpu});
+  Tensor out = be_->alloc(Shape{m, n}, act());
+  ASSERT_TRUE(run_qgemv(out, x, *repacked, bias_dev, false).is_ok());
+  std::vector<double> want(m * n), magnitude(ref.magnitude);
+  for (int64_t i = 0; i < m * n; ++i) {
+    want[i] = ref.y[i] + bias[i % n];
+    magnitude[i] += std::fabs(bias[i % n]);
+  }
+  EXPECT_TRUE(close_to(download(out), want, magnitude, act(), "int4 g64 act-order with bias"));
+  // Accumulate: out (holding the biased result, as stored) += x · dq(w)ᵀ.
+  const std::vector<float> base = download(out);
+  ASSERT_TRUE(run_qgemv(out, x, *repacked, View{}, true).is_ok());
+  for (int64_t i = 0; i < m * n; ++i) {
+    want[i] = base[i] + ref.y[i];
+    magnitude[i] = ref.magnitude[i] + std::fabs(base[i]);
+  }
+  EXPECT_TRUE(close_to(download(out), want, magnitude, act(), "int4 g64 act-order accumulate"));
+  EXPECT_FALSE(run_qgemv(out, x, *repacked, bias_dev, true).is_ok()) << "accumulate with a bias must be rejected";
+}
+
+TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) {
+  uint32_t seed = 300;
+  const Config configs[] = {{4, 128, false, false}, {4, 128, true, true}, {8, 0, true, false},
+                            {3, 128, false, false}, {2, 64, false, false}, {2, 16, false, false}};
+  for (const Config& c : configs) {
+    const int64_t n = 260, k = 512;
+    auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++));
+    ASSERT_TRUE(packed.is_ok());
+    std::vector<float> w(n * k);
+    dequantize_ref(packed->ref(), w.data());
+    std::vector<Tensor> keep;
+    const LinearWeight dev_w = upload_weight(*packed, keep);
+    for (int64_t m : {1, 4, 16, 32, 33, 64}) {
+      const std::string what = fmt::format("backend int{} group {} sym {} act {} M {} {}", c.bits, c.group, c.sym,
+                                           c.act_order, m, dtype_name(act()));
+      auto [x, xf] = random_x(m, k, seed++);
+      const Reference ref = reference(xf, w, m, n, k);
+      Tensor out = be_->alloc(Shape{m, n}, act());
+      be_->matmul(out, x, dev_w);
+      EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what, dequant_coef(act())));
+      // matmul_add: x += a · wᵀ (the fused kernel's accumulate at small M).
+      const std::vector<float> base = download(out);
+      Tensor scratch = be_->alloc(Shape{m, n}, act());
+      be_->matmul_add(out, x, dev_w, scratch);
+      std::vector<double> want(m * n), magnitude(m * n);
+      for (int64_t i = 0; i < m * n; ++i) {
+        want[i] = base[i] + ref.y[i];
+        magnitude[i] = ref.magnitude[i] + std::fabs(base[i]);
+      }
+      EXPECT_TRUE(close_to(download(out), want, magnitude, act(), what + " matmul_add", dequant_coef(act())));
+    }
+  }
+  EXPECT_GT(be_->repacked_bytes(), 0) << "no weight took the fused path";
+}
+
+TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
+  const int64_t n = 128, k = 256;
+  for (uint32_t seed = 500; seed < 504; ++seed) {  // same shapes: the allocator likely reuses addresses
+    auto packed = pack_linear(random_linear(4, 128, false, false, n, k, seed));
+    ASSERT_TRUE(packed.is_ok());
+    std::vector<float> w(n * k);
+    dequantize_ref(packed->ref(), w.data());
+    std::vector<Tensor> keep;
+    const LinearWeight dev_w = upload_weight(*packed, keep);
+    auto [x, xf] = random_x(1, k, seed);
+    const Reference ref = reference(xf, w, 1, n, k);
+    Tensor out = be_->alloc(Shape{1, n}, act());
+    be_->matmul(out, x, dev_w);
+    EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), fmt::format("weight {}", seed)));
+  }
+  be_->forget_repacked_weights();
+  EXPECT_EQ(be_->repacked_bytes(), 0);
+}
+
+TEST_P(CudaQgemm, UnrepackableWeightsFallBackToDequantize) {
+  // Group 16 (w2g16) and an act-order g_idx whose groups are not of group_size members.
+  QuantizedLinear g16 = random_linear(2, 16, false, false, 40, 128, 9);
+  QuantizedLinear irregular = random_linear(4, 32, false, false, 40, 128, 10);
+  irregular.g_idx.resize(128);
+  for (int64_t i = 0; i < 128; ++i) irregular.g_idx[i] = static_cast<int32_t>((i * 7) % 3);  // 3 groups of ~43, not 32
+  for (const QuantizedLinear* q : {&g16, &irregular}) {
+    auto packed = pack_linear(*q);
+    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+    std::vector<Tensor> keep;
+    const LinearWeight dev_w = upload_weight(*packed, keep);
+    auto repacked = qgemv_repack_cuda(dev_w, be_->stream());
+    ASSERT_FALSE(repacked.is_ok());
+    EXPECT_EQ(repacked.status().code(), StatusCode::kUnsupported) << repacked.status().message();
+    std::vector<float> w(40 * 128);
+    dequantize_ref(packed->ref(), w.data());
+    auto [x, xf] = random_x(2, 128, 11);
+    const Reference ref = reference(xf, w, 2, 40, 128);
+    Tensor out = be_->alloc(Shape{2, 40}, act());
+    be_->matmul(out, x, dev_w);
+    EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), "fallback", dequant_coef(act())));
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Act, CudaQgemm, ::testing::Values(DType::kBF16, DType::kF16),
+                         [](const auto& info) { return std::string(dtype_name(info.param)); });
+
+// Argument checks run before any launch, so they need no GPU.
+TEST(CudaQgemmArgs, HostViewsAndBadShapesAreRejected) {
+  auto plan = plan_repack(4, 128, 8, 256, nullptr, nullptr);
+  ASSERT_TRUE(plan.is_ok());
+  QgemvWeight w;
+  w.plan = *plan;
+  std::vector<uint32_t> fake(8 * 64);
+  w.qweight = fake.data();
+  w.scale_zero = fake.data();
+  std::vector<uint16_t> xs(2 * 256), os(2 * 8);
+  const View x_host{xs.data(), Shape{2, 256}, DType::kBF16, Device::kCpu};
+  const View out_dev{os.data(), Shape{2, 8}, DType::kBF16, Device::kCuda};
+  Status st = qgemv_cuda(out_dev, x_host, w, View{}, false, nullptr, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.message();
+  const View x_dev{xs.data(), Shape{2, 200}, DType::kBF16, Device::kCuda};  // K mismatch
+  st = qgemv_cuda(out_dev, x_dev, w, View{}, false, nullptr, nullptr);
+  EXPECT_NE(st.message().find("x has shape"), std::string::npos) << st.message();
+  const View x_f32{xs.data(), Shape{2, 128}, DType::kF32, Device::kCuda};
+  st = qgemv_cuda(out_dev, x_f32, w, View{}, false, nullptr, nullptr);
+  EXPECT_EQ(st.code(), StatusCode::kUnsupported) << st.message();
+  LinearWeight dense;
+  auto r = qgemv_repack_cuda(dense, nullptr);
+  ASSERT_FALSE(r.is_ok());
+  EXPECT_NE(r.status().message().find("not quantized"), std::string::npos) << r.status().message();
+}
+
+}  // namespace
+}  // namespace compactor
