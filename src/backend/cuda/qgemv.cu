@@ -28,7 +28,7 @@ constexpr int kMaxRowsM = 8;  // input rows per block (the largest M tile)
 // how many B-bit slots of a word sit below bit 23 (read without a shift).
 template <int kBits> struct QTraits;
 template <> struct QTraits<8> { static constexpr int kBlocks = 1, kVecs = 2, kUnroll = 2, kDirect = 2; };
-template <> struct QTraits<4> { static constexpr int kBlocks = 1, kVecs = 1, kUnroll = 4, kDirect = 6; };
+template <> struct QTraits<4> { static constexpr int kBlocks = 1, kVecs = 1, kUnroll = 4, kDirect = 5; };
 template <> struct QTraits<3> { static constexpr int kBlocks = 4, kVecs = 3, kUnroll = 1, kDirect = 7; };
 template <> struct QTraits<2> { static constexpr int kBlocks = 2, kVecs = 1, kUnroll = 4, kDirect = 11; };
 
