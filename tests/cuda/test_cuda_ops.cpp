@@ -379,9 +379,10 @@ TEST_P(CudaOps, MatmulAdd) {
   }
 }
 
-// Norm or SwiGLU computed while the GEMV loads its input, against the separate reference ops
+// The decode fusion points against the separate reference ops: rms_norm + grouped GEMV (q/k/v,
+// gate/up) and SwiGLU computed while the down projection's GEMV loads its input, += residual
 // (decode sizes take the fused kernel, T = 9 the separate-op fallback).
-TEST_P(CudaOps, NormAndSwigluFusedIntoGemv) {
+TEST_P(CudaOps, DecodeFusionPoints) {
   Format fmt;
   ASSERT_TRUE(format_from_dtype(act(), &fmt));
   uint32_t seed = 1000;
@@ -396,7 +397,9 @@ TEST_P(CudaOps, NormAndSwigluFusedIntoGemv) {
     matmul_ref(r1, h_ref, LinearWeight{fmt, n1, d, w1, View{}});
     matmul_ref(r2, h_ref, LinearWeight{fmt, n2, d, w2, View{}});
     Tensor o1 = poisoned(Shape{t, n1}, act()), o2 = poisoned(Shape{t, n2}, act()), h = poisoned(Shape{t, d}, act());
-    const LinearWeight lw1{fmt, n1, d, upload(w1), View{}}, lw2{fmt, n2, d, upload(w2), View{}};
+    // The device tensors must outlive the call: a LinearWeight only views its weight.
+    const Tensor w1_dev = upload(w1), w2_dev = upload(w2);
+    const LinearWeight lw1{fmt, n1, d, w1_dev, View{}}, lw2{fmt, n2, d, w2_dev, View{}};
     const View outs[] = {o1, o2};
     const LinearWeight* ws[] = {&lw1, &lw2};
     be_->rms_norm_matmul_group(outs, upload(x), upload(norm_w), 1e-5f, ws, 2, h);

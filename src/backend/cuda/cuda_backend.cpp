@@ -365,14 +365,6 @@ void CudaBackend::matmul_add(View x, View a, const LinearWeight& w, View scratch
   check(matmul_cuda(x, a, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto, /*accumulate=*/true));
 }
 
-// The fused norm prologue (GemvInput::kRmsNorm) returned non-finite values in its op test on the
-// H100 (tests/cuda/test_cuda_ops.cpp NormAndSwigluFusedIntoGemv, 2026-11-23), so the norm and the
-// grouped GEMV run as two launches until that kernel path is fixed.
-void CudaBackend::rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps,
-                                        const LinearWeight* const* ws, int n, View h) {
-  Backend::rms_norm_matmul_group(outs, x, norm_weight, eps, ws, n, h);
-}
-
 // Decode sizes: SwiGLU is computed while the down projection's GEMV loads its input.
 void CudaBackend::swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) {
   const LinearWeight* ws[] = {&w};

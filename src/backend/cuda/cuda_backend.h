@@ -144,8 +144,6 @@ class CudaBackend final : public Backend {
   void swiglu(View out, View gate, View up) override;
   void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) override;
   void matmul_add(View x, View a, const LinearWeight& w, View scratch) override;
-  void rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps, const LinearWeight* const* ws,
-                             int n, View h) override;
   void swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) override;
   void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                      const float* inv_freq, const BatchLayout& layout) override;

@@ -10,7 +10,6 @@
 
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/matmul.cuh"
-#include "backend/cuda/rms_norm.cuh"
 
 namespace compactor {
 
@@ -57,16 +56,13 @@ struct GemvGroup {
   int count;
   bool accumulate;  // out += x · wᵀ (the residual add folded into the product)
   GemvInput input;  // how x is formed while it is loaded into shared memory
-  const void* up;           // kSwiglu: [kRows, K] act; x is the gate
-  const void* norm_weight;  // kRmsNorm: [K] norm_dtype
-  DType norm_dtype;
-  float eps;
+  const void* up;   // kSwiglu: [kRows, K] act; x is the gate
 };
 
-// x -> shared memory as the product's input: x itself, rms_norm(x)·weight, or silu(x)·up, each
-// rounded to the activation dtype exactly as the separate op would store it.
+// x -> shared memory as the product's input: x itself or silu(x)·up, rounded to the activation
+// dtype exactly as the separate op would store it.
 template <typename T, int kRows>
-__device__ __forceinline__ void load_gemv_input(const GemvGroup& g, const T* x, uint4* xs, int vecs, int64_t k) {
+__device__ __forceinline__ void load_gemv_input(const GemvGroup& g, const T* x, uint4* xs, int vecs) {
   const uint4* xg = reinterpret_cast<const uint4*>(x);
   if (g.input == GemvInput::kSwiglu) {
     const T* up = static_cast<const T*>(g.up);
@@ -80,30 +76,6 @@ __device__ __forceinline__ void load_gemv_input(const GemvGroup& g, const T* x, 
     }
   } else {
     for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) xs[i] = xg[i];
-  }
-  __syncthreads();
-  if (g.input != GemvInput::kRmsNorm) return;
-  __shared__ float rstd[kRows];
-#pragma unroll
-  for (int t = 0; t < kRows; ++t) {
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
-      float f[8];
-      load8(reinterpret_cast<const T*>(xs + t * vecs + i), f);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) ss += f[e] * f[e];
-    }
-    ss = block_sum(ss);
-    if (threadIdx.x == 0) rstd[t] = rsqrtf(ss / static_cast<float>(k) + g.eps);
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < kRows * vecs; i += blockDim.x) {
-    const int t = i / vecs, c = i % vecs;
-    float f[8];
-    load8(reinterpret_cast<const T*>(xs + i), f);
-#pragma unroll
-    for (int e = 0; e < 8; ++e) f[e] = f[e] * rstd[t] * load_any(g.norm_weight, g.norm_dtype, c * 8 + e);
-    store8(reinterpret_cast<T*>(xs + i), f);
   }
   __syncthreads();
 }
@@ -155,7 +127,7 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
   };
   uint4 cur[kGemvUnroll][kGemvRowsPerWarp], nxt[kGemvUnroll][kGemvRowsPerWarp];
   load_batch(cur, lane);
-  load_gemv_input<T, kRows>(g, x, xs, vecs, k);  // every thread: it holds barriers
+  load_gemv_input<T, kRows>(g, x, xs, vecs);  // every thread: it holds barriers
   if (!active) return;
   float acc[kRows][kGemvRowsPerWarp] = {};
   for (int base = lane; base < vecs; base += 32 * kGemvUnroll) {
@@ -217,9 +189,6 @@ Status gemv(const View* outs, View x, const LinearWeight* const* ws, int count, 
   g.accumulate = accumulate;
   g.input = pro.input;
   g.up = pro.up.data;
-  g.norm_weight = pro.norm_weight.data;
-  g.norm_dtype = pro.norm_weight.dtype;
-  g.eps = pro.eps;
   int64_t blocks = 0;
   for (int m = 0; m < count; ++m) {
     g.w[m] = ws[m]->weight.data;
@@ -342,7 +311,6 @@ Status gemv_group_cuda(const View* outs, View x, const LinearWeight* const* ws, 
     RETURN_IF_ERROR(expect_same("gemv_group", "up", pro.up, x));
     if (reinterpret_cast<uintptr_t>(pro.up.data) % 16 != 0) return invalid_argument("gemv_group: up is not 16-byte aligned");
   }
-  if (pro.input == GemvInput::kRmsNorm) RETURN_IF_ERROR(check_norm_weight("gemv_group", pro.norm_weight, x.cols()));
   if (x.rows() == 0) return Status::ok();
   return gemv(outs, x, ws, count, stream, accumulate, pro);
 }

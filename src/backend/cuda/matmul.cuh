@@ -21,14 +21,14 @@ Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handl
 Status matmul_group_cuda(const View* outs, View x, const LinearWeight* const* ws, int count, cublasHandle_t handle,
                          cudaStream_t stream, bool allow_gemv = true);
 
-// The GEMV kernel with its input formed on the fly (decode fusions): x itself, rms_norm(x)·weight
-// (the norm before q/k/v or gate/up), or silu(x)·up (SwiGLU before the down projection).
-enum class GemvInput { kPlain, kRmsNorm, kSwiglu };
+// The GEMV kernel with its input formed on the fly (decode fusions): x itself or silu(x)·up (SwiGLU
+// before the down projection). An rms_norm prologue was measured and removed: every block has to
+// reduce all of x before its first FMA, and decode B=1 on llama2-7b dropped from 177.5 to 165.3
+// tok/s on the H100 (bench/NOTES.md); the separate rms_norm launch is cheaper.
+enum class GemvInput { kPlain, kSwiglu };
 struct GemvPrologue {
   GemvInput input = GemvInput::kPlain;
-  View norm_weight;  // kRmsNorm: [K] f32|f16|bf16
-  float eps = 0.f;
-  View up;           // kSwiglu: [T, K] act (x is the gate)
+  View up;  // kSwiglu: [T, K] act (x is the gate)
 };
 
 // True when outs = input(x) · wsᵀ can run as one GEMV launch (T <= 4, K % 8 == 0, aligned, dense).
