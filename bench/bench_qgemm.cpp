@@ -7,6 +7,8 @@
 // with CUDA events after warm-up (median of batches of launches), rotating over enough weight
 // copies that L2 (50 MB) cannot hold them. Reports µs, GB/s of the fused kernel (repacked codes +
 // scales/zeros + x + out), % of 3000 GB/s, TFLOP/s and speedups; a table on stdout, JSON with --json.
+// Last, per model (Llama-2-7B, Llama-3-8B), format and M: the summed time of all linears of one
+// decode step, quantized layers (best of fused and dequant) + dense lm_head vs all dense.
 // Weights are random bit patterns filled on the device (every bit pattern is a valid code).
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
@@ -213,6 +215,49 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
   return rows;
 }
 
+// Linears of one decoder layer (shape name, count) and the lm_head, for a per-token estimate.
+struct ModelLinears {
+  std::string model;
+  std::vector<std::pair<std::string, int>> layer;
+  int layers;
+  std::string lm_head;
+};
+
+const ModelLinears kModels[] = {
+    {"llama2-7b", {{"llama2 q/k/v/o", 4}, {"llama2 gate/up", 2}, {"llama2 down", 1}}, 32, "llama2 lm_head"},
+    {"llama3-8b", {{"llama2 q/k/v/o", 2}, {"llama3 k/v", 2}, {"llama3 gate/up", 2}, {"llama3 down", 1}}, 32,
+     "llama3 lm_head"},
+};
+
+// Σ over a model's linears of the fused time (layers quantized, lm_head dense as GPTQ checkpoints
+// keep it) against the dense time, per M: a kernel-level proxy of the decode speedup.
+nlohmann::json model_estimates(const std::vector<Row>& rows) {
+  nlohmann::json out = nlohmann::json::array();
+  auto find = [&](const std::string& shape, const std::string& format, int64_t m) -> const Row* {
+    for (const Row& r : rows)
+      if (r.shape == shape && r.format == format && r.m == m) return &r;
+    return nullptr;
+  };
+  for (const ModelLinears& ml : kModels)
+    for (const Row& probe : rows) {
+      if (probe.shape != ml.lm_head) continue;  // one estimate per (format, M) with the lm_head measured
+      double fused = probe.dense_us, dense = probe.dense_us;
+      bool complete = true;
+      for (const auto& [shape, count] : ml.layer) {
+        const Row* r = find(shape, probe.format, probe.m);
+        if (r == nullptr) { complete = false; break; }
+        fused += ml.layers * count * std::min(r->fused_us, r->dequant_us);
+        dense += ml.layers * count * r->dense_us;
+      }
+      if (!complete) continue;
+      std::printf("%-10s %-7s M %4ld: linears per token %9.1f us quantized (best of fused, dequant) vs %9.1f us "
+                  "dense: %.2fx\n", ml.model.c_str(), probe.format.c_str(), probe.m, fused, dense, dense / fused);
+      out.push_back({{"model", ml.model}, {"format", probe.format}, {"m", probe.m}, {"quantized_linears_us", fused},
+                     {"dense_linears_us", dense}, {"speedup", dense / fused}});
+    }
+  return out;
+}
+
 int run(const Options& o) {
   DType act = DType::kBF16;
   if (o.act == "f16") act = DType::kF16;
@@ -241,16 +286,22 @@ int run(const Options& o) {
   std::printf("%-16s %6s %6s %-7s %4s | %9s %7s %6s %6s | %9s %9s %9s | %6s %6s %6s\n", "shape", "N", "K", "format", "M",
               "fused us", "GB/s", "%peak", "TFLOPs", "deq+cuBLAS", "cuBLAS us", "dense us", "xcuBL", "xdense", "xdeq");
   nlohmann::json records = nlohmann::json::array();
+  std::vector<Row> all;
   for (const LayerShape& s : kShapes) {
     if (!only.empty() && std::find(only.begin(), only.end(), s.name) == only.end()) continue;
     const auto dense = dense_baselines(be, handle, s, ms, act, o.quick);
     for (const QuantPreset* p : presets)
-      for (const Row& r : bench_shape(be, handle, s, *p, ms, dense, act, o.quick)) records.push_back(to_json(r));
+      for (const Row& r : bench_shape(be, handle, s, *p, ms, dense, act, o.quick)) {
+        records.push_back(to_json(r));
+        all.push_back(r);
+      }
   }
   cublasDestroy(handle);
+  const nlohmann::json estimates = model_estimates(all);
   if (!o.json_path.empty()) {
     nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs},
-                          {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records}};
+                          {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records},
+                          {"model_linear_estimates", estimates}};
     std::ofstream(o.json_path) << doc.dump(2) << "\n";
     std::printf("wrote %s\n", o.json_path.c_str());
   }
