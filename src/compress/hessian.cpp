@@ -4,9 +4,12 @@
 
 #include <cmath>
 
+#include "core/status.h"
+
 namespace compactor {
 
 void InputStats::add(const float* x, int64_t rows) {
+  COMPACTOR_ASSERT(device_ == nullptr, "InputStats::add: host rows into GPU statistics");
   if (rows <= 0) return;
   // Row-major XᵀX fills the upper triangle in BLAS's column-major view, i.e. our lower one.
   cblas_ssyrk(CblasRowMajor, CblasLower, CblasTrans, static_cast<int>(k_), static_cast<int>(rows), 1.f, x,
@@ -18,6 +21,7 @@ void InputStats::add(const float* x, int64_t rows) {
 }
 
 const std::vector<float>& InputStats::gram() {
+  if (device_ != nullptr && gram_.empty()) download();
   if (!mirrored_) {
     for (int64_t i = 0; i < k_; ++i)
       for (int64_t j = i + 1; j < k_; ++j) gram_[i * k_ + j] = gram_[j * k_ + i];
@@ -36,6 +40,7 @@ std::vector<float> InputStats::hessian() {
 std::vector<float> InputStats::mean_abs() const {
   std::vector<float> m(k_, 0.f);
   if (tokens_ == 0) return m;
+  if (device_ != nullptr && abs_sum_.empty()) const_cast<InputStats*>(this)->download();
   for (int64_t k = 0; k < k_; ++k) m[k] = static_cast<float>(abs_sum_[k] / static_cast<double>(tokens_));
   return m;
 }

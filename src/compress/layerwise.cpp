@@ -18,6 +18,16 @@ int64_t BlockContext::tokens() const {
   return static_cast<int64_t>(driver_.calibration().samples) * driver_.calibration().seqlen;
 }
 
+CudaCompressContext* BlockContext::gpu() const { return driver_.gpu(); }
+
+namespace {
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
 Result<std::map<std::string, InputStats>> BlockContext::collect(const std::vector<std::string>& taps) {
   Model& m = driver_.model();
   const ModelConfig& c = m.config();
@@ -26,31 +36,57 @@ Result<std::map<std::string, InputStats>> BlockContext::collect(const std::vecto
     const int64_t width = t == "attn_output" ? c.num_heads * c.head_dim : t == "ffn_act" ? c.intermediate_size : c.hidden_size;
     if (t != "attn_norm" && t != "attn_output" && t != "ffn_norm" && t != "ffn_act")
       return invalid_argument("collect: '{}' is not a linear-input tap (attn_norm, attn_output, ffn_norm, ffn_act)", t);
-    stats.emplace(t, InputStats(width));
+    ASSIGN_OR_RETURN(InputStats st, driver_.new_stats(width));
+    stats.emplace(t, std::move(st));
   }
   // The block runs only as far as the last requested tap.
   std::string last;
   for (const char* t : {"attn_norm", "attn_output", "ffn_norm", "ffn_act"})
     if (stats.count(t)) last = t;
-  std::vector<float> buffer;
+  Backend& be = m.backend();
   const int layer = layer_;
+  Status tap_status;
+  double stats_seconds = 0;
   TapFn tap = [&](std::string_view name, int l, View v) {
-    if (l != layer) return;
+    if (l != layer || !tap_status.is_ok()) return;
     auto it = stats.find(std::string(name));
-    if (it != stats.end()) it->second.add(host_f32_rows(m.backend(), v, buffer), v.rows());
+    if (it == stats.end()) return;
+    be.synchronize();  // the forward's work so far belongs to the forward's time
+    const auto t0 = std::chrono::steady_clock::now();
+    tap_status = it->second.add(be, v);
+    be.synchronize();
+    stats_seconds += seconds_since(t0);
   };
   Tensor& work = driver_.work();
+  const auto t0 = std::chrono::steady_clock::now();
   RETURN_IF_ERROR(driver_.for_each_batch(driver_.hidden(), [&](View x, const BatchLayout& layout, KvCache& cache) {
     View w = View(work).row_slice(0, x.rows());
-    m.backend().copy(w, x);
-    return m.forward_block(layer, w, layout, cache, &tap, last);
+    be.copy(w, x);
+    RETURN_IF_ERROR(m.forward_block(layer, w, layout, cache, &tap, last));
+    return tap_status;
   }));
+  be.synchronize();
+  driver_.times().stats += stats_seconds;
+  driver_.times().forward += seconds_since(t0) - stats_seconds;
   return stats;
 }
 
 LayerwiseDriver::LayerwiseDriver(Model& model, const CalibrationSet& calib, LayerwiseOptions opts)
     : model_(model), calib_(calib), opts_(std::move(opts)) {
   batch_ = static_cast<int>(std::clamp<int64_t>(opts_.batch_tokens / std::max(1, calib.seqlen), 1, calib.samples));
+  if (model.backend().device() == Device::kCuda) {
+    Result<std::shared_ptr<CudaCompressContext>> ctx = make_cuda_compress_context(model.backend());
+    if (ctx.is_ok()) {
+      gpu_ = std::move(ctx).value();
+    } else {
+      gpu_status_ = ctx.status();
+    }
+  }
+}
+
+Result<InputStats> LayerwiseDriver::new_stats(int64_t width) const {
+  if (gpu_ != nullptr) return InputStats::on_device(gpu_, width);
+  return InputStats(width);
 }
 
 KvCache& LayerwiseDriver::cache_for(int batch) {
@@ -84,23 +120,30 @@ Status LayerwiseDriver::for_each_batch(View src, const std::function<Status(View
 Status LayerwiseDriver::run(BlockCompressor& compressor) {
   const ModelConfig& c = model_.config();
   Backend& be = model_.backend();
+  RETURN_IF_ERROR(gpu_status_);
   if (calib_.seqlen > c.max_position_embeddings)
     return invalid_argument("--calib-seqlen {} exceeds the model's maximum of {} positions", calib_.seqlen,
                             c.max_position_embeddings);
   const int64_t rows = static_cast<int64_t>(calib_.samples) * calib_.seqlen;
   hidden_ = be.alloc(Shape{rows, c.hidden_size}, be.activation_dtype());
   work_ = be.alloc(Shape{static_cast<int64_t>(batch_) * calib_.seqlen, c.hidden_size}, be.activation_dtype());
+  const auto t_embed = std::chrono::steady_clock::now();
   for (int s = 0; s < calib_.samples; ++s)
     RETURN_IF_ERROR(model_.embed(View(hidden_).row_slice(static_cast<int64_t>(s) * calib_.seqlen, calib_.seqlen),
                                  calib_.sample(s)));
+  be.synchronize();
+  times_.embed += seconds_since(t_embed);
   for (int l = 0; l < c.num_layers; ++l) {
     const auto t0 = std::chrono::steady_clock::now();
     BlockContext ctx(*this, l);
     RETURN_IF_ERROR(compressor.compress_block(ctx).with_context(fmt::format("layer {}", l)));
+    be.synchronize();
+    const auto t_forward = std::chrono::steady_clock::now();
     RETURN_IF_ERROR(for_each_batch(hidden_, [&](View x, const BatchLayout& layout, KvCache& cache) {
       return model_.forward_block(l, x, layout, cache, nullptr);
     }));
     be.synchronize();
+    times_.forward += seconds_since(t_forward);
     if (opts_.on_block)
       opts_.on_block(l, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   }

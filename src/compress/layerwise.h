@@ -12,15 +12,19 @@
 // Memory holds the hidden states of the calibration set (two [N·L, D] buffers at most: inputs and
 // a per-batch work copy), one layer's KV cache for a batch of windows, and the statistics the
 // compressor asks for — never activations of more than one block.
-// Test: build-comp/tests/test_ptq_driver (tests/models/test_ptq_driver.cpp).
+// On the CUDA backend the statistics are accumulated on the GPU (InputStats::on_device) from the
+// activations where the forward left them; the driver owns the GPU compressors' context (gpu()).
+// Test: build-comp/tests/test_ptq_driver (tests/models/test_ptq_driver.cpp); GPU: test_cuda_gptq.
 #pragma once
 
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "compress/calibration.h"
+#include "compress/gptq_cuda.h"
 #include "compress/hessian.h"
 #include "model/model.h"
 
@@ -38,6 +42,8 @@ class BlockContext {
   Result<std::map<std::string, InputStats>> collect(const std::vector<std::string>& taps);
   // Rows of calibration activations seen per tap per pass (N·L).
   int64_t tokens() const;
+  // The GPU compressors' context when the model is on the CUDA backend, else nullptr.
+  CudaCompressContext* gpu() const;
 
  private:
   LayerwiseDriver& driver_;
@@ -57,6 +63,13 @@ struct LayerwiseOptions {
   std::function<void(int layer, double seconds)> on_block;
 };
 
+// Where the driver's time went (seconds; GPU work is synchronised at each phase boundary).
+struct LayerwiseTimes {
+  double forward = 0;  // block forwards: the collect passes (up to their last tap) and the output pass
+  double stats = 0;    // statistics accumulation (XᵀX, |x| sums) inside the collect passes
+  double embed = 0;    // embedding the calibration windows
+};
+
 class LayerwiseDriver {
  public:
   LayerwiseDriver(Model& model, const CalibrationSet& calib, LayerwiseOptions opts);
@@ -71,6 +84,13 @@ class LayerwiseDriver {
   Model& model() const { return model_; }
   const CalibrationSet& calibration() const { return calib_; }
   Tensor& work() { return work_; }
+  // CUDA backend: the context made at construction (nullptr on other backends or when it failed:
+  // then gpu_status() says why and run() returns that error).
+  CudaCompressContext* gpu() const { return gpu_.get(); }
+  const std::shared_ptr<CudaCompressContext>& gpu_shared() const { return gpu_; }
+  // New statistics of `width` input features, on the GPU when gpu() is set.
+  Result<InputStats> new_stats(int64_t width) const;
+  LayerwiseTimes& times() { return times_; }
 
  private:
   KvCache& cache_for(int batch);
@@ -81,6 +101,9 @@ class LayerwiseDriver {
   int batch_ = 1;
   Tensor hidden_, work_;
   std::map<int, KvCache> caches_;
+  std::shared_ptr<CudaCompressContext> gpu_;
+  Status gpu_status_;
+  LayerwiseTimes times_;
 };
 
 // Host f32 rows of an activation view (no copy on the CPU backend with f32 activations).

@@ -24,7 +24,10 @@ class GridCompressor final : public BlockCompressor {
  public:
   GridCompressor(const PtqOptions& o, PtqResult& r) : o_(o), r_(r) {}
 
+  void set_gpu(CudaCompressContext* gpu) { gpu_ = gpu; }
+
   Status compress_block(BlockContext& ctx) override {
+    gpu_ = ctx.gpu();
     const auto& groups = ctx.model().arch().linear_groups;
     if (o_.true_sequential) {
       for (const auto& group : groups) {
@@ -45,6 +48,7 @@ class GridCompressor final : public BlockCompressor {
   Status quantize_linear(Model& m, int layer, const std::string& name, InputStats& st) {
     ASSIGN_OR_RETURN(std::optional<QuantSpec> spec, linear_spec(m, o_, layer, name));
     if (!spec) return Status::ok();
+    if (gpu_ != nullptr && st.on_device()) return quantize_linear_cuda(m, o_, r_, layer, name, *spec, st, *gpu_);
     const auto t0 = std::chrono::steady_clock::now();
     const LinearWeight& lw = layer < 0 ? m.weights().lm_head : *m.mutable_weights().layers[layer].linear(name);
     const int64_t n = lw.out_features, k = lw.in_features;
@@ -55,7 +59,9 @@ class GridCompressor final : public BlockCompressor {
     LinearReport rep = make_report(m, layer, name, *spec, false);
     if (o_.method == PtqMethod::kGptq) {
       GptqOptions g{*spec, o_.percdamp, o_.block_size, o_.act_order, o_.static_groups};
+      const auto t_solve = std::chrono::steady_clock::now();
       ASSIGN_OR_RETURN(GptqResult res, gptq_quantize(w.data(), n, k, st.hessian(), g, module));
+      r_.phases.sweep += seconds_since(t_solve);
       q = std::move(res.q);
       rep = make_report(m, layer, name, *spec, !q.g_idx.empty());
       rep.dead_columns = res.stats.dead_columns;
@@ -63,12 +69,14 @@ class GridCompressor final : public BlockCompressor {
     } else {
       q = rtn;
     }
+    const auto t_measure = std::chrono::steady_clock::now();
     const std::vector<float> deq = dequantize_linear(q);
     const std::vector<float>& gram = st.gram();
     rep.rel_error = relative_output_error(w.data(), deq.data(), n, k, gram.data());
     rep.rtn_rel_error = o_.method == PtqMethod::kRtn
                             ? rep.rel_error
                             : relative_output_error(w.data(), dequantize_linear(rtn).data(), n, k, gram.data());
+    r_.phases.measure += seconds_since(t_measure);
     RETURN_IF_ERROR(replace_linear_f32(m, layer, name, deq));
     rep.seconds = seconds_since(t0);
     log_report(rep, o_.quiet);
@@ -83,6 +91,7 @@ class GridCompressor final : public BlockCompressor {
 
   const PtqOptions& o_;
   PtqResult& r_;
+  CudaCompressContext* gpu_ = nullptr;
 };
 
 // RTN without calibration: no inputs, so no errors are measured.
@@ -113,14 +122,12 @@ Status rtn_without_calibration(Model& m, const PtqOptions& o, PtqResult& r) {
 Result<InputStats> head_input_stats(LayerwiseDriver& driver) {
   Model& m = driver.model();
   Backend& be = m.backend();
-  InputStats st(m.config().hidden_size);
-  std::vector<float> buffer;
+  ASSIGN_OR_RETURN(InputStats st, driver.new_stats(m.config().hidden_size));
   Tensor& work = driver.work();
   RETURN_IF_ERROR(driver.for_each_batch(driver.hidden(), [&](View x, const BatchLayout&, KvCache&) {
     View w = View(work).row_slice(0, x.rows());
     be.rms_norm(w, x, m.weights().final_norm, static_cast<float>(m.config().rms_norm_eps));
-    st.add(host_f32_rows(be, w, buffer), w.rows());
-    return Status::ok();
+    return st.add(be, w);
   }));
   return st;
 }
@@ -182,7 +189,7 @@ Result<PtqResult> quantize_model(Model& model, const CalibrationSet* calib, cons
   if (opts.method == PtqMethod::kAwq) awq = make_awq_compressor(opts, result);
   BlockCompressor& compressor = awq ? *awq : static_cast<BlockCompressor&>(grid);
   LayerwiseOptions lo;
-  lo.batch_tokens = opts.batch_tokens;
+  lo.batch_tokens = opts.batch_tokens > 0 ? opts.batch_tokens : model.backend().device() == Device::kCuda ? 8192 : 2048;
   lo.on_block = [&](int layer, double s) {
     result.layer_seconds.push_back(s);
     if (!opts.quiet) std::fprintf(stderr, "quantize: layer %d done in %.2f s\n", layer, s);
@@ -196,8 +203,14 @@ Result<PtqResult> quantize_model(Model& model, const CalibrationSet* calib, cons
     PtqOptions head = opts;
     if (head.method == PtqMethod::kAwq) head.method = PtqMethod::kRtn;
     GridCompressor head_compressor(head, result);
+    head_compressor.set_gpu(driver.gpu());
     RETURN_IF_ERROR(head_compressor.quantize_linear(model, -1, "lm_head", st));
   }
+  const LayerwiseTimes& times = driver.times();
+  result.phases.embed = times.embed;
+  result.phases.forward = times.forward;
+  result.phases.stats = times.stats;
+  result.on_gpu = driver.gpu() != nullptr;
   result.seconds = seconds_since(t0);
   return result;
 }

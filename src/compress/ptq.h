@@ -13,7 +13,10 @@
 //        search (not for q/k, like llm-awq), then RTN.
 // Every quantized linear reports ‖WX − ŴX‖² / ‖WX‖² on its calibration inputs and, for comparison,
 // RTN's error on the same inputs.
-// Test: build-comp/tests/test_ptq_driver, test_ptq_quality (tests/models/).
+// On the CUDA backend the block forwards, the statistics (XᵀX on the GPU), GPTQ's solver, RTN and the
+// error measurement run on the GPU (gptq_cuda.h; quantized weights are written back in place) and
+// only codes, scales and zeros come to the host; AWQ's scale and clip searches stay on the host.
+// Test: build-comp/tests/test_ptq_driver, test_ptq_quality (tests/models/); GPU: test_cuda_gptq.
 #pragma once
 
 #include <map>
@@ -47,7 +50,7 @@ struct PtqOptions {
   bool awq_clip = true;
   bool awq_fold_only = false;     // search and fold the scales, quantize nothing (analysis, tests)
   // Driver
-  int64_t batch_tokens = 2048;
+  int64_t batch_tokens = 0;       // tokens per block forward; 0: 8192 on the GPU, 2048 on the CPU
   bool quiet = false;             // no per-layer lines on stderr
 };
 
@@ -75,6 +78,12 @@ struct PtqResult {
   // into linears kept in 16 bits): the saver must write the model's current values for them.
   std::vector<std::string> modified_dense;
   double seconds = 0;
+  // Phases (seconds, synchronised): block forwards, statistics, solver (GPTQ's damping + Cholesky,
+  // sweep, codes to the host; RTN's rounding), error measurement, weights written back to the model.
+  struct Phases {
+    double embed = 0, forward = 0, stats = 0, factor = 0, sweep = 0, measure = 0, write_back = 0;
+  } phases;
+  bool on_gpu = false;                               // the statistics and solvers ran on the GPU
   int64_t quantized_weights = 0;                     // elements of quantized linears
   double quantized_bits = 0;                         // their storage bits (scales, zeros included)
 };

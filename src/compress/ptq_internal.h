@@ -35,4 +35,9 @@ void log_report(const LinearReport& r, bool quiet);
 
 std::unique_ptr<BlockCompressor> make_awq_compressor(const PtqOptions& o, PtqResult& r);
 
+// RTN or GPTQ of one linear on the GPU (ptq_cuda.cpp): st holds device statistics
+// (st.on_device()); the model's weight is overwritten with the dequantized values.
+Status quantize_linear_cuda(Model& m, const PtqOptions& o, PtqResult& r, int layer, const std::string& name,
+                            const QuantSpec& spec, InputStats& st, CudaCompressContext& ctx);
+
 }  // namespace compactor::ptq_detail
