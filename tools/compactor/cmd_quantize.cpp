@@ -1,13 +1,19 @@
 // compactor quantize MODEL OUT --method rtn|gptq|awq --bits B (--group G | --per-channel)
 // [--act-order [--static-groups]] [--sym|--asym] --calib FILE --calib-samples N --calib-seqlen L
-// --seed S [--override PATTERN=VALUE ...] [--eval DATASETS [--eval-base]] [--json]
+// --seed S [--override PATTERN=VALUE ...] [--eval DATASETS [--eval-base]] [--device cpu|cuda] [--json]
+// compactor quantize --synthetic llama2-7b --device cuda [...]   (speed benchmark, nothing saved)
 // Weight-only post-training quantization (src/compress/ptq.h) through the layer-by-layer driver;
 // prints and records per-layer reconstruction error (‖WX − ŴX‖² / ‖WX‖² on calibration inputs,
 // with RTN's for comparison), time per layer, total time, peak memory, bits per weight (scales and
 // zeros included) and the size of OUT, which is a compressed model directory every command loads.
 // --eval measures perplexity of the quantized model (and with --eval-base of the original first).
-// Tests: tests/cli/test_cli_quantize.cpp, tests/models/test_ptq_*.cpp.
+// --device cuda runs the block forwards, statistics and solvers on the GPU; --synthetic NAME
+// quantizes a model of a known shape with random weights (made on the GPU) and seeded random
+// calibration ids, to measure speed: the summary gives each phase's time and the peak GPU memory.
+// Tests: tests/cli/test_cli_quantize.cpp, tests/models/test_ptq_*.cpp, tests/cuda/test_cuda_gptq.cpp.
 #include <sys/resource.h>
+
+#include <random>
 
 #include <chrono>
 #include <cmath>
@@ -18,7 +24,13 @@
 #include "datasets.h"
 #include "exp/recipe.h"
 #include "eval/perplexity.h"
+#include "formats/quant_pack.h"
 #include "io/text_file.h"
+#include "model/synthetic.h"
+
+#ifdef COMPACTOR_HAS_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace compactor::cli {
 
@@ -43,6 +55,8 @@ struct QuantizeOptions {
   int eval_ctx = 512;
   int64_t limit_windows = 0;
   bool overwrite = false, no_save = false;
+  std::string synthetic;
+  int64_t batch_tokens = 0;
   CommonOptions common;
 };
 
@@ -69,6 +83,8 @@ Result<PtqOptions> ptq_options(const QuantizeOptions& o) {
   p.awq_clip = !o.no_awq_clip;
   p.awq.duo_scaling = o.awq_duo;
   p.quiet = o.common.quiet;
+  if (o.batch_tokens < 0) return invalid_argument("--batch-tokens {} is negative", o.batch_tokens);
+  p.batch_tokens = o.batch_tokens;
   return p;
 }
 
@@ -136,27 +152,114 @@ struct Run {
   PtqResult result;
 };
 
+// A model of a known shape with random weights made on the GPU (no files, no tokenizer).
+Result<LoadedModel> make_synthetic_model(const QuantizeOptions& o) {
+  ASSIGN_OR_RETURN(ModelConfig cfg, synthetic_config(o.synthetic));
+  if (o.common.device != "cuda")
+    return unsupported("--synthetic {}: synthetic models are made on the GPU; add --device cuda", o.synthetic);
+#ifdef COMPACTOR_HAS_CUDA
+  ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, CudaBackend::create({}));
+  LoadedModel lm;
+  try {
+    ASSIGN_OR_RETURN(lm.model, Model::allocate(cfg, *be));
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::kOutOfMemory, fmt::format("--synthetic {}: out of GPU memory placing the weights", o.synthetic));
+  }
+  CudaBackend* cuda = be.get();
+  Status fill_status;
+  fill_synthetic_weights(*lm.model, o.seed, [&](View v, uint64_t stream, float mean, float stddev) {
+    if (fill_status.is_ok()) fill_status = cuda->fill_normal(v, stream, mean, stddev);
+  });
+  RETURN_IF_ERROR(fill_status);
+  be->synchronize();
+  lm.backend = std::move(be);
+  return lm;
+#else
+  return unsupported("--synthetic: this build of compactor has no CUDA backend");
+#endif
+}
+
+// Seeded uniform random token ids: the calibration set of a synthetic model.
+CalibrationSet random_calibration(int samples, int seqlen, int64_t vocab, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  std::vector<int32_t> ids(static_cast<int64_t>(samples) * seqlen);
+  for (int32_t& id : ids) id = static_cast<int32_t>(rng() % static_cast<uint64_t>(vocab));
+  CalibrationSet c = calibration_from_ids(std::move(ids), samples, seqlen);
+  c.source = "random token ids";
+  c.mode = "random";
+  c.seed = seed;
+  return c;
+}
+
 Status quantize(const QuantizeOptions& o, Run& run) {
   ASSIGN_OR_RETURN(run.ptq, ptq_options(o));
-  ASSIGN_OR_RETURN(run.lm, load_model(o.model, o.common));
+  if (!o.synthetic.empty()) {
+    if (!o.eval.empty() || o.eval_base)
+      return invalid_argument("--synthetic: --eval/--eval-base need a real model (random weights, no tokenizer)");
+    ASSIGN_OR_RETURN(run.lm, make_synthetic_model(o));
+  } else {
+    ASSIGN_OR_RETURN(run.lm, load_model(o.model, o.common));
+  }
   if (!o.no_save && std::filesystem::exists(o.out) && !o.overwrite)
     return invalid_argument("{} already exists (--overwrite to replace it)", o.out);
-  if (o.calib != "none") {
+  const ModelConfig& cfg = run.lm.model->config();
+  const int seqlen = o.calib_seqlen > 0 ? o.calib_seqlen : static_cast<int>(std::min<int64_t>(512, cfg.max_position_embeddings));
+  if (seqlen > cfg.max_position_embeddings)
+    return invalid_argument("--calib-seqlen {} exceeds the model's maximum of {} positions", seqlen,
+                            cfg.max_position_embeddings);
+  if (!o.synthetic.empty()) {
+    if (o.calib_samples <= 0) return invalid_argument("--calib-samples {} must be positive", o.calib_samples);
+    run.calib = random_calibration(o.calib_samples, seqlen, cfg.vocab_size, o.seed);
+  } else if (o.calib != "none") {
     ASSIGN_OR_RETURN(std::filesystem::path path, resolve_dataset(o.calib));
     CalibrationOptions c;
     c.file = path;
     c.samples = o.calib_samples;
-    c.seqlen = o.calib_seqlen > 0 ? o.calib_seqlen : static_cast<int>(std::min<int64_t>(512, run.lm.model->config().max_position_embeddings));
+    c.seqlen = seqlen;
     c.seed = o.seed;
-    if (c.seqlen > run.lm.model->config().max_position_embeddings)
-      return invalid_argument("--calib-seqlen {} exceeds the model's maximum of {} positions", c.seqlen,
-                              run.lm.model->config().max_position_embeddings);
     ASSIGN_OR_RETURN(run.calib, load_calibration(c, *run.lm.tokenizer));
   }
   if (o.eval_base) { ASSIGN_OR_RETURN(run.base_ppl, measure_all(run.lm, o)); }
   ASSIGN_OR_RETURN(run.result, quantize_model(*run.lm.model, run.calib ? &*run.calib : nullptr, run.ptq));
   if (!o.eval.empty()) { ASSIGN_OR_RETURN(run.quant_ppl, measure_all(run.lm, o)); }
   return Status::ok();
+}
+
+// Seconds to pack every quantized linear into its storage layout (the work of a save without the
+// file writes), for --no-save runs that still report the phase.
+double pack_seconds(const PtqResult& r) {
+  std::vector<const QuantizedLinear*> linears;
+  for (const auto& [name, q] : r.quantized) linears.push_back(&q);
+  const auto t0 = std::chrono::steady_clock::now();
+#pragma omp parallel for schedule(dynamic)
+  for (int64_t i = 0; i < static_cast<int64_t>(linears.size()); ++i) (void)pack_linear(*linears[i]);
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+nlohmann::json phases_json(const PtqResult& r) {
+  const PtqResult::Phases& p = r.phases;
+  const double known = p.embed + p.forward + p.stats + p.factor + p.sweep + p.measure + p.write_back;
+  return {{"embed_s", p.embed}, {"calibration_forward_s", p.forward}, {"statistics_s", p.stats},
+          {"cholesky_s", p.factor}, {"sweep_s", p.sweep}, {"error_measurement_s", p.measure},
+          {"write_back_s", p.write_back}, {"other_s", std::max(0.0, r.seconds - known)}, {"quantize_s", r.seconds}};
+}
+
+// Device memory of a CUDA run (null on the CPU): the backend's allocations (weights, hidden states,
+// statistics, solver scratch; not cuBLAS/cuSOLVER internals) and what cudaMemGetInfo says now.
+nlohmann::json gpu_memory_json(const LoadedModel& lm) {
+#ifdef COMPACTOR_HAS_CUDA
+  const auto* cuda = dynamic_cast<const CudaBackend*>(lm.backend.get());
+  if (cuda == nullptr) return nullptr;
+  const CudaMemoryInfo mem = cuda->memory_info();
+  const double mib = 1024.0 * 1024.0;
+  const double weights = static_cast<double>(model_weight_bytes(*lm.model));
+  return {{"weights_mb", weights / mib}, {"peak_allocated_mb", mem.peak_allocated_bytes / mib},
+          {"peak_over_weights_mb", (mem.peak_allocated_bytes - weights) / mib},
+          {"device_used_at_end_mb", (mem.total_bytes - mem.free_bytes) / mib}, {"device_total_mb", mem.total_bytes / mib}};
+#else
+  (void)lm;
+  return nullptr;
+#endif
 }
 
 nlohmann::json calibration_json(const Run& run) {
@@ -171,7 +274,10 @@ nlohmann::json summary_json(const QuantizeOptions& o, const Run& run) {
   struct rusage usage {};
   getrusage(RUSAGE_SELF, &usage);
   const double linear_bpw = r.quantized_weights > 0 ? r.quantized_bits / static_cast<double>(r.quantized_weights) : 16.0;
-  return {{"method", o.method}, {"bits", o.bits}, {"group_size", run.ptq.spec.group_size},
+  nlohmann::json gpu = gpu_memory_json(run.lm);
+  return {{"method", o.method}, {"bits", o.bits}, {"group_size", run.ptq.spec.group_size}, {"device", o.common.device},
+          {"model", o.synthetic.empty() ? o.model : "synthetic " + o.synthetic}, {"phases", phases_json(r)},
+          {"gpu_memory", gpu}, {"solvers_on_gpu", r.on_gpu},
           {"sym", run.ptq.spec.symmetric}, {"act_order", o.act_order}, {"quantized_linears", r.linears.size()},
           {"seconds", r.seconds}, {"peak_rss_mb", static_cast<double>(usage.ru_maxrss) / 1024.0},
           {"bits_per_weight_linears", linear_bpw}, {"bits_per_weight_model", model_bits_per_weight(*run.lm.model, r)},
@@ -202,11 +308,21 @@ int run_quantize(const QuantizeOptions& o, const CLI::App& app) {
   const nlohmann::json provenance = {{"command", "quantize"}, {"args", options_to_json(app)},
                                      {"calibration", calibration_json(run)}, {"summary", summary}, {"layers", layers}};
   if (!o.no_save) {
+    const auto t_save = std::chrono::steady_clock::now();
     Status saved = save_quantized_model(*run.lm.model, run.result, provenance, o.out,
                                         o.overwrite ? Overwrite::kYes : Overwrite::kNo);
     if (!saved.is_ok()) return fail(saved);
+    summary["phases"]["pack_and_save_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_save).count();
     summary["out"] = o.out;
     summary["file_bytes"] = directory_bytes(o.out);
+  } else {
+    summary["phases"]["pack_s"] = pack_seconds(run.result);
+  }
+  {
+    double total = summary["phases"]["quantize_s"].get<double>();
+    for (const char* k : {"pack_and_save_s", "pack_s"})
+      if (summary["phases"].contains(k)) total += summary["phases"][k].get<double>();
+    summary["phases"]["total_s"] = total;
   }
   if (!run.base_ppl.is_null()) summary["base_ppl"] = run.base_ppl;
   if (!run.quant_ppl.is_null()) summary["ppl"] = run.quant_ppl;
@@ -230,7 +346,7 @@ int run_quantize(const QuantizeOptions& o, const CLI::App& app) {
 Command make_quantize_command(CLI::App& root) {
   auto o = std::make_shared<QuantizeOptions>();
   CLI::App* app = root.add_subcommand("quantize", "weight-only post-training quantization: RTN, GPTQ, AWQ");
-  app->add_option("model", o->model, "model directory")->required();
+  app->add_option("model", o->model, "model directory (not with --synthetic)");
   app->add_option("out", o->out, "output directory (a compressed model)");
   app->add_option("--method", o->method, "rtn, gptq or awq")->capture_default_str();
   app->add_option("--bits", o->bits, "weight bits: 2, 3, 4 or 8")->capture_default_str();
@@ -259,8 +375,25 @@ Command make_quantize_command(CLI::App& root) {
   app->add_option("--limit-windows", o->limit_windows, "perplexity: first K windows only");
   app->add_flag("--overwrite", o->overwrite, "replace OUT if it exists");
   app->add_flag("--no-save", o->no_save, "measure only, write no OUT");
+  app->add_option("--synthetic", o->synthetic, "quantize a random-weight model of this shape on the GPU (llama2-7b, "
+                                                "llama3-8b, mistral-7b, llama2-13b, tiny) with random calibration ids; "
+                                                "nothing is saved");
+  app->add_option("--batch-tokens", o->batch_tokens, "calibration tokens per block forward (0: 8192 on the GPU, 2048 "
+                                                     "on the CPU)")->capture_default_str();
   add_common_options(app, o->common);
   return {app, [o, app]() {
+            if (!o->synthetic.empty()) {
+              // `compactor quantize --synthetic NAME [OUT]`: the one positional lands in MODEL.
+              if (!o->out.empty())
+                return fail(invalid_argument("--synthetic {} takes no MODEL directory (got '{}')", o->synthetic, o->model));
+              if (!o->model.empty() && !o->no_save)
+                std::fprintf(stderr, "quantize: --synthetic models are not saved (random weights, no files); '%s' is "
+                                     "not written\n", o->model.c_str());
+              o->model.clear();
+              o->no_save = true;
+            } else if (o->model.empty()) {
+              return fail(invalid_argument("quantize: MODEL is required (or --synthetic NAME)"));
+            }
             if (o->out.empty() && !o->no_save) return fail(invalid_argument("quantize: OUT is required (or --no-save)"));
             return run_quantize(*o, *app);
           }};
