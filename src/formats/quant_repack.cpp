@@ -122,4 +122,30 @@ QuantizedLinear unpack_repacked_ref(const RepackedLinear& r, bool symmetric) {
   return q;
 }
 
+std::vector<uint32_t> repack_tc_int4_ref(const RepackedLinear& r) {
+  const RepackPlan& plan = r.plan;
+  COMPACTOR_ASSERT(plan.bits == 4, "repack_tc_int4_ref: bits {} (int4 only)", plan.bits);
+  const int64_t chunks = tc_chunks(plan);
+  std::vector<uint32_t> tc(tc_padded_rows(plan.n) * plan.k_padded / 8, 0);
+  for (int64_t word = 0; word < static_cast<int64_t>(tc.size()); ++word) {
+    for (int q = 0; q < 8; ++q) {
+      int64_t row = 0, pos = 0;
+      tc_int4_source(word, q, chunks, &row, &pos);
+      if (row >= plan.n) continue;
+      const uint32_t* block = &r.qweight[row * plan.words_per_row + (pos / kRepackBlockK) * 4];
+      tc[word] |= repacked_code(block, 4, static_cast<int>(pos % kRepackBlockK)) << (4 * q);
+    }
+  }
+  return tc;
+}
+
+uint32_t tc_int4_code(const std::vector<uint32_t>& tc, int64_t chunks, int64_t row, int64_t pos) {
+  const int64_t tile = (row / kTcRows) * chunks + pos / kTcChunkK;
+  const int r = static_cast<int>(row % kTcRows), kk = static_cast<int>(pos % kTcChunkK);
+  const int g = r % 8, s = kk / 16, kq = kk % 16, t = (kq % 8) / 2;
+  const int p = (r / 8) + 2 * (kq / 8), second = kq % 2;
+  const int64_t word = (tile * 32 + 4 * g + t) * 4 + s;
+  return (tc[word] >> (4 * (p + 4 * second))) & 15u;
+}
+
 }  // namespace compactor

@@ -112,4 +112,42 @@ COMPACTOR_HOST_DEVICE inline uint32_t repacked_code(const uint32_t* words, int b
   return (words[(i * bits) >> 5] >> ((i * bits) & 31)) & ((1u << bits) - 1u);
 }
 
+// ---- tensor-core layout of int4 (backend/cuda/qgemv_tc.cu) ----
+// The codes of 16 output rows × 64 positions form one 512-byte tile, in the order the
+// mma.m16n8k16 A fragment wants them (g = lane / 4, t = lane % 4): lane L = 4g + t owns bytes
+// 16L .. 16L+15, word s (0..3) of those is k16 step s (positions 16s .. 16s+15 of the tile), and
+// its nibbles hold four pairs of codes:
+//   pair 0 = (row g,   positions 2t, 2t+1)     pair 1 = (row g+8, positions 2t, 2t+1)
+//   pair 2 = (row g,   positions 2t+8, 2t+9)   pair 3 = (row g+8, positions 2t+8, 2t+9)
+//   word s:  bit 31  28 27  24 23  20 19  16 15  12 11   8 7    4 3    0
+//               +------+------+------+------+------+------+------+------+
+//               | p3.b | p2.b | p1.b | p0.b | p3.a | p2.a | p1.a | p0.a |   a = first, b = second position
+//               +------+------+------+------+------+------+------+------+
+// so (word >> 4p) & 0x000F000F puts pair p's codes at bits 0 and 16: OR-ing the f16 (bf16) bits of
+// 1024 (128) makes the half2 (1024 + a, 1024 + b), a register of the A fragment after one
+// subtraction of 1024 + zero. Tiles are ordered [N/16 row tiles][Kp/64 chunks]; rows past N are
+// padding (code 0). Positions are the repacked ones (act-order permutation applied).
+inline constexpr int kTcRows = 16;
+inline constexpr int kTcChunkK = 64;
+
+// Rows padded to whole tiles, and 64-position chunks per row tile.
+inline int64_t tc_padded_rows(int64_t n) { return (n + kTcRows - 1) / kTcRows * kTcRows; }
+inline int64_t tc_chunks(const RepackPlan& plan) { return plan.k_padded / kTcChunkK; }
+
+// The (row, position) of nibble q (0..7) of tc word `word` (u32 index into the layout).
+COMPACTOR_HOST_DEVICE inline void tc_int4_source(int64_t word, int q, int64_t chunks, int64_t* row, int64_t* pos) {
+  const int s = static_cast<int>(word & 3);
+  const int lane = static_cast<int>((word >> 2) & 31);
+  const int64_t tile = word >> 7;  // row tile * chunks + chunk
+  const int64_t row_tile = tile / chunks, chunk = tile - row_tile * chunks;
+  const int g = lane >> 2, t = lane & 3, p = q & 3, second = q >> 2;
+  *row = row_tile * kTcRows + g + 8 * (p & 1);
+  *pos = chunk * kTcChunkK + 16 * s + 2 * t + 8 * (p >> 1) + second;
+}
+
+// Host reference: the tc words [tc_padded_rows(N) * Kp / 8] of an int4 linear from its row layout.
+std::vector<uint32_t> repack_tc_int4_ref(const RepackedLinear& r);
+// Code at (row, position) of a tc layout (the inverse, for tests).
+uint32_t tc_int4_code(const std::vector<uint32_t>& tc, int64_t chunks, int64_t row, int64_t pos);
+
 }  // namespace compactor

@@ -1,5 +1,7 @@
-// The fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) against the CPU reference:
-//   - the device repack is byte-identical to repack_linear_ref (formats/quant_repack.h);
+// The fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) against the CPU reference, for
+// both kernels (CUDA cores: every format; tensor cores: int4):
+//   - the device repacks are byte-identical to repack_linear_ref / repack_tc_int4_ref
+//     (formats/quant_repack.h);
 //   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
 //     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
 //     multiple of 128 or of the group), plus bias and accumulate (out +=);
@@ -156,6 +158,14 @@ class CudaQgemm : public ::testing::TestWithParam<DType> {
     convert_to_f32(host.data(), act(), x.size(), x.data());
     return {upload(host), x};
   }
+  void use_kernel(QuantKernel kernel) {
+    CudaBackendOptions o{GetParam()};
+    o.quant_kernel = kernel;
+    be_.reset();
+    auto be = CudaBackend::create(o);
+    ASSERT_TRUE(be.is_ok()) << be.status().message();
+    be_ = std::move(be).value();
+  }
   // out = x · dq(w)ᵀ through qgemv_cuda directly (any M).
   Status run_qgemv(View out, View x, const QgemvRepacked& r, View bias, bool accumulate) {
     const size_t bytes = qgemv_scratch_bytes(r.plan, x.rows(), x.dtype, x.data);
@@ -165,6 +175,9 @@ class CudaQgemm : public ::testing::TestWithParam<DType> {
     be_->synchronize();  // scratch lives until the kernel is done
     return st;
   }
+
+  void bias_and_accumulate(QgemvKernel kernel);
+  void backend_paths(int64_t fused_max_rows);
 
   std::unique_ptr<CudaBackend> be_;
 };
@@ -216,6 +229,16 @@ TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
         be_->copy_to_host(got->perm, perm.data());
         EXPECT_EQ(perm, want->perm) << what;
       }
+      if (c.bits != 4) continue;
+      auto got_tc = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream(), QgemvKernel::kTensorCores);
+      ASSERT_TRUE(got_tc.is_ok()) << what << ": " << got_tc.status().message();
+      ASSERT_TRUE(got_tc->tc.defined()) << what;
+      EXPECT_FALSE(got_tc->qweight.defined()) << what;
+      const std::vector<uint32_t> want_tc = repack_tc_int4_ref(*want);
+      std::vector<uint32_t> tc(want_tc.size());
+      ASSERT_EQ(got_tc->tc.bytes(), static_cast<int64_t>(tc.size() * 4)) << what;
+      be_->copy_to_host(got_tc->tc, tc.data());
+      EXPECT_EQ(tc, want_tc) << what << " (tensor-core layout)";
     }
   }
 }
@@ -231,29 +254,37 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
     std::vector<float> w(n * k);
     dequantize_ref(packed->ref(), w.data());
     std::vector<Tensor> keep;
-    auto repacked = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream());
-    ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
-    for (int64_t m : {1, 3, 16, 64, 200}) {
-      const std::string what = fmt::format("int{} group {} sym {} act {} [N {}, K {}] M {} {}", c.bits, c.group, c.sym,
-                                           c.act_order, n, k, m, dtype_name(act()));
-      auto [x, xf] = random_x(m, k, seed++);
-      Tensor out = be_->alloc(Shape{m, n}, act());
-      const Status st = run_qgemv(out, x, *repacked, View{}, false);
-      ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
-      const Reference ref = reference(xf, w, m, n, k);
-      EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+    const LinearWeight dev_w = upload_weight(*packed, keep);
+    for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
+      if (kernel == QgemvKernel::kTensorCores && c.bits != 4) continue;
+      const char* kname = kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores";
+      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
+      ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+      for (int64_t m : {1, 3, 16, 64, 200}) {
+        const std::string what = fmt::format("{}: int{} group {} sym {} act {} [N {}, K {}] M {} {}", kname, c.bits,
+                                             c.group, c.sym, c.act_order, n, k, m, dtype_name(act()));
+        auto [x, xf] = random_x(m, k, seed++);
+        Tensor out = be_->alloc(Shape{m, n}, act());
+        const Status st = run_qgemv(out, x, *repacked, View{}, false);
+        ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+        const Reference ref = reference(xf, w, m, n, k);
+        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+      }
     }
   }
 }
 
-TEST_P(CudaQgemm, FusedBiasAndAccumulate) {
+TEST_P(CudaQgemm, FusedBiasAndAccumulateCudaCores) { bias_and_accumulate(QgemvKernel::kCudaCores); }
+TEST_P(CudaQgemm, FusedBiasAndAccumulateTensorCores) { bias_and_accumulate(QgemvKernel::kTensorCores); }
+
+void CudaQgemm::bias_and_accumulate(QgemvKernel kernel) {
   const int64_t n = 77, k = 320, m = 5;
   auto packed = pack_linear(random_linear(4, 64, false, true, n, k, 7));
   ASSERT_TRUE(packed.is_ok());
   std::vector<float> w(n * k);
   dequantize_ref(packed->ref(), w.data());
   std::vector<Tensor> keep;
-  auto repacked = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream());
+  auto repacked = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream(), kernel);
   ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
   auto [x, xf] = random_x(m, k, 8);
   const Reference ref = reference(xf, w, m, n, k);
@@ -280,7 +311,15 @@ TEST_P(CudaQgemm, FusedBiasAndAccumulate) {
   EXPECT_FALSE(run_qgemv(out, x, *repacked, bias_dev, true).is_ok()) << "accumulate with a bias must be rejected";
 }
 
-TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) {
+TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) { backend_paths(kQgemvAutoMaxRows); }
+
+TEST_P(CudaQgemm, BackendMatmulTensorCoreKernelAgreesWithReference) {
+  ASSERT_NO_FATAL_FAILURE(use_kernel(QuantKernel::kTensorCores));
+  backend_paths(kQgemvTcAutoMaxRows);
+}
+
+// Every M around the backend's switch from the fused kernel to dequantize + cuBLAS.
+void CudaQgemm::backend_paths(int64_t fused_max_rows) {
   uint32_t seed = 300;
   const Config configs[] = {{4, 128, false, false}, {4, 128, true, true}, {8, 0, true, false},
                             {3, 128, false, false}, {2, 64, false, false}, {2, 16, false, false}};
@@ -292,7 +331,7 @@ TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) {
     dequantize_ref(packed->ref(), w.data());
     std::vector<Tensor> keep;
     const LinearWeight dev_w = upload_weight(*packed, keep);
-    for (int64_t m : {1, 4, 16, 32, 33, 64}) {
+    for (int64_t m : {int64_t{1}, int64_t{4}, int64_t{16}, fused_max_rows, fused_max_rows + 1}) {
       const std::string what = fmt::format("backend int{} group {} sym {} act {} M {} {}", c.bits, c.group, c.sym,
                                            c.act_order, m, dtype_name(act()));
       auto [x, xf] = random_x(m, k, seed++);

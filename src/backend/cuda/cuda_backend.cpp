@@ -432,7 +432,9 @@ void qgemv_sources(const LinearWeight& w, const void* (&src)[4], uint64_t (&seri
 }  // namespace
 
 const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
-  if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > kQgemvAutoMaxRows) return nullptr;
+  const bool tc = options_.quant_kernel == QuantKernel::kTensorCores && w.bits() == 4;
+  const int64_t max_rows = tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
+  if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > max_rows) return nullptr;
   const void* src[4];
   uint64_t serial[4];
   qgemv_sources(w, src, serial);
@@ -462,7 +464,7 @@ const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   e.k = w.in_features;
   e.bits = w.bits();
   e.group = w.group_size;
-  auto repacked = qgemv_repack_cuda(w, stream_);
+  auto repacked = qgemv_repack_cuda(w, stream_, tc ? QgemvKernel::kTensorCores : QgemvKernel::kCudaCores);
   if (repacked.is_ok()) {
     e.repacked = std::move(repacked).value();
     e.view = e.repacked.view();

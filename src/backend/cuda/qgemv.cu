@@ -15,6 +15,7 @@
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/qgemv.cuh"
+#include "backend/cuda/qgemv_tc.cuh"
 
 namespace compactor {
 
@@ -245,10 +246,11 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
   if (out.dtype != x.dtype) return invalid_argument("qgemv: out is {} but x is {}", dtype_name(out.dtype), dtype_name(x.dtype));
   RETURN_IF_ERROR(expect_shape2("qgemv", "x", x, x.rows(), plan.k));
   RETURN_IF_ERROR(expect_shape2("qgemv", "out", out, x.rows(), plan.n));
-  if (w.qweight == nullptr || w.scale_zero == nullptr || (plan.permuted && w.perm == nullptr))
+  if ((w.qweight == nullptr && w.tc == nullptr) || w.scale_zero == nullptr || (plan.permuted && w.perm == nullptr))
     return invalid_argument("qgemv: the repacked weight [{}, {}] has no device data", plan.n, plan.k);
   if (plan.bits != 2 && plan.bits != 3 && plan.bits != 4 && plan.bits != 8)
     return invalid_argument("qgemv: bits {} (expected 2, 3, 4 or 8)", plan.bits);
+  if (w.tc != nullptr && plan.bits != 4) return invalid_argument("qgemv: the tc layout is int4 only, not int{}", plan.bits);
   if (plan.k_padded % kRepackTileK != 0 || plan.k_padded / kRepackBlockK > 0x7fffffff)
     return invalid_argument("qgemv: padded K {} is not a multiple of {} or too large", plan.k_padded, kRepackTileK);
   if (bias.data != nullptr) {
@@ -318,6 +320,7 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
           static_cast<T*>(scratch), x.as<const T>(), w.perm, m, plan.k, plan.k_padded);
       CUDA_RETURN_IF_ERROR(cudaGetLastError());
     }
+    if (w.tc != nullptr) return qgemv_tc_launch<T>(out, a.x, m, w, bias, accumulate, stream);
     switch (plan.bits) {
       case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, n_blocks, stream);
       case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, n_blocks, stream);

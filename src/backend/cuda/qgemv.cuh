@@ -22,6 +22,12 @@ namespace compactor {
 // Input rows up to which CudaBackend::matmul uses the fused kernel (CUDA cores; above this the
 // dequantize + cuBLAS tensor-core path is expected to win; bench_qgemm measures the crossover).
 inline constexpr int64_t kQgemvAutoMaxRows = 32;
+// With the tensor-core kernel (int4) the fused path is used up to this many rows.
+inline constexpr int64_t kQgemvTcAutoMaxRows = 64;
+
+// kCudaCores: qgemv.cu (every format; f32 FMAs). kTensorCores: qgemv_tc.cu for int4 (mma.sync on
+// exact c - z fragments, f32 accumulation), the CUDA-core kernel for the other formats.
+enum class QgemvKernel { kCudaCores, kTensorCores };
 
 // Device views of a repacked linear (owned elsewhere).
 struct QgemvWeight {
@@ -29,20 +35,25 @@ struct QgemvWeight {
   const uint32_t* qweight = nullptr;     // [N, plan.words_per_row] u32
   const uint32_t* scale_zero = nullptr;  // [N, plan.groups_padded] u32 (f16 scale | f16 zero << 16)
   const int32_t* perm = nullptr;         // [plan.k_padded] i32, or nullptr when not act-order
+  // Tensor-core int4 layout (quant_repack.h) instead of qweight: [tc_padded_rows(N) * Kp / 8] u32
+  const uint32_t* tc = nullptr;
 };
 
 // Owning device tensors of a repacked linear.
 struct QgemvRepacked {
   RepackPlan plan;
   Tensor qweight, scale_zero, perm;  // perm undefined unless plan.permuted
+  Tensor tc;                         // kTensorCores int4: the tc layout (qweight then undefined)
   QgemvWeight view() const;
   int64_t bytes() const;
 };
 
 // Repacks a quantized LinearWeight whose qweight/scales/qzeros/g_idx are CUDA views (g_idx is
-// read back to the host once to build the permutation). Unsupported (the caller falls back to
-// dequantize + cuBLAS) for group sizes plan_repack rejects and irregular act-order.
-Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stream);
+// read back to the host once to build the permutation) into the layout of `kernel` (the tc
+// layout for int4 with kTensorCores, the row layout otherwise). Unsupported (the caller falls back
+// to dequantize + cuBLAS) for group sizes plan_repack rejects and irregular act-order.
+Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stream,
+                                        QgemvKernel kernel = QgemvKernel::kCudaCores);
 
 // Bytes of the x staging buffer qgemv_cuda needs for `rows` input rows of this weight: 0 when x
 // is read in place (K % 128 == 0, no act-order), else rows * Kp elements of the activation dtype.
@@ -50,7 +61,8 @@ size_t qgemv_scratch_bytes(const RepackPlan& plan, int64_t rows, DType act, cons
 
 // out: [M, N] act = x: [M, K] act · dq(w)ᵀ (+ bias: [N] f32|f16|bf16, or data == nullptr);
 // accumulate: out += x · dq(w)ᵀ instead (no bias). scratch: qgemv_scratch_bytes(...) device bytes
-// (may be nullptr when that is 0). Any M works; the kernel tiles M by 1/2/4/8 rows.
+// (may be nullptr when that is 0). Any M works; the kernel tiles M by 1/2/4/8 rows (tensor cores:
+// 8/16/32/64). The kernel follows the layout w holds (tc: tensor cores).
 Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumulate, void* scratch,
                   cudaStream_t stream);
 

@@ -34,6 +34,25 @@ __global__ void qgemv_repack_codes_kernel(uint32_t* __restrict__ out,           
   }
 }
 
+// The tc layout of int4 (quant_repack.h): one thread per output word gathers its 8 codes.
+__global__ void qgemv_repack_tc_kernel(uint32_t* __restrict__ out,           // [Np * Kp / 8]
+                                       const int32_t* __restrict__ qweight,  // [W(K), N]
+                                       const int32_t* __restrict__ perm,     // [Kp] or nullptr
+                                       int64_t n, int64_t k, int64_t chunks, int64_t words) {
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < words;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t v = 0;
+    for (int q = 0; q < 8; ++q) {
+      int64_t row = 0, pos = 0;
+      tc_int4_source(idx, q, chunks, &row, &pos);
+      if (row >= n) continue;
+      const int64_t col = perm != nullptr ? perm[pos] : (pos < k ? pos : -1);
+      if (col >= 0) v |= packed_value(qweight + row, n, 4, col) << (4 * q);
+    }
+    out[idx] = v;
+  }
+}
+
 __global__ void qgemv_repack_scales_kernel(uint32_t* __restrict__ out,           // [N, Gp]
                                            const uint16_t* __restrict__ scales,  // [G, N] f16 bits
                                            const int32_t* __restrict__ qzeros,   // [G, W(N)]
@@ -82,14 +101,16 @@ QgemvWeight QgemvRepacked::view() const {
   v.qweight = qweight.as<const uint32_t>();
   v.scale_zero = scale_zero.as<const uint32_t>();
   v.perm = perm.defined() ? perm.as<const int32_t>() : nullptr;
+  v.tc = tc.defined() ? tc.as<const uint32_t>() : nullptr;
   return v;
 }
 
 int64_t QgemvRepacked::bytes() const {
-  return qweight.bytes() + scale_zero.bytes() + (perm.defined() ? perm.bytes() : 0);
+  return (qweight.defined() ? qweight.bytes() : 0) + (tc.defined() ? tc.bytes() : 0) + scale_zero.bytes() +
+         (perm.defined() ? perm.bytes() : 0);
 }
 
-Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stream) {
+Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stream, QgemvKernel kernel) {
   RETURN_IF_ERROR(check_repack(w));
   const int64_t n = w.out_features, k = w.in_features;
   std::vector<int32_t> g_idx_host, perm_host;
@@ -102,7 +123,12 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
   ASSIGN_OR_RETURN(r.plan, plan_repack(w.bits(), w.group_size, n, k, g_idx_host.empty() ? nullptr : g_idx_host.data(),
                                        &perm_host));
   const RepackPlan& plan = r.plan;
-  ASSIGN_OR_RETURN(r.qweight, device_tensor(Shape{n, plan.words_per_row}, DType::kI32));
+  const bool tc = kernel == QgemvKernel::kTensorCores && plan.bits == 4;
+  if (tc) {
+    ASSIGN_OR_RETURN(r.tc, device_tensor(Shape{tc_padded_rows(n) * plan.k_padded / 8}, DType::kI32));
+  } else {
+    ASSIGN_OR_RETURN(r.qweight, device_tensor(Shape{n, plan.words_per_row}, DType::kI32));
+  }
   ASSIGN_OR_RETURN(r.scale_zero, device_tensor(Shape{n, plan.groups_padded}, DType::kI32));
   if (plan.permuted) {
     ASSIGN_OR_RETURN(r.perm, device_tensor(Shape{plan.k_padded}, DType::kI32));
@@ -111,9 +137,16 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
   }
   constexpr int kThreads = 256;
   const int64_t blocks_per_row = plan.k_padded / kRepackBlockK;
-  qgemv_repack_codes_kernel<<<grid_for(n * blocks_per_row, kThreads), kThreads, 0, stream>>>(
-      r.qweight.as<uint32_t>(), w.qweight.as<const int32_t>(), r.perm.defined() ? r.perm.as<const int32_t>() : nullptr,
-      plan.bits, n, k, blocks_per_row, plan.words_per_row);
+  const int32_t* perm = r.perm.defined() ? r.perm.as<const int32_t>() : nullptr;
+  if (tc) {
+    const int64_t words = r.tc.numel();
+    qgemv_repack_tc_kernel<<<grid_for(words, kThreads), kThreads, 0, stream>>>(
+        r.tc.as<uint32_t>(), w.qweight.as<const int32_t>(), perm, n, k, tc_chunks(plan), words);
+  } else {
+    qgemv_repack_codes_kernel<<<grid_for(n * blocks_per_row, kThreads), kThreads, 0, stream>>>(
+        r.qweight.as<uint32_t>(), w.qweight.as<const int32_t>(), perm, plan.bits, n, k, blocks_per_row,
+        plan.words_per_row);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   qgemv_repack_scales_kernel<<<grid_for(n * plan.groups_padded, kThreads), kThreads, 0, stream>>>(
       r.scale_zero.as<uint32_t>(), w.scales.as<const uint16_t>(), w.qzeros.as<const int32_t>(), plan.bits, n,

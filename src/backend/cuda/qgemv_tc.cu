@@ -1,0 +1,221 @@
+// Tensor-core variant of the fused int4 GEMV/skinny GEMM (qgemv.cuh, QgemvKernel::kTensorCores):
+// y[M, N] = x[M, K] · dq(W)ᵀ with mma.m16n8k16, W as the A operand (16 output rows × 16 positions)
+// and xᵀ as B (16 positions × 8 input rows), f32 accumulators. The codes come in the tc layout of
+// formats/quant_repack.h, where one coalesced 16-byte load per lane holds its A fragments for four
+// k16 steps; a fragment register is made by one AND-OR against the bits of 1024 (f16) / 128 (bf16)
+// and one packed subtraction of (1024 + zero), exact, so the tensor cores multiply c - z by x in
+// f32 and the scale is applied once per group to the f32 partial products.
+// A block owns 16 output rows and up to 64 input rows (kTiles n8 tiles); its 8 warps split K by
+// 64-position chunks (kTcUnroll chunks in flight per lane) and reduce through shared memory.
+// Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/mma.cuh"
+#include "backend/cuda/qgemv_tc.cuh"
+
+namespace compactor {
+
+namespace {
+
+constexpr int kTcWarps = 8;
+constexpr int kTcUnroll = 4;    // 64-position chunks in flight per lane
+constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
+
+struct QgemvTcArgs {
+  const uint4* tc;             // [N/16][Kp/64][32][4] u32 (tc layout)
+  const uint32_t* scale_zero;  // [N, Gp]
+  const void* x;               // [M, ldx] act
+  void* out;                   // [M, N] act
+  const void* bias;            // [N] or nullptr
+  DType bias_dtype;
+  int64_t n, m, ldx, groups_padded;
+  int chunks;       // Kp / 64
+  int group_shift;  // position p is in group p >> group_shift
+  bool accumulate;
+};
+
+template <typename T> __device__ __forceinline__ uint32_t tc_magic();
+template <> __device__ __forceinline__ uint32_t tc_magic<__half>() { return 0x64006400u; }         // 1024, 1024
+template <> __device__ __forceinline__ uint32_t tc_magic<__nv_bfloat16>() { return 0x43004300u; }  // 128, 128
+template <typename T> __device__ __forceinline__ float tc_magic_value();
+template <> __device__ __forceinline__ float tc_magic_value<__half>() { return 1024.f; }
+template <> __device__ __forceinline__ float tc_magic_value<__nv_bfloat16>() { return 128.f; }
+
+template <typename T> struct Pair;
+template <> struct Pair<__half> { using type = __half2; };
+template <> struct Pair<__nv_bfloat16> { using type = __nv_bfloat162; };
+
+// a - b on two packed 16-bit values of type T.
+template <typename T>
+__device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
+  using P = typename Pair<T>::type;
+  const P r = __hsub2(*reinterpret_cast<const P*>(&a), *reinterpret_cast<const P*>(&b));
+  return *reinterpret_cast<const uint32_t*>(&r);
+}
+
+__device__ __forceinline__ float sz_scale(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz & 0xffffu))); }
+__device__ __forceinline__ float sz_zero(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz >> 16))); }
+
+// One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
+// for the chunk's first and second half (the same group unless the group size is 32).
+template <typename T, int kTiles>
+__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4], const T* const (&xr)[kTiles],
+                                         const bool (&xv)[kTiles], int64_t k0, bool split,
+                                         float (&acc)[kTiles][4]) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+  float d[kTiles][4] = {};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint32_t sz_lo = sz[2 * h], sz_hi = sz[2 * h + 1];
+    const uint32_t z_lo = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_lo), tc_magic_value<T>() + sz_zero(sz_lo));
+    const uint32_t z_hi = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_hi), tc_magic_value<T>() + sz_zero(sz_hi));
+#pragma unroll
+    for (int s2 = 0; s2 < 2; ++s2) {
+      const int s = 2 * h + s2;
+      const uint32_t word = words[s];
+      uint32_t a[4];
+      a[0] = sub2<T>((word & 0x000F000Fu) | tc_magic<T>(), z_lo);          // row g,   positions 2t, 2t+1
+      a[1] = sub2<T>(((word >> 4) & 0x000F000Fu) | tc_magic<T>(), z_hi);   // row g+8, positions 2t, 2t+1
+      a[2] = sub2<T>(((word >> 8) & 0x000F000Fu) | tc_magic<T>(), z_lo);   // row g,   positions 2t+8, 2t+9
+      a[3] = sub2<T>(((word >> 12) & 0x000F000Fu) | tc_magic<T>(), z_hi);  // row g+8, positions 2t+8, 2t+9
+      const int64_t k = k0 + 16 * s;
+#pragma unroll
+      for (int j = 0; j < kTiles; ++j) {
+        const uint32_t b0 = xv[j] ? __ldg(reinterpret_cast<const unsigned int*>(xr[j] + k)) : 0u;
+        const uint32_t b1 = xv[j] ? __ldg(reinterpret_cast<const unsigned int*>(xr[j] + k + 8)) : 0u;
+        mma::mma16816<T>(d[j], a, b0, b1);
+      }
+    }
+    if (h == 1 || split) {
+      const float s_lo = sz_scale(sz_lo), s_hi = sz_scale(sz_hi);
+#pragma unroll
+      for (int j = 0; j < kTiles; ++j) {
+        acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
+        acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
+        acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
+        acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
+#pragma unroll
+        for (int e = 0; e < 4; ++e) d[j][e] = 0.f;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+template <typename T, int kTiles>
+__global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcArgs a) {
+  __shared__ float partial[kTcWarps][kTiles][4][32];
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
+  const int64_t row_tile = blockIdx.x;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTcMaxRowsM;
+  const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
+  const uint32_t* szr_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
+  const uint32_t* szr_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
+  const uint4* wt = a.tc + row_tile * a.chunks * 32 + lane;
+  const T* xr[kTiles];
+  bool xv[kTiles];
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j) {
+    const int64_t xm = m0 + 8 * j + g;
+    xv[j] = xm < a.m;
+    xr[j] = static_cast<const T*>(a.x) + (xv[j] ? xm : 0) * a.ldx + 2 * t;
+  }
+  const bool split = a.group_shift == 5;
+  auto load = [&](uint4 (&wv)[kTcUnroll], uint32_t (&szv)[kTcUnroll][4], int base) {
+#pragma unroll
+    for (int u = 0; u < kTcUnroll; ++u) {
+      const int c = base + u * kTcWarps;
+      const bool ok = c < a.chunks;
+      const int64_t g0 = (static_cast<int64_t>(c) * kTcChunkK) >> a.group_shift;
+      const int64_t g1 = (static_cast<int64_t>(c) * kTcChunkK + 32) >> a.group_shift;
+      wv[u] = ok ? __ldg(wt + static_cast<int64_t>(c) * 32) : make_uint4(0, 0, 0, 0);
+      szv[u][0] = ok ? __ldg(szr_lo + g0) : 0u;
+      szv[u][1] = ok ? __ldg(szr_hi + g0) : 0u;
+      szv[u][2] = ok ? __ldg(szr_lo + g1) : 0u;
+      szv[u][3] = ok ? __ldg(szr_hi + g1) : 0u;
+    }
+  };
+  uint4 cur[kTcUnroll], nxt[kTcUnroll];
+  uint32_t cur_sz[kTcUnroll][4], nxt_sz[kTcUnroll][4];
+  load(cur, cur_sz, warp);
+  float acc[kTiles][4] = {};
+  for (int base = warp; base < a.chunks; base += kTcWarps * kTcUnroll) {
+    if (base + kTcWarps * kTcUnroll < a.chunks) load(nxt, nxt_sz, base + kTcWarps * kTcUnroll);
+#pragma unroll
+    for (int u = 0; u < kTcUnroll; ++u) {
+      const int c = base + u * kTcWarps;
+      if (c >= a.chunks) break;
+      tc_chunk<T, kTiles>(cur[u], cur_sz[u], xr, xv, static_cast<int64_t>(c) * kTcChunkK, split, acc);
+    }
+#pragma unroll
+    for (int u = 0; u < kTcUnroll; ++u) {
+      cur[u] = nxt[u];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) cur_sz[u][e] = nxt_sz[u][e];
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) partial[warp][j][e][lane] = acc[j][e];
+  __syncthreads();
+  // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
+  T* out = static_cast<T*>(a.out);
+  for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x) {
+    const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kTcWarps; ++w) v += partial[w][j][e][ln];
+    const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
+    const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
+    if (row >= a.n || m >= a.m) continue;
+    T* o = out + m * a.n + row;
+    *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
+                     (a.accumulate ? to_f32(*o) : 0.f));
+  }
+}
+
+namespace {
+
+template <typename T, int kTiles>
+Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
+  const int64_t row_tiles = ceil_div(a.n, kTcRows), m_blocks = ceil_div(a.m, kTcMaxRowsM);
+  if (row_tiles > 0x7fffffff || m_blocks > 65535)
+    return invalid_argument("qgemv (tensor cores): grid {} x {} is too large", row_tiles, m_blocks);
+  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(m_blocks));
+  qgemv_tc_kernel<T, kTiles><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  return Status::ok();
+}
+
+}  // namespace
+
+template <typename T>
+Status qgemv_tc_launch(View out, const void* x, int64_t m, const QgemvWeight& w, View bias, bool accumulate,
+                       cudaStream_t stream) {
+  const RepackPlan& plan = w.plan;
+  QgemvTcArgs a{};
+  a.tc = reinterpret_cast<const uint4*>(w.tc);
+  a.scale_zero = w.scale_zero;
+  a.x = x;
+  a.out = out.data;
+  a.bias = bias.data;
+  a.bias_dtype = bias.dtype;
+  a.n = plan.n;
+  a.m = m;
+  a.ldx = plan.k_padded;
+  a.groups_padded = plan.groups_padded;
+  a.chunks = static_cast<int>(tc_chunks(plan));
+  a.group_shift = plan.group_shift;
+  a.accumulate = accumulate;
+  if (m <= 8) return launch_tc<T, 1>(a, stream);
+  if (m <= 16) return launch_tc<T, 2>(a, stream);
+  if (m <= 32) return launch_tc<T, 4>(a, stream);
+  return launch_tc<T, 8>(a, stream);
+}
+
+template Status qgemv_tc_launch<__half>(View, const void*, int64_t, const QgemvWeight&, View, bool, cudaStream_t);
+template Status qgemv_tc_launch<__nv_bfloat16>(View, const void*, int64_t, const QgemvWeight&, View, bool,
+                                               cudaStream_t);
+
+}  // namespace compactor
