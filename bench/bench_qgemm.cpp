@@ -1,6 +1,7 @@
 // Kernel benchmark of the fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) on real
 // Llama-2-7B / Llama-3-8B layer shapes: for each shape × format × M it times
 //   fused     qgemv_cuda on the repacked weight (what CudaBackend::matmul runs for M <= 32)
+//   tc        int4 only: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout)
 //   dequant   dequantize_cuda + cuBLAS (the path above that, and the previous quantized path)
 //   cublas    cuBLAS GEMM with a dense weight in the activation dtype (allow_gemv off)
 //   dense     our dense decode path (matmul_cuda: the GEMV kernel for M <= 4, else cuBLAS)
@@ -8,7 +9,7 @@
 // copies that L2 (50 MB) cannot hold them. Reports µs, GB/s of the fused kernel (repacked codes +
 // scales/zeros + x + out), % of 3000 GB/s, TFLOP/s and speedups; a table on stdout, JSON with --json.
 // Last, per model (Llama-2-7B, Llama-3-8B), format and M: the summed time of all linears of one
-// decode step, quantized layers (best of fused and dequant) + dense lm_head vs all dense.
+// decode step, quantized layers (best of fused, tc and dequant) + dense lm_head vs all dense.
 // Weights are random bit patterns filled on the device (every bit pattern is a valid code).
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
@@ -129,13 +130,16 @@ struct Row {
   std::string shape, format;
   int64_t n, k, m;
   double fused_us, dequant_us, cublas_us, dense_us, fused_gbs, fused_tflops;
+  double tc_us = 0, tc_gbs = 0;  // int4 only (0 otherwise)
+  double best_fused_us() const { return tc_us > 0 ? std::min(fused_us, tc_us) : fused_us; }
 };
 
 void print_row(const Row& r) {
-  std::printf("%-16s %6ld %6ld %-7s %4ld | %9.2f %7.0f %5.1f%% %6.2f | %9.2f %9.2f %9.2f | %5.2fx %5.2fx %5.2fx\n",
+  std::printf("%-16s %6ld %6ld %-7s %4ld | %9.2f %7.0f %5.1f%% %6.2f | %9.2f %7.0f %5.1f%% | %9.2f %9.2f %9.2f | "
+              "%5.2fx %5.2fx %5.2fx\n",
               r.shape.c_str(), r.n, r.k, r.format.c_str(), r.m, r.fused_us, r.fused_gbs, 100.0 * r.fused_gbs / kPeakGBs,
-              r.fused_tflops, r.dequant_us, r.cublas_us, r.dense_us, r.cublas_us / r.fused_us, r.dense_us / r.fused_us,
-              r.dequant_us / r.fused_us);
+              r.fused_tflops, r.tc_us, r.tc_gbs, 100.0 * r.tc_gbs / kPeakGBs, r.dequant_us, r.cublas_us, r.dense_us,
+              r.cublas_us / r.best_fused_us(), r.dense_us / r.best_fused_us(), r.dequant_us / r.best_fused_us());
 }
 
 nlohmann::json to_json(const Row& r) {
@@ -143,8 +147,9 @@ nlohmann::json to_json(const Row& r) {
           {"format", r.format},     {"m", r.m},           {"fused_us", r.fused_us},
           {"fused_gbs", r.fused_gbs}, {"fused_pct_of_3000gbs", 100.0 * r.fused_gbs / kPeakGBs},
           {"fused_tflops", r.fused_tflops}, {"dequant_cublas_us", r.dequant_us}, {"cublas_us", r.cublas_us},
-          {"dense_us", r.dense_us}, {"speedup_vs_cublas", r.cublas_us / r.fused_us},
-          {"speedup_vs_dense", r.dense_us / r.fused_us}, {"speedup_vs_dequant", r.dequant_us / r.fused_us}};
+          {"dense_us", r.dense_us}, {"tc_us", r.tc_us}, {"tc_gbs", r.tc_gbs},
+          {"speedup_vs_cublas", r.cublas_us / r.best_fused_us()}, {"speedup_vs_dense", r.dense_us / r.best_fused_us()},
+          {"speedup_vs_dequant", r.dequant_us / r.best_fused_us()}};
 }
 
 // Dense baselines of one shape at every M: cuBLAS and our dense decode path, rotating copies.
@@ -176,13 +181,17 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
                              DType act, bool quick) {
   const int64_t probe_bytes = quant_packed_bytes(QuantSpec{p.bits, p.group_size, false}, s.n, s.k, false);
   const int copies = copies_for(probe_bytes);
-  std::vector<QgemvRepacked> repacked;
+  std::vector<QgemvRepacked> repacked, repacked_tc;
   std::vector<PackedCopy> packed;
   for (int c = 0; c < copies; ++c) {
     packed.push_back(random_packed(be, p, s.n, s.k, 10 + c));
     auto r = qgemv_repack_cuda(packed.back().w, be.stream());
     die_if(r.status(), "repack " + s.name);
     repacked.push_back(std::move(r).value());
+    if (p.bits != 4) continue;
+    auto tc = qgemv_repack_cuda(packed.back().w, be.stream(), QgemvKernel::kTensorCores);
+    die_if(tc.status(), "tc repack " + s.name);
+    repacked_tc.push_back(std::move(tc).value());
   }
   Tensor dequant_buf = be.alloc(Shape{s.n, s.k}, act);
   std::vector<Row> rows;
@@ -196,6 +205,13 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
     r.fused_us = time_us(be, [&](int i) {
       return qgemv_cuda(y, x, repacked[i % copies].view(), View{}, false, scratch.data(), be.stream());
     }, quick);
+    if (!repacked_tc.empty()) {
+      r.tc_us = time_us(be, [&](int i) {
+        return qgemv_cuda(y, x, repacked_tc[i % copies].view(), View{}, false, scratch.data(), be.stream());
+      }, quick);
+      r.tc_gbs = (static_cast<double>(repacked_tc[0].bytes()) + static_cast<double>((m * s.k + m * s.n) * 2)) /
+                 (r.tc_us * 1e3);
+    }
     r.dequant_us = time_us(be, [&](int i) -> Status {
       const LinearWeight& q = packed[i % copies].w;
       RETURN_IF_ERROR(dequantize_cuda(dequant_buf, q, be.stream()));
@@ -246,11 +262,11 @@ nlohmann::json model_estimates(const std::vector<Row>& rows) {
       for (const auto& [shape, count] : ml.layer) {
         const Row* r = find(shape, probe.format, probe.m);
         if (r == nullptr) { complete = false; break; }
-        fused += ml.layers * count * std::min(r->fused_us, r->dequant_us);
+        fused += ml.layers * count * std::min(r->best_fused_us(), r->dequant_us);
         dense += ml.layers * count * r->dense_us;
       }
       if (!complete) continue;
-      std::printf("%-10s %-7s M %4ld: linears per token %9.1f us quantized (best of fused, dequant) vs %9.1f us "
+      std::printf("%-10s %-7s M %4ld: linears per token %9.1f us quantized (best of fused, tc, dequant) vs %9.1f us "
                   "dense: %.2fx\n", ml.model.c_str(), probe.format.c_str(), probe.m, fused, dense, dense / fused);
       out.push_back({{"model", ml.model}, {"format", probe.format}, {"m", probe.m}, {"quantized_linears_us", fused},
                      {"dense_linears_us", dense}, {"speedup", dense / fused}});
@@ -283,8 +299,10 @@ int run(const Options& o) {
   const std::vector<std::string> only = split(o.shapes);
   std::printf("%s, %s activations; fused = qgemv (CudaBackend::matmul uses it for M <= %ld)\n", be.name().c_str(),
               o.act.c_str(), kQgemvAutoMaxRows);
-  std::printf("%-16s %6s %6s %-7s %4s | %9s %7s %6s %6s | %9s %9s %9s | %6s %6s %6s\n", "shape", "N", "K", "format", "M",
-              "fused us", "GB/s", "%peak", "TFLOPs", "deq+cuBLAS", "cuBLAS us", "dense us", "xcuBL", "xdense", "xdeq");
+  std::printf("%-16s %6s %6s %-7s %4s | %9s %7s %6s %6s | %9s %7s %6s | %9s %9s %9s | %6s %6s %6s\n", "shape", "N", "K",
+              "format", "M", "fused us", "GB/s", "%peak", "TFLOPs", "tc us", "GB/s", "%peak", "deq+cuBLAS", "cuBLAS us",
+              "dense us", "xcuBL", "xdense", "xdeq");
+  std::printf("(speedups x.. use the faster of fused and tc)\n");
   nlohmann::json records = nlohmann::json::array();
   std::vector<Row> all;
   for (const LayerShape& s : kShapes) {
