@@ -311,7 +311,10 @@ void CudaQgemm::bias_and_accumulate(QgemvKernel kernel) {
   EXPECT_FALSE(run_qgemv(out, x, *repacked, bias_dev, true).is_ok()) << "accumulate with a bias must be rejected";
 }
 
-TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) { backend_paths(kQgemvAutoMaxRows); }
+TEST_P(CudaQgemm, BackendMatmulFusedAndDequantPathsAgreeWithReference) {
+  ASSERT_NO_FATAL_FAILURE(use_kernel(QuantKernel::kCudaCores));
+  backend_paths(kQgemvAutoMaxRows);
+}
 
 TEST_P(CudaQgemm, BackendMatmulTensorCoreKernelAgreesWithReference) {
   ASSERT_NO_FATAL_FAILURE(use_kernel(QuantKernel::kTensorCores));

@@ -33,8 +33,8 @@ enum class AttentionKernel { kAuto, kCudaCores, kTensorCoresWide };
 // kAuto: the GEMV kernel for T <= 4 rows; quantized weights: the fused kernel (qgemv.cuh) for
 // T <= kQgemvAutoMaxRows. kCublas: cuBLAS (quantized weights dequantized first).
 enum class MatmulKernel { kAuto, kCublas };
-// The fused kernel for int4 weights (qgemv.cuh): CUDA-core FMAs (up to kQgemvAutoMaxRows rows) or
-// tensor cores (mma.sync, up to kQgemvTcAutoMaxRows); other formats always use the CUDA-core one.
+// The fused kernel for int4 weights (qgemv.cuh): tensor cores (mma.sync, up to kQgemvTcAutoMaxRows
+// rows) or CUDA-core FMAs (up to kQgemvAutoMaxRows); other formats always use the CUDA-core one.
 enum class QuantKernel { kCudaCores, kTensorCores };
 enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
 
@@ -44,7 +44,7 @@ struct CudaBackendOptions {
   int attention_splits = 0;               // 0: heuristic; > 0 forces the key split count (tests)
   AttentionKernel attention_kernel = AttentionKernel::kAuto;
   MatmulKernel matmul_kernel = MatmulKernel::kAuto;
-  QuantKernel quant_kernel = QuantKernel::kCudaCores;
+  QuantKernel quant_kernel = QuantKernel::kTensorCores;
   FuseOps fuse = FuseOps::kOn;
 };
 

@@ -8,8 +8,10 @@
 //   qgemv_repack_cuda   once per weight: the packed LinearWeight (quant_pack.h layout) -> the
 //                       repacked tensors, on the device (qgemv_repack.cu)
 //   qgemv_cuda          per matmul: the product (qgemv.cu)
-// CudaBackend::matmul picks this path for quantized weights up to kQgemvAutoMaxRows input rows and
-// keeps the repacked copy of each weight in a cache; above that it dequantizes and calls cuBLAS.
+//   qgemv_tc.cu         the tensor-core variant for int4 (QgemvKernel::kTensorCores)
+// CudaBackend::matmul picks this path for quantized weights up to kQgemvAutoMaxRows input rows
+// (int4 on tensor cores: kQgemvTcAutoMaxRows) and keeps the repacked copy of each weight in a
+// cache; above that it dequantizes and calls cuBLAS.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #pragma once
 
