@@ -117,6 +117,18 @@ double dequant_coef(DType d) { return (d == DType::kBF16 ? 1.0 / 512 : 1.0 / 204
                                        << "; first:" << first;
 }
 
+// Equal word vectors, or the first differing index and values (not the whole vectors).
+template <typename W>
+::testing::AssertionResult same_words(const std::vector<W>& got, const std::vector<W>& want, const std::string& what) {
+  if (got.size() != want.size())
+    return ::testing::AssertionFailure() << what << ": " << got.size() << " words, want " << want.size();
+  for (size_t i = 0; i < got.size(); ++i)
+    if (got[i] != want[i])
+      return ::testing::AssertionFailure() << what << ": word " << i << " is 0x" << std::hex << got[i] << ", want 0x"
+                                           << want[i];
+  return ::testing::AssertionSuccess();
+}
+
 class CudaQgemm : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
@@ -221,13 +233,13 @@ TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
       ASSERT_EQ(got->scale_zero.bytes(), static_cast<int64_t>(sz.size() * 4)) << what;
       be_->copy_to_host(got->qweight, qw.data());
       be_->copy_to_host(got->scale_zero, sz.data());
-      EXPECT_EQ(qw, want->qweight) << what;
-      EXPECT_EQ(sz, want->scale_zero) << what;
+      EXPECT_TRUE(same_words(qw, want->qweight, what + " qweight"));
+      EXPECT_TRUE(same_words(sz, want->scale_zero, what + " scale_zero"));
       if (c.act_order) {
         std::vector<int32_t> perm(want->perm.size());
         ASSERT_TRUE(got->perm.defined()) << what;
         be_->copy_to_host(got->perm, perm.data());
-        EXPECT_EQ(perm, want->perm) << what;
+        EXPECT_TRUE(same_words(perm, want->perm, what + " perm"));
       }
       if (c.bits != 4) continue;
       auto got_tc = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream(), QgemvKernel::kTensorCores);
@@ -238,7 +250,7 @@ TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
       std::vector<uint32_t> tc(want_tc.size());
       ASSERT_EQ(got_tc->tc.bytes(), static_cast<int64_t>(tc.size() * 4)) << what;
       be_->copy_to_host(got_tc->tc, tc.data());
-      EXPECT_EQ(tc, want_tc) << what << " (tensor-core layout)";
+      EXPECT_TRUE(same_words(tc, want_tc, what + " tensor-core layout"));
     }
   }
 }
