@@ -199,7 +199,9 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
     const int64_t m = ms[mi];
     Tensor x = filled(be, Shape{m, s.k}, act, 7, 0.f, 1.f);
     Tensor y = be.alloc(Shape{m, s.n}, act);
-    const size_t scratch_bytes = qgemv_scratch_bytes(repacked[0].plan, m, act, x.data());
+    size_t scratch_bytes = qgemv_scratch_bytes(repacked[0].view(), m, act, x.data());
+    if (!repacked_tc.empty())
+      scratch_bytes = std::max(scratch_bytes, qgemv_scratch_bytes(repacked_tc[0].view(), m, act, x.data()));
     Tensor scratch = be.alloc(Shape{static_cast<int64_t>(std::max<size_t>(scratch_bytes, 16))}, DType::kU8);
     Row r{s.name, std::string(p.name), s.n, s.k, m, 0, 0, dense[mi].first, dense[mi].second, 0, 0};
     r.fused_us = time_us(be, [&](int i) {

@@ -180,7 +180,7 @@ class CudaQgemm : public ::testing::TestWithParam<DType> {
   }
   // out = x · dq(w)ᵀ through qgemv_cuda directly (any M).
   Status run_qgemv(View out, View x, const QgemvRepacked& r, View bias, bool accumulate) {
-    const size_t bytes = qgemv_scratch_bytes(r.plan, x.rows(), x.dtype, x.data);
+    const size_t bytes = qgemv_scratch_bytes(r.view(), x.rows(), x.dtype, x.data);
     Tensor scratch;
     if (bytes > 0) scratch = be_->alloc(Shape{static_cast<int64_t>(bytes)}, DType::kU8);
     const Status st = qgemv_cuda(out, x, r.view(), bias, accumulate, bytes > 0 ? scratch.data() : nullptr, be_->stream());

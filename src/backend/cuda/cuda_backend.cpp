@@ -475,7 +475,7 @@ const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
 }
 
 void CudaBackend::run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate) {
-  const size_t bytes = qgemv_scratch_bytes(q.plan, x.rows(), x.dtype, x.data);
+  const size_t bytes = qgemv_scratch_bytes(q, x.rows(), x.dtype, x.data);
   void* scratch = bytes == 0 ? nullptr : qgemv_scratch_.reserve(bytes);
   check(qgemv_cuda(out, x, q, bias, accumulate, scratch, stream_));
 }

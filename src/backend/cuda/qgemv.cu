@@ -235,7 +235,14 @@ __global__ void qgemv_stage_x_kernel(T* __restrict__ xs,                // [M, K
 
 namespace {
 
-bool x_in_place(const RepackPlan& plan, const void* x_data) {
+// The tensor-core kernel gathers act-order x itself at decode sizes.
+bool tc_gathers(const QgemvWeight& w, int64_t rows) {
+  return w.tc != nullptr && w.plan.permuted && rows <= kQgemvTcGatherMaxRows;
+}
+
+bool x_in_place(const QgemvWeight& w, int64_t rows, const void* x_data) {
+  if (tc_gathers(w, rows)) return true;
+  const RepackPlan& plan = w.plan;
   return !plan.permuted && plan.k == plan.k_padded && reinterpret_cast<uintptr_t>(x_data) % 16 == 0;
 }
 
@@ -283,9 +290,9 @@ Status launch_bits(const QgemvArgs& a, int64_t n_blocks, cudaStream_t stream) {
 
 }  // namespace
 
-size_t qgemv_scratch_bytes(const RepackPlan& plan, int64_t rows, DType act, const void* x_data) {
-  if (x_in_place(plan, x_data)) return 0;
-  return static_cast<size_t>(rows * plan.k_padded * dtype_size(act));
+size_t qgemv_scratch_bytes(const QgemvWeight& w, int64_t rows, DType act, const void* x_data) {
+  if (x_in_place(w, rows, x_data)) return 0;
+  return static_cast<size_t>(rows * w.plan.k_padded * dtype_size(act));
 }
 
 Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumulate, void* scratch,
@@ -294,7 +301,7 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
   const RepackPlan& plan = w.plan;
   const int64_t m = x.rows();
   if (m == 0) return Status::ok();
-  const bool in_place = x_in_place(plan, x.data);
+  const bool in_place = x_in_place(w, m, x.data);
   if (!in_place && scratch == nullptr) return invalid_argument("qgemv: x needs a staging buffer but scratch is null");
   QgemvArgs a{};
   a.qweight = w.qweight;
@@ -320,7 +327,10 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
           static_cast<T*>(scratch), x.as<const T>(), w.perm, m, plan.k, plan.k_padded);
       CUDA_RETURN_IF_ERROR(cudaGetLastError());
     }
-    if (w.tc != nullptr) return qgemv_tc_launch<T>(out, a.x, m, w, bias, accumulate, stream);
+    if (w.tc != nullptr) {
+      const bool gather = tc_gathers(w, m);
+      return qgemv_tc_launch<T>(out, a.x, gather ? plan.k : plan.k_padded, m, w, gather, bias, accumulate, stream);
+    }
     switch (plan.bits) {
       case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, n_blocks, stream);
       case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, n_blocks, stream);

@@ -58,8 +58,9 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
                                         QgemvKernel kernel = QgemvKernel::kCudaCores);
 
 // Bytes of the x staging buffer qgemv_cuda needs for `rows` input rows of this weight: 0 when x
-// is read in place (K % 128 == 0, no act-order), else rows * Kp elements of the activation dtype.
-size_t qgemv_scratch_bytes(const RepackPlan& plan, int64_t rows, DType act, const void* x_data);
+// is read in place (K % 128 == 0 and no act-order, or act-order on the tensor-core kernel with at
+// most 8 rows, which gathers x itself), else rows * Kp elements of the activation dtype.
+size_t qgemv_scratch_bytes(const QgemvWeight& w, int64_t rows, DType act, const void* x_data);
 
 // out: [M, N] act = x: [M, K] act · dq(w)ᵀ (+ bias: [N] f32|f16|bf16, or data == nullptr);
 // accumulate: out += x · dq(w)ᵀ instead (no bias). scratch: qgemv_scratch_bytes(...) device bytes

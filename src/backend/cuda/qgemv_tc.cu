@@ -7,6 +7,8 @@
 // f32 and the scale is applied once per group to the f32 partial products.
 // A block owns 16 output rows and up to 64 input rows (kTiles n8 tiles); its 8 warps split K by
 // 64-position chunks (kTcUnroll chunks in flight per lane) and reduce through shared memory.
+// Act-order with up to 8 input rows (kGather): x is read through the permutation here (two
+// indices and two 16-bit loads per fragment register) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/mma.cuh"
@@ -23,7 +25,8 @@ constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 struct QgemvTcArgs {
   const uint4* tc;             // [N/16][Kp/64][32][4] u32 (tc layout)
   const uint32_t* scale_zero;  // [N, Gp]
-  const void* x;               // [M, ldx] act
+  const void* x;               // [M, ldx] act (kGather: x itself, ldx = K)
+  const int32_t* perm;         // kGather: [Kp] column of each position (-1: padding)
   void* out;                   // [M, N] act
   const void* bias;            // [N] or nullptr
   DType bias_dtype;
@@ -55,12 +58,24 @@ __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
 __device__ __forceinline__ float sz_scale(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz & 0xffffu))); }
 __device__ __forceinline__ float sz_zero(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz >> 16))); }
 
+// x at positions p and p + 1 of one input row as a B fragment register (position p in the low
+// half); xrow: [K] (kGather, read through perm) or [Kp] 16-bit values.
+template <bool kGather>
+__device__ __forceinline__ uint32_t x_pair(const unsigned short* xrow, const int32_t* perm, int64_t p) {
+  if (!kGather) return __ldg(reinterpret_cast<const unsigned int*>(xrow + p));
+  const int2 col = __ldg(reinterpret_cast<const int2*>(perm + p));
+  const uint32_t lo = col.x >= 0 ? __ldg(xrow + col.x) : 0u;
+  const uint32_t hi = col.y >= 0 ? __ldg(xrow + col.y) : 0u;
+  return lo | (hi << 16);
+}
+
 // One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
-// for the chunk's first and second half (the same group unless the group size is 32).
-template <typename T, int kTiles>
-__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4], const T* const (&xr)[kTiles],
-                                         const bool (&xv)[kTiles], int64_t k0, bool split,
-                                         float (&acc)[kTiles][4]) {
+// for the chunk's first and second half (the same group unless the group size is 32). xr[j]: the
+// x row of tile j; positions 2t (+ 8) of each step are read.
+template <typename T, int kTiles, bool kGather>
+__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4],
+                                         const unsigned short* const (&xr)[kTiles], const bool (&xv)[kTiles],
+                                         const int32_t* perm, int t, int64_t k0, bool split, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   float d[kTiles][4] = {};
 #pragma unroll
@@ -77,11 +92,11 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
       a[1] = sub2<T>(((word >> 4) & 0x000F000Fu) | tc_magic<T>(), z_hi);   // row g+8, positions 2t, 2t+1
       a[2] = sub2<T>(((word >> 8) & 0x000F000Fu) | tc_magic<T>(), z_lo);   // row g,   positions 2t+8, 2t+9
       a[3] = sub2<T>(((word >> 12) & 0x000F000Fu) | tc_magic<T>(), z_hi);  // row g+8, positions 2t+8, 2t+9
-      const int64_t k = k0 + 16 * s;
+      const int64_t k = k0 + 16 * s + 2 * t;
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
-        const uint32_t b0 = xv[j] ? __ldg(reinterpret_cast<const unsigned int*>(xr[j] + k)) : 0u;
-        const uint32_t b1 = xv[j] ? __ldg(reinterpret_cast<const unsigned int*>(xr[j] + k + 8)) : 0u;
+        const uint32_t b0 = xv[j] ? x_pair<kGather>(xr[j], perm, k) : 0u;
+        const uint32_t b1 = xv[j] ? x_pair<kGather>(xr[j], perm, k + 8) : 0u;
         mma::mma16816<T>(d[j], a, b0, b1);
       }
     }
@@ -102,7 +117,7 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
 
 }  // namespace
 
-template <typename T, int kTiles>
+template <typename T, int kTiles, bool kGather>
 __global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcArgs a) {
   __shared__ float partial[kTcWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -112,13 +127,13 @@ __global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcAr
   const uint32_t* szr_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
   const uint32_t* szr_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
   const uint4* wt = a.tc + row_tile * a.chunks * 32 + lane;
-  const T* xr[kTiles];
+  const unsigned short* xr[kTiles];
   bool xv[kTiles];
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
     const int64_t xm = m0 + 8 * j + g;
     xv[j] = xm < a.m;
-    xr[j] = static_cast<const T*>(a.x) + (xv[j] ? xm : 0) * a.ldx + 2 * t;
+    xr[j] = static_cast<const unsigned short*>(a.x) + (xv[j] ? xm : 0) * a.ldx;
   }
   const bool split = a.group_shift == 5;
   auto load = [&](uint4 (&wv)[kTcUnroll], uint32_t (&szv)[kTcUnroll][4], int base) {
@@ -145,7 +160,8 @@ __global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcAr
     for (int u = 0; u < kTcUnroll; ++u) {
       const int c = base + u * kTcWarps;
       if (c >= a.chunks) break;
-      tc_chunk<T, kTiles>(cur[u], cur_sz[u], xr, xv, static_cast<int64_t>(c) * kTcChunkK, split, acc);
+      tc_chunk<T, kTiles, kGather>(cur[u], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK, split,
+                                   acc);
     }
 #pragma unroll
     for (int u = 0; u < kTcUnroll; ++u) {
@@ -177,13 +193,13 @@ __global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcAr
 
 namespace {
 
-template <typename T, int kTiles>
+template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t row_tiles = ceil_div(a.n, kTcRows), m_blocks = ceil_div(a.m, kTcMaxRowsM);
   if (row_tiles > 0x7fffffff || m_blocks > 65535)
     return invalid_argument("qgemv (tensor cores): grid {} x {} is too large", row_tiles, m_blocks);
   const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(m_blocks));
-  qgemv_tc_kernel<T, kTiles><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  qgemv_tc_kernel<T, kTiles, kGather><<<grid, kTcWarps * 32, 0, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
@@ -191,31 +207,38 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
 }  // namespace
 
 template <typename T>
-Status qgemv_tc_launch(View out, const void* x, int64_t m, const QgemvWeight& w, View bias, bool accumulate,
-                       cudaStream_t stream) {
+Status qgemv_tc_launch(View out, const void* x, int64_t ldx, int64_t m, const QgemvWeight& w, bool gather, View bias,
+                       bool accumulate, cudaStream_t stream) {
   const RepackPlan& plan = w.plan;
   QgemvTcArgs a{};
   a.tc = reinterpret_cast<const uint4*>(w.tc);
   a.scale_zero = w.scale_zero;
   a.x = x;
+  a.perm = gather ? w.perm : nullptr;
   a.out = out.data;
   a.bias = bias.data;
   a.bias_dtype = bias.dtype;
   a.n = plan.n;
   a.m = m;
-  a.ldx = plan.k_padded;
+  a.ldx = ldx;
   a.groups_padded = plan.groups_padded;
   a.chunks = static_cast<int>(tc_chunks(plan));
   a.group_shift = plan.group_shift;
   a.accumulate = accumulate;
+  if (gather) {
+    if (m > kQgemvTcGatherMaxRows || w.perm == nullptr)
+      return invalid_argument("qgemv (tensor cores): gathering x needs a permutation and at most {} rows", kQgemvTcGatherMaxRows);
+    return launch_tc<T, 1, true>(a, stream);
+  }
   if (m <= 8) return launch_tc<T, 1>(a, stream);
   if (m <= 16) return launch_tc<T, 2>(a, stream);
   if (m <= 32) return launch_tc<T, 4>(a, stream);
   return launch_tc<T, 8>(a, stream);
 }
 
-template Status qgemv_tc_launch<__half>(View, const void*, int64_t, const QgemvWeight&, View, bool, cudaStream_t);
-template Status qgemv_tc_launch<__nv_bfloat16>(View, const void*, int64_t, const QgemvWeight&, View, bool,
-                                               cudaStream_t);
+template Status qgemv_tc_launch<__half>(View, const void*, int64_t, int64_t, const QgemvWeight&, bool, View, bool,
+                                        cudaStream_t);
+template Status qgemv_tc_launch<__nv_bfloat16>(View, const void*, int64_t, int64_t, const QgemvWeight&, bool, View,
+                                               bool, cudaStream_t);
 
 }  // namespace compactor

@@ -7,9 +7,13 @@
 
 namespace compactor {
 
-// out: [m, N] act (+)= x: [m, Kp] act (T) · dq(w)ᵀ (+ bias); w.tc holds the tc layout.
+// Input rows up to which the tensor-core kernel reads act-order x through the permutation itself.
+inline constexpr int64_t kQgemvTcGatherMaxRows = 8;
+
+// out: [m, N] act (+)= x · dq(w)ᵀ (+ bias); w.tc holds the tc layout. x: [m, ldx] act (T), the
+// staged [m, Kp] x, or with `gather` (act-order, m <= kQgemvTcGatherMaxRows) x itself (ldx = K).
 template <typename T>
-Status qgemv_tc_launch(View out, const void* x, int64_t m, const QgemvWeight& w, View bias, bool accumulate,
-                       cudaStream_t stream);
+Status qgemv_tc_launch(View out, const void* x, int64_t ldx, int64_t m, const QgemvWeight& w, bool gather, View bias,
+                       bool accumulate, cudaStream_t stream);
 
 }  // namespace compactor
