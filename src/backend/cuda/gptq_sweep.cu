@@ -1,6 +1,6 @@
 // The GPTQ column sweep kernels (gptq_sweep.cuh). The block kernel keeps one output row per thread
-// and works on wt in global memory (the block's rows, 128 x N f32, stay in L2); the work per block
-// is 128²/2 multiply-adds per row, small next to the lazy-update GEMM the caller runs.
+// with the block's rows of its column in shared memory; the work per block is 128²/2 multiply-adds
+// per row, small next to the lazy-update GEMM the caller runs.
 // gather/scatter are 32x32 shared-memory transposes with the column permutation on the K side.
 // Test: build-cuda/tests/test_cuda_gptq (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
@@ -67,12 +67,23 @@ __global__ void gptq_scatter_kernel(float* __restrict__ w_hat,            // [N,
 }
 
 // One thread per output row n; the columns of the block in sweep order (see gptq_sweep.cuh).
+// kShared: the block's rows of this thread's column live in shared memory, tile[j - i1][tid]
+// (each thread touches only its own slots: no barriers), loaded at the start and stored at the end,
+// so the p -> p+1 dependency and the in-block updates cost shared-memory latency, not L2's. Without
+// it (blocks too wide for 48 KB of shared memory) the same code works on wt in global memory.
+template <bool kShared>
 __global__ void gptq_block_kernel(GptqBlockArgs a) {
+  extern __shared__ float tile[];  // kShared: [i2 - i1][blockDim.x]
   const int64_t n = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (n >= a.n) return;
   const int64_t N = a.n, K = a.k, gs = a.spec.group_size;
   const int64_t groups = gs == 0 ? 1 : K / gs;
   const int max_code = (1 << a.spec.bits) - 1;
+  const int64_t tid = threadIdx.x, threads = blockDim.x;
+  // The current value of row r (r >= i1) of this thread's column.
+  auto cur = [&](int64_t r) -> float& { return kShared && r < a.i2 ? tile[(r - a.i1) * threads + tid] : a.wt[r * N + n]; };
+  if (kShared)
+    for (int64_t r = a.i1; r < a.i2; ++r) tile[(r - a.i1) * threads + tid] = a.wt[r * N + n];
   DeviceQParams qp{1.f, 0.f};
   for (int64_t p = a.i1; p < a.i2; ++p) {
     if (a.static_groups) {
@@ -83,9 +94,9 @@ __global__ void gptq_block_kernel(GptqBlockArgs a) {
       if (p % width == 0) {
         // The group's grid from its current rows (error feedback of every earlier column applied).
         const int64_t end = p + width < K ? p + width : K;
-        float lo = a.wt[p * N + n], hi = lo;
+        float lo = cur(p), hi = lo;
         for (int64_t r = p + 1; r < end; ++r) {
-          const float v = a.wt[r * N + n];
+          const float v = cur(r);
           lo = fminf(lo, v);
           hi = fmaxf(hi, v);
         }
@@ -96,16 +107,18 @@ __global__ void gptq_block_kernel(GptqBlockArgs a) {
         qp = DeviceQParams{a.scales[n * groups + g], a.zeros[n * groups + g]};  // set by an earlier block
       }
     }
-    const float w = a.wt[p * N + n];
+    const float w = cur(p);
     const float code = quantize_code_device(w, qp, max_code);
     const float q = dequantize_code_device(code, qp);
     a.codes_t[p * N + n] = static_cast<uint8_t>(code);
-    a.wt[p * N + n] = q;
+    cur(p) = q;
     const float* urow = a.u + p * K;
     const float e = __fdiv_rn(w - q, urow[p]);
     a.err[(p - a.i1) * N + n] = e;
-    for (int64_t j = p + 1; j < a.i2; ++j) a.wt[j * N + n] -= urow[j] * e;
+    for (int64_t j = p + 1; j < a.i2; ++j) cur(j) -= urow[j] * e;
   }
+  if (kShared)
+    for (int64_t r = a.i1; r < a.i2; ++r) a.wt[r * N + n] = tile[(r - a.i1) * threads + tid];
 }
 
 dim3 transpose_grid(int64_t n, int64_t k) {
@@ -130,8 +143,19 @@ Status gptq_block_cuda(const GptqBlockArgs& a, cudaStream_t stream) {
   if (a.spec.group_size < 0 || (a.spec.group_size > 0 && a.k % a.spec.group_size != 0))
     return invalid_argument("gptq_block: group size {} does not divide K = {}", a.spec.group_size, a.k);
   if (a.static_groups && a.spec.group_size == 0) return invalid_argument("gptq_block: static groups need a group size");
-  constexpr int kThreads = 64;  // small blocks: N/64 of them spread over the SMs
-  gptq_block_kernel<<<static_cast<unsigned>(ceil_div(a.n, kThreads)), kThreads, 0, stream>>>(a);
+  // Small thread blocks (N/64 of them) spread the rows over the SMs; the block's rows go to shared
+  // memory when they fit in the default 48 KB (block size <= 192 with 64 threads, <= 384 with 32).
+  constexpr size_t kSharedLimit = 48 * 1024;
+  const int64_t rows = a.i2 - a.i1;
+  int threads = 64;
+  if (static_cast<size_t>(rows) * threads * sizeof(float) > kSharedLimit) threads = 32;
+  const size_t shared = static_cast<size_t>(rows) * threads * sizeof(float);
+  const unsigned blocks = static_cast<unsigned>(ceil_div(a.n, threads));
+  if (shared <= kSharedLimit) {
+    gptq_block_kernel<true><<<blocks, threads, shared, stream>>>(a);
+  } else {
+    gptq_block_kernel<false><<<blocks, threads, 0, stream>>>(a);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
