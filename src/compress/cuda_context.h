@@ -9,6 +9,8 @@
 #include <cublas_v2.h>
 #include <cusolverDn.h>
 
+#include <array>
+
 #include "backend/cuda/cuda_backend.h"
 
 namespace compactor {
@@ -25,13 +27,32 @@ class CudaCompressContext {
   cudaStream_t stream() const { return backend_.stream(); }
   cublasHandle_t cublas() const { return cublas_; }
   cusolverDnHandle_t cusolver() const { return cusolver_; }
-  // A device f32 scratch tensor of `shape` (allocated through the backend: counted in its peak).
-  Tensor alloc_f32(Shape shape) const { return backend_.alloc(shape, DType::kF32); }
+
+  // Reusable device scratch, one buffer per use that only grows (counted in the backend's peak):
+  // a cudaMalloc/cudaFree pair per temporary per linear would cost milliseconds and a device
+  // synchronisation each. A view stays valid until the next scratch() call for the same slot.
+  enum class Slot {
+    kW, kWHat, kRtnHat,                                            // ptq_cuda.cpp, per linear
+    kPerm, kDead, kFactor, kSolverWork, kInfo, kScales, kZeros,    // gptq_quantize_cuda
+    kSweep, kSweepCodes, kErr, kCodes,
+    kRtnScales, kRtnZeros, kRtnCodes,                              // rtn_quantize_cuda
+    kDiff, kDiffGram, kDot,                                        // the output-error measurement
+    kCount
+  };
+  View scratch(Slot slot, Shape shape, DType dtype) {
+    View v;
+    v.shape = shape;
+    v.dtype = dtype;
+    v.device = Device::kCuda;
+    v.data = scratch_[static_cast<size_t>(slot)].reserve(static_cast<size_t>(v.bytes()));
+    return v;
+  }
 
  private:
   CudaBackend& backend_;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
+  std::array<DeviceBuffer, static_cast<size_t>(Slot::kCount)> scratch_;
 };
 
 }  // namespace compactor

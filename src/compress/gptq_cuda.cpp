@@ -53,11 +53,13 @@ Status to_host(CudaCompressContext& ctx, T* dst, const void* src, size_t count) 
   return Status::ok();
 }
 
-// A device copy of host[0 .. count) (a 1-element placeholder when count is 0).
-Tensor upload_bytes(CudaCompressContext& ctx, const void* host, int64_t count, DType dtype) {
-  Tensor t = ctx.backend().alloc(Shape{std::max<int64_t>(count, 1)}, dtype);
-  if (count > 0) ctx.backend().copy_from_host(host, t.view());
-  return t;
+using Slot = CudaCompressContext::Slot;
+
+// A device copy of host[0 .. count) in scratch `slot` (a 1-element placeholder when count is 0).
+View upload_bytes(CudaCompressContext& ctx, Slot slot, const void* host, int64_t count, DType dtype) {
+  View v = ctx.scratch(slot, Shape{std::max<int64_t>(count, 1)}, dtype);
+  if (count > 0) ctx.backend().copy_from_host(host, v);
+  return v;
 }
 
 // What the host decides from diag H: dead inputs, sweep order, damping (obs_solver.cpp's rules).
@@ -110,8 +112,8 @@ Result<bool> inverse_cholesky_upper(CudaCompressContext& ctx, float* hp, int64_t
   const cublasFillMode_t lower = CUBLAS_FILL_MODE_LOWER;
   CUSOLVER_RETURN_IF_ERROR(cusolverDnSpotrf_bufferSize(ctx.cusolver(), lower, n, hp, n, &lwork_f));
   CUSOLVER_RETURN_IF_ERROR(cusolverDnSpotri_bufferSize(ctx.cusolver(), lower, n, hp, n, &lwork_i));
-  Tensor work = ctx.alloc_f32(Shape{std::max({lwork_f, lwork_i, 1})});
-  Tensor info = ctx.backend().alloc(Shape{1}, DType::kI32);
+  View work = ctx.scratch(Slot::kSolverWork, Shape{std::max({lwork_f, lwork_i, 1})}, DType::kF32);
+  View info = ctx.scratch(Slot::kInfo, Shape{1}, DType::kI32);
   const int lwork = std::max({lwork_f, lwork_i, 1});
   // H is symmetric: row- and column-major agree. Column-major lower factors are row-major upper.
   CUSOLVER_RETURN_IF_ERROR(cusolverDnSpotrf(ctx.cusolver(), lower, n, hp, n, work.as<float>(), lwork, info.as<int>()));
@@ -149,7 +151,7 @@ Result<ObsStats> damped_factor(CudaCompressContext& ctx, const HessianPlan& plan
 // The blocked sweep over wt [K, N] (sweep order) with the lazy update as one GEMM per block.
 Status sweep(CudaCompressContext& ctx, GptqBlockArgs args, int block_size) {
   const int64_t n = args.n, k = args.k, bs = std::max(1, block_size);
-  Tensor err = ctx.alloc_f32(Shape{bs, n});
+  View err = ctx.scratch(Slot::kErr, Shape{bs, n}, DType::kF32);
   args.err = err.as<float>();
   const float minus_one = -1.f, one = 1.f;
   for (int64_t i1 = 0; i1 < k; i1 += bs) {
@@ -170,17 +172,17 @@ Status sweep(CudaCompressContext& ctx, GptqBlockArgs args, int block_size) {
 // Σ_n d_n G d_nᵀ, d = a − b (b may be nullptr), in f64 on the device.
 Result<double> quadratic_error_cuda(CudaCompressContext& ctx, const float* a, const float* b, int64_t n, int64_t k,
                                     const float* g) {
-  Tensor d = ctx.alloc_f32(Shape{n, k}), dg = ctx.alloc_f32(Shape{n, k});
+  View d = ctx.scratch(Slot::kDiff, Shape{n, k}, DType::kF32), dg = ctx.scratch(Slot::kDiffGram, Shape{n, k}, DType::kF32);
   RETURN_IF_ERROR(sub_f32_cuda(d.as<float>(), a, b, n * k, ctx.stream()));
   const float one = 1.f, zero = 0.f;
   const int ki = static_cast<int>(k);
   // Row-major D·G [N, K] is column-major G·Dᶜ (G symmetric).
   CUBLAS_RETURN_IF_ERROR(cublasSgemm(ctx.cublas(), CUBLAS_OP_N, CUBLAS_OP_N, ki, static_cast<int>(n), ki, &one, g, ki,
                                      d.as<float>(), ki, &zero, dg.as<float>(), ki));
-  Tensor out = ctx.backend().alloc(Shape{1}, DType::kF64);
+  View out = ctx.scratch(Slot::kDot, Shape{1}, DType::kF64);
   RETURN_IF_ERROR(dot_f64_cuda(out.as<double>(), d.as<float>(), dg.as<float>(), n * k, ctx.stream()));
   double total = 0;
-  RETURN_IF_ERROR(to_host(ctx, &total, out.data(), 1));
+  RETURN_IF_ERROR(to_host(ctx, &total, out.data, 1));
   return total;
 }
 
@@ -220,10 +222,10 @@ Result<GptqResult> gptq_quantize_cuda(CudaCompressContext& ctx, View w, View gra
   auto t0 = std::chrono::steady_clock::now();
   const float scale = tokens > 0 ? 2.f / static_cast<float>(tokens) : 0.f;
   ASSIGN_OR_RETURN(HessianPlan plan, plan_hessian(ctx, gram.as<float>(), k, scale, opts.act_order, module));
-  Tensor perm = upload_bytes(ctx, plan.perm.data(), k, DType::kI32);
-  Tensor dead = upload_bytes(ctx, plan.dead.data(), plan.dead_count > 0 ? k : 0, DType::kU8);
+  const View perm = upload_bytes(ctx, Slot::kPerm, plan.perm.data(), k, DType::kI32);
+  const View dead = upload_bytes(ctx, Slot::kDead, plan.dead.data(), plan.dead_count > 0 ? k : 0, DType::kU8);
   const uint8_t* dead_dev = plan.dead_count > 0 ? dead.as<uint8_t>() : nullptr;
-  Tensor u = ctx.alloc_f32(Shape{k, k});
+  const View u = ctx.scratch(Slot::kFactor, Shape{k, k}, DType::kF32);
   GptqResult r;
   ASSIGN_OR_RETURN(r.stats, damped_factor(ctx, plan, gram.as<float>(), scale, perm.as<int32_t>(), k, opts.percdamp,
                                           u.as<float>(), module));
@@ -233,13 +235,14 @@ Result<GptqResult> gptq_quantize_cuda(CudaCompressContext& ctx, View w, View gra
 
   r.q = make_quantized_linear(opts.spec, n, k);
   const int64_t groups = r.q.groups();
-  Tensor scales = ctx.alloc_f32(Shape{n, groups}), zeros = ctx.alloc_f32(Shape{n, groups});
+  const View scales = ctx.scratch(Slot::kScales, Shape{n, groups}, DType::kF32);
+  const View zeros = ctx.scratch(Slot::kZeros, Shape{n, groups}, DType::kF32);
   const bool static_groups = opts.static_groups && opts.spec.group_size > 0;
   if (static_groups)  // natural groups of the dead-zeroed weights, before any error feedback
     RETURN_IF_ERROR(quant_rtn_cuda(w.as<float>(), dead_dev, n, k, opts.spec, scales.as<float>(), zeros.as<float>(),
                                    nullptr, nullptr, ctx.stream()));
-  Tensor wt = ctx.alloc_f32(Shape{k, n});
-  Tensor codes_t = ctx.backend().alloc(Shape{k, n}, DType::kU8);
+  const View wt = ctx.scratch(Slot::kSweep, Shape{k, n}, DType::kF32);
+  const View codes_t = ctx.scratch(Slot::kSweepCodes, Shape{k, n}, DType::kU8);
   RETURN_IF_ERROR(gptq_gather_cuda(wt.as<float>(), w.as<float>(), perm.as<int32_t>(), dead_dev, n, k, ctx.stream()));
   GptqBlockArgs args;
   args.wt = wt.as<float>();
@@ -253,13 +256,12 @@ Result<GptqResult> gptq_quantize_cuda(CudaCompressContext& ctx, View w, View gra
   args.spec = opts.spec;
   args.static_groups = static_groups;
   RETURN_IF_ERROR(sweep(ctx, args, opts.block_size));
-  u = Tensor();
-  Tensor codes = ctx.backend().alloc(Shape{n, k}, DType::kU8);
+  const View codes = ctx.scratch(Slot::kCodes, Shape{n, k}, DType::kU8);
   RETURN_IF_ERROR(gptq_scatter_cuda(w_hat.as<float>(), codes.as<uint8_t>(), wt.as<float>(), codes_t.as<uint8_t>(),
                                     perm.as<int32_t>(), n, k, ctx.stream()));
-  RETURN_IF_ERROR(to_host(ctx, r.q.codes.data(), codes.data(), r.q.codes.size()));
-  RETURN_IF_ERROR(to_host(ctx, r.q.scales.data(), scales.data(), r.q.scales.size()));
-  RETURN_IF_ERROR(to_host(ctx, r.q.zeros.data(), zeros.data(), r.q.zeros.size()));
+  RETURN_IF_ERROR(to_host(ctx, r.q.codes.data(), codes.data, r.q.codes.size()));
+  RETURN_IF_ERROR(to_host(ctx, r.q.scales.data(), scales.data, r.q.scales.size()));
+  RETURN_IF_ERROR(to_host(ctx, r.q.zeros.data(), zeros.data, r.q.zeros.size()));
   if (opts.act_order && !static_groups && opts.spec.group_size > 0) {
     r.q.g_idx.assign(k, 0);
     for (int64_t p = 0; p < k; ++p) r.q.g_idx[plan.perm[p]] = static_cast<int32_t>(p / opts.spec.group_size);
@@ -283,14 +285,15 @@ Result<QuantizedLinear> rtn_quantize_cuda(CudaCompressContext& ctx, View w, cons
     q.in_features = k;
   }
   const int64_t groups = spec.group_size == 0 ? 1 : k / spec.group_size;
-  Tensor scales = ctx.alloc_f32(Shape{n, groups}), zeros = ctx.alloc_f32(Shape{n, groups});
-  Tensor codes = ctx.backend().alloc(Shape{host_codes ? n * k : 1}, DType::kU8);
+  const View scales = ctx.scratch(Slot::kRtnScales, Shape{n, groups}, DType::kF32);
+  const View zeros = ctx.scratch(Slot::kRtnZeros, Shape{n, groups}, DType::kF32);
+  const View codes = ctx.scratch(Slot::kRtnCodes, Shape{host_codes ? n * k : 1}, DType::kU8);
   RETURN_IF_ERROR(quant_rtn_cuda(w.as<float>(), nullptr, n, k, spec, scales.as<float>(), zeros.as<float>(),
                                  host_codes ? codes.as<uint8_t>() : nullptr, w_hat.as<float>(), ctx.stream()));
   if (host_codes) {
-    RETURN_IF_ERROR(to_host(ctx, q.codes.data(), codes.data(), q.codes.size()));
-    RETURN_IF_ERROR(to_host(ctx, q.scales.data(), scales.data(), q.scales.size()));
-    RETURN_IF_ERROR(to_host(ctx, q.zeros.data(), zeros.data(), q.zeros.size()));
+    RETURN_IF_ERROR(to_host(ctx, q.codes.data(), codes.data, q.codes.size()));
+    RETURN_IF_ERROR(to_host(ctx, q.scales.data(), scales.data, q.scales.size()));
+    RETURN_IF_ERROR(to_host(ctx, q.zeros.data(), zeros.data, q.zeros.size()));
   }
   return q;
 }

@@ -66,26 +66,28 @@ Status quantize_linear_cuda(Model& m, const PtqOptions& o, PtqResult& r, int lay
   const LinearWeight& lw = layer < 0 ? m.weights().lm_head : *m.mutable_weights().layers[layer].linear(name);
   const int64_t n = lw.out_features, k = lw.in_features;
   const std::string module = linear_module_name(m, layer, name);
-  Tensor w = ctx.alloc_f32(Shape{n, k}), w_hat = ctx.alloc_f32(Shape{n, k});
-  RETURN_IF_ERROR(cast_cuda(w.view(), lw.weight, ctx.stream()));
+  using Slot = CudaCompressContext::Slot;
+  const View w = ctx.scratch(Slot::kW, Shape{n, k}, DType::kF32);
+  const View w_hat = ctx.scratch(Slot::kWHat, Shape{n, k}, DType::kF32);
+  RETURN_IF_ERROR(cast_cuda(w, lw.weight, ctx.stream()));
   LinearReport rep = make_report(m, layer, name, spec, false);
-  ASSIGN_OR_RETURN(QuantizedLinear q, solve(o, r, spec, st, ctx, w.view(), w_hat.view(), module, rep));
+  ASSIGN_OR_RETURN(QuantizedLinear q, solve(o, r, spec, st, ctx, w, w_hat, module, rep));
 
   const auto t_measure = std::chrono::steady_clock::now();
   const View gram = st.device_gram();
   double base = -1;
-  ASSIGN_OR_RETURN(rep.rel_error, relative_output_error_cuda(ctx, w.view(), w_hat.view(), gram, &base));
+  ASSIGN_OR_RETURN(rep.rel_error, relative_output_error_cuda(ctx, w, w_hat, gram, &base));
   if (o.method == PtqMethod::kRtn) {
     rep.rtn_rel_error = rep.rel_error;
   } else {
-    Tensor rtn_hat = ctx.alloc_f32(Shape{n, k});
-    RETURN_IF_ERROR(rtn_quantize_cuda(ctx, w.view(), spec, rtn_hat.view(), module, false).status());
-    ASSIGN_OR_RETURN(rep.rtn_rel_error, relative_output_error_cuda(ctx, w.view(), rtn_hat.view(), gram, &base));
+    const View rtn_hat = ctx.scratch(Slot::kRtnHat, Shape{n, k}, DType::kF32);
+    RETURN_IF_ERROR(rtn_quantize_cuda(ctx, w, spec, rtn_hat, module, false).status());
+    ASSIGN_OR_RETURN(rep.rtn_rel_error, relative_output_error_cuda(ctx, w, rtn_hat, gram, &base));
   }
   r.phases.measure += seconds_since(t_measure);
 
   const auto t_write = std::chrono::steady_clock::now();
-  RETURN_IF_ERROR(write_back(m, layer, name, ctx, w_hat.view()));
+  RETURN_IF_ERROR(write_back(m, layer, name, ctx, w_hat));
   ctx.backend().synchronize();
   r.phases.write_back += seconds_since(t_write);
   rep.seconds = seconds_since(t0);

@@ -153,7 +153,7 @@ struct Run {
 };
 
 // A model of a known shape with random weights made on the GPU (no files, no tokenizer).
-Result<LoadedModel> make_synthetic_model(const QuantizeOptions& o) {
+Result<LoadedModel> build_synthetic_model(const QuantizeOptions& o) {
   ASSIGN_OR_RETURN(ModelConfig cfg, synthetic_config(o.synthetic));
   if (o.common.device != "cuda")
     return unsupported("--synthetic {}: synthetic models are made on the GPU; add --device cuda", o.synthetic);
@@ -196,7 +196,7 @@ Status quantize(const QuantizeOptions& o, Run& run) {
   if (!o.synthetic.empty()) {
     if (!o.eval.empty() || o.eval_base)
       return invalid_argument("--synthetic: --eval/--eval-base need a real model (random weights, no tokenizer)");
-    ASSIGN_OR_RETURN(run.lm, make_synthetic_model(o));
+    ASSIGN_OR_RETURN(run.lm, build_synthetic_model(o));
   } else {
     ASSIGN_OR_RETURN(run.lm, load_model(o.model, o.common));
   }
