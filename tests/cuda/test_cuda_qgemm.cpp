@@ -337,19 +337,22 @@ TEST_P(CudaQgemm, BackendMatmulTensorCoreKernelAgreesWithReference) {
   backend_paths(kQgemvTcAutoMaxRows);
 }
 
-// Every M around the backend's switch from the fused kernel to dequantize + cuBLAS.
+// Every M around the backend's switch from the fused kernel to dequantize + cuBLAS. The packed
+// tensors of every config stay alive to the end: the repack cache drops the entries of freed
+// weights at its next insertion, so repacked_bytes() only counts live weights.
 void CudaQgemm::backend_paths(int64_t fused_max_rows) {
   uint32_t seed = 300;
   const Config configs[] = {{4, 128, false, false}, {4, 128, true, true}, {8, 0, true, false},
                             {3, 128, false, false}, {2, 64, false, false}, {2, 16, false, false}};
+  std::vector<Tensor> keep;
   for (const Config& c : configs) {
     const int64_t n = 260, k = 512;
     auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++));
     ASSERT_TRUE(packed.is_ok());
     std::vector<float> w(n * k);
     dequantize_ref(packed->ref(), w.data());
-    std::vector<Tensor> keep;
     const LinearWeight dev_w = upload_weight(*packed, keep);
+    const int64_t repacked_before = be_->repacked_bytes();
     for (int64_t m : {int64_t{1}, int64_t{4}, int64_t{16}, fused_max_rows, fused_max_rows + 1}) {
       const std::string what = fmt::format("backend int{} group {} sym {} act {} M {} {}", c.bits, c.group, c.sym,
                                            c.act_order, m, dtype_name(act()));
@@ -369,8 +372,14 @@ void CudaQgemm::backend_paths(int64_t fused_max_rows) {
       }
       EXPECT_TRUE(close_to(download(out), want, magnitude, act(), what + " matmul_add", dequant_coef(act())));
     }
+    // Group 16 cannot be repacked (dequantize path); every other config must have taken the fused one.
+    const int64_t added = be_->repacked_bytes() - repacked_before;
+    if (c.group == 16)
+      EXPECT_EQ(added, 0) << "int" << c.bits << " group 16 was repacked";
+    else
+      EXPECT_GT(added, 0) << "int" << c.bits << " group " << c.group << " act " << c.act_order
+                          << ": no repack was made, so the fused path never ran";
   }
-  EXPECT_GT(be_->repacked_bytes(), 0) << "no weight took the fused path";
 }
 
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
