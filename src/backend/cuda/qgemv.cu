@@ -1,7 +1,10 @@
-// The fused intN GEMV/skinny GEMM (qgemv.cuh): a warp owns kRowsPerWarp output rows; its lanes
-// stride along K over "tiles" (one to three 16-byte loads of repacked codes, a whole number of
-// 32-code blocks), with the next batch of tiles (and their scale/zero words) in flight while the
-// current one is multiplied, as in matmul.cu's dense GEMV. x is read through the L1 cache (every
+// The fused intN GEMV/skinny GEMM (qgemv.cuh): a warp works on kRowsPerWarp output rows at a time;
+// its lanes stride along K over "tiles" (one to three 16-byte loads of repacked codes, a whole
+// number of 32-code blocks), with the next batch of tiles (and their scale/zero words) in flight
+// while the current one is multiplied, as in matmul.cu's dense GEMV. The grid is persistent (about
+// one resident set of warps) and a warp's last batch of one row pair prefetches the first of its
+// next, so every warp keeps a batch in flight from start to end (Little's law: ~3 TB/s × ~1 us
+// latency ≈ 23 KB per SM; 12-16 warps × 4 KB per batch). x is read through the L1 cache (every
 // warp of an SM reads the same x), not staged in shared memory, so a block starts streaming
 // weights at once. The M input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8
 // rows go to neighbouring blocks, which then share the weights through L2.
@@ -13,6 +16,8 @@
 // Codes higher in the word are shifted down once per word. Per block of 32 codes the warp forms
 // d = Σ (c - z)·x in f32 and accumulates acc += s·d, so the scale is applied once per block.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include <algorithm>
+
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
@@ -124,97 +129,142 @@ __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][
     for (int r = 0; r < kRowsPerWarp; ++r) acc[m][r] = fmaf(scale[r], dot[m][r], acc[m][r]);
 }
 
+// The weight rows of one job (a pair of output rows for one chunk of input rows).
+struct QgemvRows {
+  const uint4* w[kRowsPerWarp];
+  const uint32_t* sz[kRowsPerWarp];
+};
+
+__device__ __forceinline__ QgemvRows qgemv_rows(const QgemvArgs& a, int64_t job) {
+  QgemvRows rs;
+  const int64_t row0 = job / a.m_chunks * kRowsPerWarp;
+#pragma unroll
+  for (int r = 0; r < kRowsPerWarp; ++r) {
+    const int64_t row = row0 + r < a.n ? row0 + r : row0;
+    rs.w[r] = reinterpret_cast<const uint4*>(a.qweight + row * a.words_per_row);
+    rs.sz[r] = a.scale_zero + row * a.groups_padded;
+  }
+  return rs;
+}
+
+// Tiles base + 32u (u < kU) of both rows of a job: codes and the scale/zero word of each block.
+template <int kBits>
+__device__ __forceinline__ void qgemv_load_batch(const QgemvArgs& a, const QgemvRows& rs,
+                                                 uint4 (&wv)[QTraits<kBits>::kUnroll][kRowsPerWarp][QTraits<kBits>::kVecs],
+                                                 uint32_t (&szv)[QTraits<kBits>::kUnroll][kRowsPerWarp][QTraits<kBits>::kBlocks],
+                                                 int base) {
+  using Tr = QTraits<kBits>;
+#pragma unroll
+  for (int u = 0; u < Tr::kUnroll; ++u) {
+    const int tile = base + 32 * u;
+    const bool ok = tile < a.tiles;
+#pragma unroll
+    for (int r = 0; r < kRowsPerWarp; ++r) {
+#pragma unroll
+      for (int v = 0; v < Tr::kVecs; ++v) wv[u][r][v] = ok ? __ldg(rs.w[r] + tile * Tr::kVecs + v) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+      for (int b = 0; b < Tr::kBlocks; ++b) {
+        const int64_t pos = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
+        szv[u][r][b] = ok ? __ldg(rs.sz[r] + (pos >> a.group_shift)) : 0u;
+      }
+    }
+  }
+}
+
 }  // namespace
 
+// Persistent: the grid holds about as many warps as fit on the GPU at once, and warp w runs jobs
+// w, w + W, w + 2W, .. (W = warps in the grid; job j = row pair j / m_chunks, input chunk
+// j % m_chunks, so warps running at the same time share weight rows through L2). The last batch
+// of a job prefetches the first batch of the warp's next job, so a warp streams weights without a
+// gap between rows: at K = 4096 int4 a row pair is a single batch, and without this each warp
+// loaded once, waited a full memory latency with nothing in flight, computed and exited.
 template <typename T, int kBits, int kRowsM>
 __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs a) {
   using Tr = QTraits<kBits>;
   constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
-  const int chunk = static_cast<int>(blockIdx.x % a.m_chunks);
-  const int64_t block_n = blockIdx.x / a.m_chunks;
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  const int64_t row0 = (block_n * kQgemvWarps + warp) * kRowsPerWarp;
-  if (row0 >= a.n) return;  // no barriers below
-  const uint4* wr[kRowsPerWarp];
-  const uint32_t* szr[kRowsPerWarp];
-#pragma unroll
-  for (int r = 0; r < kRowsPerWarp; ++r) {
-    const int64_t row = row0 + r < a.n ? row0 + r : row0;
-    wr[r] = reinterpret_cast<const uint4*>(a.qweight + row * a.words_per_row);
-    szr[r] = a.scale_zero + row * a.groups_padded;
-  }
-  const T* xr[kRowsM];
-#pragma unroll
-  for (int m = 0; m < kRowsM; ++m) {
-    const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
-    xr[m] = static_cast<const T*>(a.x) + (t < a.m ? t : a.m - 1) * a.ldx;
-  }
-  // Tiles base + 32u (u < kU) of every row: codes and the scale/zero word of each block.
-  auto load_batch = [&](uint4 (&wv)[kU][kRowsPerWarp][kV], uint32_t (&szv)[kU][kRowsPerWarp][kB], int base) {
-#pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int tile = base + 32 * u;
-      const bool ok = tile < a.tiles;
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-#pragma unroll
-        for (int v = 0; v < kV; ++v) wv[u][r][v] = ok ? __ldg(wr[r] + tile * kV + v) : make_uint4(0, 0, 0, 0);
-#pragma unroll
-        for (int b = 0; b < kB; ++b) {
-          const int64_t pos = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-          szv[u][r][b] = ok ? __ldg(szr[r] + (pos >> a.group_shift)) : 0u;
-        }
-      }
-    }
-  };
+  const int lane = threadIdx.x & 31;
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * kQgemvWarps;
+  const int64_t jobs = (a.n + kRowsPerWarp - 1) / kRowsPerWarp * a.m_chunks;
+  int64_t job = static_cast<int64_t>(blockIdx.x) * kQgemvWarps + (threadIdx.x >> 5);
+  if (job >= jobs) return;  // no barriers below
+  QgemvRows rows = qgemv_rows(a, job);
   uint4 cur[kU][kRowsPerWarp][kV], nxt[kU][kRowsPerWarp][kV];
   uint32_t cur_sz[kU][kRowsPerWarp][kB], nxt_sz[kU][kRowsPerWarp][kB];
-  load_batch(cur, cur_sz, lane);
-  float acc[kRowsM][kRowsPerWarp] = {};
-  for (int base = lane; base < a.tiles; base += 32 * kU) {
-    if (base + 32 * kU < a.tiles) load_batch(nxt, nxt_sz, base + 32 * kU);
+  qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  T* out = static_cast<T*>(a.out);
+  while (true) {
+    const int chunk = static_cast<int>(job % a.m_chunks);
+    const int64_t row0 = job / a.m_chunks * kRowsPerWarp;
+    const T* xr[kRowsM];
 #pragma unroll
-    for (int u = 0; u < kU; ++u) {
-      const int tile = base + 32 * u;
-      if (tile >= a.tiles) break;
-#pragma unroll
-      for (int b = 0; b < kB; ++b) {
-        uint32_t w[kRowsPerWarp][kBits], sz[kRowsPerWarp];
+    for (int m = 0; m < kRowsM; ++m) {
+      const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
+      xr[m] = static_cast<const T*>(a.x) + (t < a.m ? t : a.m - 1) * a.ldx;
+    }
+    const int64_t next_job = job + stride;
+    const bool has_next = next_job < jobs;
+    const QgemvRows next_rows = qgemv_rows(a, has_next ? next_job : job);
+    float acc[kRowsM][kRowsPerWarp] = {};
+    // Warp-uniform trip count (lanes past the last tile still prefetch the next job).
+    for (int base0 = 0; base0 < a.tiles; base0 += 32 * kU) {
+      // One load site (two would double the live address registers): the job's next batch, or
+      // after its last one the next job's first.
+      const bool in_job = base0 + 32 * kU < a.tiles;
+      if (in_job || has_next) {
+        QgemvRows src;
 #pragma unroll
         for (int r = 0; r < kRowsPerWarp; ++r) {
-          const uint32_t* words = reinterpret_cast<const uint32_t*>(cur[u][r]);
-#pragma unroll
-          for (int j = 0; j < kBits; ++j) w[r][j] = words[b * kBits + j];
-          sz[r] = cur_sz[u][r][b];
+          src.w[r] = in_job ? rows.w[r] : next_rows.w[r];
+          src.sz[r] = in_job ? rows.sz[r] : next_rows.sz[r];
         }
-        const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-        block_product<T, kBits, kRowsM>(w, sz, xr, k0, acc);
+        qgemv_load_batch<kBits>(a, src, nxt, nxt_sz, in_job ? base0 + 32 * kU + lane : lane);
       }
+#pragma unroll
+      for (int u = 0; u < kU; ++u) {
+        const int tile = base0 + lane + 32 * u;
+        if (tile >= a.tiles) break;
+#pragma unroll
+        for (int b = 0; b < kB; ++b) {
+          uint32_t w[kRowsPerWarp][kBits], sz[kRowsPerWarp];
+#pragma unroll
+          for (int r = 0; r < kRowsPerWarp; ++r) {
+            const uint32_t* words = reinterpret_cast<const uint32_t*>(cur[u][r]);
+#pragma unroll
+            for (int j = 0; j < kBits; ++j) w[r][j] = words[b * kBits + j];
+            sz[r] = cur_sz[u][r][b];
+          }
+          const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
+          block_product<T, kBits, kRowsM>(w, sz, xr, k0, acc);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kU; ++u)
+#pragma unroll
+        for (int r = 0; r < kRowsPerWarp; ++r) {
+#pragma unroll
+          for (int v = 0; v < kV; ++v) cur[u][r][v] = nxt[u][r][v];
+#pragma unroll
+          for (int b = 0; b < kB; ++b) cur_sz[u][r][b] = nxt_sz[u][r][b];
+        }
     }
 #pragma unroll
-    for (int u = 0; u < kU; ++u)
+    for (int m = 0; m < kRowsM; ++m) {
+      const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r) {
-#pragma unroll
-        for (int v = 0; v < kV; ++v) cur[u][r][v] = nxt[u][r][v];
-#pragma unroll
-        for (int b = 0; b < kB; ++b) cur_sz[u][r][b] = nxt_sz[u][r][b];
-      }
-  }
-  T* out = static_cast<T*>(a.out);
-#pragma unroll
-  for (int m = 0; m < kRowsM; ++m) {
-    const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
-#pragma unroll
-    for (int r = 0; r < kRowsPerWarp; ++r) {
-      const float v = warp_sum(acc[m][r]);
-      const int64_t row = row0 + r;
-      if (lane == 0 && row < a.n && t < a.m) {
-        T* o = out + t * a.n + row;
-        *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
-                         (a.accumulate ? to_f32(*o) : 0.f));
+        const float v = warp_sum(acc[m][r]);
+        const int64_t row = row0 + r;
+        if (lane == 0 && row < a.n && t < a.m) {
+          T* o = out + t * a.n + row;
+          *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
+                           (a.accumulate ? to_f32(*o) : 0.f));
+        }
       }
     }
+    if (!has_next) break;
+    job = next_job;
+    rows = next_rows;
   }
 }
 
@@ -270,22 +320,45 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
   return Status::ok();
 }
 
-template <typename T, int kBits>
-Status launch_bits(const QgemvArgs& a, int64_t n_blocks, cudaStream_t stream) {
-  const int64_t blocks = n_blocks * a.m_chunks;
+// Blocks of the persistent grid: as many warps as fit on the device at once (occupancy of this
+// instance × SMs), then fewer so that every warp runs the same number of jobs (the last round
+// would otherwise leave most warps idle while a few finish).
+template <typename T, int kBits, int kRowsM>
+Result<unsigned> persistent_blocks(int64_t jobs) {
+  static const int per_sm = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM>, kQgemvWarps * 32, 0) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return b > 0 ? b : 1;
+  }();
+  int device = 0, sms = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t slots = static_cast<int64_t>(per_sm) * std::max(sms, 1) * kQgemvWarps;
+  const int64_t per_warp = ceil_div(jobs, slots);
+  const int64_t blocks = ceil_div(ceil_div(jobs, per_warp), kQgemvWarps);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv: {} blocks exceed one grid", blocks);
-  const dim3 grid(static_cast<unsigned>(blocks)), threads(kQgemvWarps * 32);
-  if (a.m == 1) {
-    qgemv_kernel<T, kBits, 1><<<grid, threads, 0, stream>>>(a);
-  } else if (a.m == 2) {
-    qgemv_kernel<T, kBits, 2><<<grid, threads, 0, stream>>>(a);
-  } else if (a.m <= 4) {
-    qgemv_kernel<T, kBits, 4><<<grid, threads, 0, stream>>>(a);
-  } else {
-    qgemv_kernel<T, kBits, kMaxRowsM><<<grid, threads, 0, stream>>>(a);
-  }
+  return static_cast<unsigned>(blocks);
+}
+
+template <typename T, int kBits, int kRowsM>
+Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
+  const int64_t jobs = ceil_div(a.n, kRowsPerWarp) * a.m_chunks;
+  ASSIGN_OR_RETURN(const unsigned blocks, (persistent_blocks<T, kBits, kRowsM>(jobs)));
+  qgemv_kernel<T, kBits, kRowsM><<<blocks, kQgemvWarps * 32, 0, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
+}
+
+template <typename T, int kBits>
+Status launch_bits(const QgemvArgs& a, cudaStream_t stream) {
+  if (a.m == 1) return launch_rows<T, kBits, 1>(a, stream);
+  if (a.m == 2) return launch_rows<T, kBits, 2>(a, stream);
+  if (a.m <= 4) return launch_rows<T, kBits, 4>(a, stream);
+  return launch_rows<T, kBits, kMaxRowsM>(a, stream);
 }
 
 }  // namespace
@@ -318,7 +391,6 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
   a.group_shift = plan.group_shift;
   a.m_chunks = static_cast<int>(ceil_div(m, kMaxRowsM));
   a.accumulate = accumulate;
-  const int64_t n_blocks = ceil_div(plan.n, kQgemvWarps * kRowsPerWarp);
   return dispatch_act(x.dtype, "qgemv", [&](auto tag) -> Status {
     using T = decltype(tag);
     if (!in_place) {
@@ -332,10 +404,10 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
       return qgemv_tc_launch<T>(out, a.x, gather ? plan.k : plan.k_padded, m, w, gather, bias, accumulate, stream);
     }
     switch (plan.bits) {
-      case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, n_blocks, stream);
-      case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, n_blocks, stream);
-      case 3: a.tiles = static_cast<int>(plan.k_padded / tile_codes<3>()); return launch_bits<T, 3>(a, n_blocks, stream);
-      default: a.tiles = static_cast<int>(plan.k_padded / tile_codes<2>()); return launch_bits<T, 2>(a, n_blocks, stream);
+      case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, stream);
+      case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, stream);
+      case 3: a.tiles = static_cast<int>(plan.k_padded / tile_codes<3>()); return launch_bits<T, 3>(a, stream);
+      default: a.tiles = static_cast<int>(plan.k_padded / tile_codes<2>()); return launch_bits<T, 2>(a, stream);
     }
   });
 }
