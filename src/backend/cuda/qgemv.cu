@@ -1,10 +1,10 @@
 // The fused intN GEMV/skinny GEMM (qgemv.cuh): a warp works on kRowsPerWarp output rows at a time;
 // its lanes stride along K over "tiles" (one to three 16-byte loads of repacked codes, a whole
 // number of 32-code blocks), with the next batch of tiles (and their scale/zero words) in flight
-// while the current one is multiplied, as in matmul.cu's dense GEMV. The grid is persistent (about
-// one resident set of warps) and a warp's last batch of one row pair prefetches the first of its
-// next, so every warp keeps a batch in flight from start to end (Little's law: ~3 TB/s × ~1 us
-// latency ≈ 23 KB per SM; 12-16 warps × 4 KB per batch). x is read through the L1 cache (every
+// while the current one is multiplied, as in matmul.cu's dense GEMV. At M = 1 the grid is
+// persistent (about one resident set of warps) and a warp's last batch of one row pair prefetches
+// the first of its next, so every warp keeps a batch in flight from start to end (Little's law:
+// ~3 TB/s × ~1 us latency ≈ 23 KB per SM; 16 warps × 4 KB per batch). x is read through the L1 cache (every
 // warp of an SM reads the same x), not staged in shared memory, so a block starts streaming
 // weights at once. The M input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8
 // rows go to neighbouring blocks, which then share the weights through L2.
@@ -129,6 +129,11 @@ __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][
     for (int r = 0; r < kRowsPerWarp; ++r) acc[m][r] = fmaf(scale[r], dot[m][r], acc[m][r]);
 }
 
+// Only the M = 1 kernel loops over jobs: with more input rows the loop costs registers (int2/int3
+// M = 2..8 went from ~165 to 255 + spills), and a row pair is already several batches of work
+// (the x rows multiply the compute per loaded byte), so those keep one job per warp.
+template <int kRowsM> inline constexpr bool kPersistent = kRowsM == 1;
+
 // The weight rows of one job (a pair of output rows for one chunk of input rows).
 struct QgemvRows {
   const uint4* w[kRowsPerWarp];
@@ -184,9 +189,10 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
   using Tr = QTraits<kBits>;
   constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
   const int lane = threadIdx.x & 31;
-  const int64_t stride = static_cast<int64_t>(gridDim.x) * kQgemvWarps;
-  const int64_t jobs = (a.n + kRowsPerWarp - 1) / kRowsPerWarp * a.m_chunks;
-  int64_t job = static_cast<int64_t>(blockIdx.x) * kQgemvWarps + (threadIdx.x >> 5);
+  // Jobs fit an int (the launcher checks).
+  const int stride = static_cast<int>(gridDim.x) * kQgemvWarps;
+  const int jobs = static_cast<int>((a.n + kRowsPerWarp - 1) / kRowsPerWarp * a.m_chunks);
+  int job = static_cast<int>(blockIdx.x) * kQgemvWarps + (threadIdx.x >> 5);
   if (job >= jobs) return;  // no barriers below
   QgemvRows rows = qgemv_rows(a, job);
   uint4 cur[kU][kRowsPerWarp][kV], nxt[kU][kRowsPerWarp][kV];
@@ -202,22 +208,16 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
       const int64_t t = static_cast<int64_t>(chunk) * kMaxRowsM + m;
       xr[m] = static_cast<const T*>(a.x) + (t < a.m ? t : a.m - 1) * a.ldx;
     }
-    const int64_t next_job = job + stride;
-    const bool has_next = next_job < jobs;
-    const QgemvRows next_rows = qgemv_rows(a, has_next ? next_job : job);
+    const int next_job = job + stride;
+    const bool has_next = kPersistent<kRowsM> && next_job < jobs;
     float acc[kRowsM][kRowsPerWarp] = {};
     // Warp-uniform trip count (lanes past the last tile still prefetch the next job).
     for (int base0 = 0; base0 < a.tiles; base0 += 32 * kU) {
       // One load site (two would double the live address registers): the job's next batch, or
-      // after its last one the next job's first.
+      // after its last one the next job's first (its pointers made here, not kept live).
       const bool in_job = base0 + 32 * kU < a.tiles;
       if (in_job || has_next) {
-        QgemvRows src;
-#pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
-          src.w[r] = in_job ? rows.w[r] : next_rows.w[r];
-          src.sz[r] = in_job ? rows.sz[r] : next_rows.sz[r];
-        }
+        const QgemvRows src = in_job ? rows : qgemv_rows(a, next_job);
         qgemv_load_batch<kBits>(a, src, nxt, nxt_sz, in_job ? base0 + 32 * kU + lane : lane);
       }
 #pragma unroll
@@ -264,7 +264,7 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
     }
     if (!has_next) break;
     job = next_job;
-    rows = next_rows;
+    rows = qgemv_rows(a, job);
   }
 }
 
@@ -347,7 +347,11 @@ Result<unsigned> persistent_blocks(int64_t jobs) {
 template <typename T, int kBits, int kRowsM>
 Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
   const int64_t jobs = ceil_div(a.n, kRowsPerWarp) * a.m_chunks;
-  ASSIGN_OR_RETURN(const unsigned blocks, (persistent_blocks<T, kBits, kRowsM>(jobs)));
+  if (jobs > 0x3fffffff) return invalid_argument("qgemv: {} row pairs x input chunks is too many", jobs);
+  unsigned blocks = static_cast<unsigned>(ceil_div(jobs, kQgemvWarps));
+  if (kPersistent<kRowsM>) {
+    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM>(jobs)));
+  }
   qgemv_kernel<T, kBits, kRowsM><<<blocks, kQgemvWarps * 32, 0, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();

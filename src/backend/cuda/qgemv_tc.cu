@@ -7,6 +7,8 @@
 // f32 and the scale is applied once per group to the f32 partial products.
 // A block owns 16 output rows and up to 64 input rows (kTiles n8 tiles); its 8 warps split K by
 // 64-position chunks (kTcUnroll chunks in flight per lane) and reduce through shared memory.
+// The grid is persistent (one resident set of blocks, each looping over row tiles) and the last
+// batch of a row tile prefetches the first of the next, so loads stay in flight across row tiles.
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (two
 // indices and two 16-bit loads per fragment register) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
@@ -117,89 +119,147 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
 
 }  // namespace
 
+namespace {
+
+// Where one job's weights live: a 16-row tile's codes (this lane's column of it) and the
+// scale/zero rows of rows g and g + 8.
+struct TcRows {
+  const uint4* wt;
+  const uint32_t* sz_lo;
+  const uint32_t* sz_hi;
+};
+
+__device__ __forceinline__ TcRows tc_rows(const QgemvTcArgs& a, int64_t row_tile, int lane) {
+  const int64_t row_lo = row_tile * kTcRows + (lane >> 2), row_hi = row_lo + 8;
+  TcRows rs;
+  rs.wt = a.tc + row_tile * a.chunks * 32 + lane;
+  rs.sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
+  rs.sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
+  return rs;
+}
+
+// Chunks base + u·kTcWarps (u < kTcUnroll) of one row tile, with their scale/zero words.
+__device__ __forceinline__ void tc_load(const QgemvTcArgs& a, const TcRows& rs, uint4 (&wv)[kTcUnroll],
+                                        uint32_t (&szv)[kTcUnroll][4], int base) {
+#pragma unroll
+  for (int u = 0; u < kTcUnroll; ++u) {
+    const int c = base + u * kTcWarps;
+    const bool ok = c < a.chunks;
+    const int64_t g0 = (static_cast<int64_t>(c) * kTcChunkK) >> a.group_shift;
+    const int64_t g1 = (static_cast<int64_t>(c) * kTcChunkK + 32) >> a.group_shift;
+    wv[u] = ok ? __ldg(rs.wt + static_cast<int64_t>(c) * 32) : make_uint4(0, 0, 0, 0);
+    szv[u][0] = ok ? __ldg(rs.sz_lo + g0) : 0u;
+    szv[u][1] = ok ? __ldg(rs.sz_hi + g0) : 0u;
+    szv[u][2] = ok ? __ldg(rs.sz_lo + g1) : 0u;
+    szv[u][3] = ok ? __ldg(rs.sz_hi + g1) : 0u;
+  }
+}
+
+}  // namespace
+
+// Persistent: block b runs jobs b, b + gridDim.x, .. (job = row tile · m_blocks + block of 64
+// input rows); the last batch of a job prefetches the first batch of the block's next job, so the
+// warps keep loads in flight across row tiles instead of stalling a full memory latency at the
+// start of each (at K = 4096 a row tile is only two batches per warp).
 template <typename T, int kTiles, bool kGather>
-__global__ void __launch_bounds__(kTcWarps * 32) qgemv_tc_kernel(const QgemvTcArgs a) {
+__global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_kernel(const QgemvTcArgs a) {
   __shared__ float partial[kTcWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int64_t row_tile = blockIdx.x;
-  const int64_t m0 = static_cast<int64_t>(blockIdx.y) * kTcMaxRowsM;
-  const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
-  const uint32_t* szr_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
-  const uint32_t* szr_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
-  const uint4* wt = a.tc + row_tile * a.chunks * 32 + lane;
-  const unsigned short* xr[kTiles];
-  bool xv[kTiles];
-#pragma unroll
-  for (int j = 0; j < kTiles; ++j) {
-    const int64_t xm = m0 + 8 * j + g;
-    xv[j] = xm < a.m;
-    xr[j] = static_cast<const unsigned short*>(a.x) + (xv[j] ? xm : 0) * a.ldx;
-  }
+  // Jobs fit an int (the launcher checks).
+  const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
+  const int jobs = static_cast<int>((a.n + kTcRows - 1) / kTcRows * m_blocks);
+  int job = static_cast<int>(blockIdx.x);
+  if (job >= jobs) return;  // the whole block: no barrier is skipped by part of it
   const bool split = a.group_shift == 5;
-  auto load = [&](uint4 (&wv)[kTcUnroll], uint32_t (&szv)[kTcUnroll][4], int base) {
-#pragma unroll
-    for (int u = 0; u < kTcUnroll; ++u) {
-      const int c = base + u * kTcWarps;
-      const bool ok = c < a.chunks;
-      const int64_t g0 = (static_cast<int64_t>(c) * kTcChunkK) >> a.group_shift;
-      const int64_t g1 = (static_cast<int64_t>(c) * kTcChunkK + 32) >> a.group_shift;
-      wv[u] = ok ? __ldg(wt + static_cast<int64_t>(c) * 32) : make_uint4(0, 0, 0, 0);
-      szv[u][0] = ok ? __ldg(szr_lo + g0) : 0u;
-      szv[u][1] = ok ? __ldg(szr_hi + g0) : 0u;
-      szv[u][2] = ok ? __ldg(szr_lo + g1) : 0u;
-      szv[u][3] = ok ? __ldg(szr_hi + g1) : 0u;
-    }
-  };
+  constexpr int kBatch = kTcWarps * kTcUnroll;  // chunks per batch of the block
+  TcRows rows = tc_rows(a, job / m_blocks, lane);
   uint4 cur[kTcUnroll], nxt[kTcUnroll];
   uint32_t cur_sz[kTcUnroll][4], nxt_sz[kTcUnroll][4];
-  load(cur, cur_sz, warp);
-  float acc[kTiles][4] = {};
-  for (int base = warp; base < a.chunks; base += kTcWarps * kTcUnroll) {
-    if (base + kTcWarps * kTcUnroll < a.chunks) load(nxt, nxt_sz, base + kTcWarps * kTcUnroll);
-#pragma unroll
-    for (int u = 0; u < kTcUnroll; ++u) {
-      const int c = base + u * kTcWarps;
-      if (c >= a.chunks) break;
-      tc_chunk<T, kTiles, kGather>(cur[u], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK, split,
-                                   acc);
-    }
-#pragma unroll
-    for (int u = 0; u < kTcUnroll; ++u) {
-      cur[u] = nxt[u];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) cur_sz[u][e] = nxt_sz[u][e];
-    }
-  }
-#pragma unroll
-  for (int j = 0; j < kTiles; ++j)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) partial[warp][j][e][lane] = acc[j][e];
-  __syncthreads();
-  // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
+  tc_load(a, rows, cur, cur_sz, warp);
   T* out = static_cast<T*>(a.out);
-  for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x) {
-    const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
-    float v = 0.f;
+  while (true) {
+    const int64_t row_tile = job / m_blocks;
+    const int64_t m0 = static_cast<int64_t>(job % m_blocks) * kTcMaxRowsM;
+    const unsigned short* xr[kTiles];
+    bool xv[kTiles];
 #pragma unroll
-    for (int w = 0; w < kTcWarps; ++w) v += partial[w][j][e][ln];
-    const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
-    const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
-    if (row >= a.n || m >= a.m) continue;
-    T* o = out + m * a.n + row;
-    *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
-                     (a.accumulate ? to_f32(*o) : 0.f));
+    for (int j = 0; j < kTiles; ++j) {
+      const int64_t xm = m0 + 8 * j + g;
+      xv[j] = xm < a.m;
+      xr[j] = static_cast<const unsigned short*>(a.x) + (xv[j] ? xm : 0) * a.ldx;
+    }
+    const int next_job = job + static_cast<int>(gridDim.x);
+    const bool has_next = next_job < jobs;
+    float acc[kTiles][4] = {};
+    for (int base0 = 0; base0 < a.chunks; base0 += kBatch) {  // the same trip count in every warp
+      const bool in_job = base0 + kBatch < a.chunks;
+      if (in_job || has_next) {
+        // One load site; the next job's pointers are made here, not kept live through the loop.
+        const TcRows src = in_job ? rows : tc_rows(a, next_job / m_blocks, lane);
+        tc_load(a, src, nxt, nxt_sz, (in_job ? base0 + kBatch : 0) + warp);
+      }
+#pragma unroll
+      for (int u = 0; u < kTcUnroll; ++u) {
+        const int c = base0 + warp + u * kTcWarps;
+        if (c >= a.chunks) break;
+        tc_chunk<T, kTiles, kGather>(cur[u], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK, split,
+                                     acc);
+      }
+#pragma unroll
+      for (int u = 0; u < kTcUnroll; ++u) {
+        cur[u] = nxt[u];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) cur_sz[u][e] = nxt_sz[u][e];
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) partial[warp][j][e][lane] = acc[j][e];
+    __syncthreads();
+    // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
+    for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x) {
+      const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
+      float v = 0.f;
+#pragma unroll
+      for (int w = 0; w < kTcWarps; ++w) v += partial[w][j][e][ln];
+      const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
+      const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
+      if (row >= a.n || m >= a.m) continue;
+      T* o = out + m * a.n + row;
+      *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
+                       (a.accumulate ? to_f32(*o) : 0.f));
+    }
+    if (!has_next) break;
+    __syncthreads();  // partial is rewritten by the next job
+    job = next_job;
+    rows = tc_rows(a, job / m_blocks, lane);
   }
 }
 
 namespace {
 
+// One resident set of blocks (occupancy of this instance × SMs), trimmed so that every block runs
+// the same number of jobs.
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
-  const int64_t row_tiles = ceil_div(a.n, kTcRows), m_blocks = ceil_div(a.m, kTcMaxRowsM);
-  if (row_tiles > 0x7fffffff || m_blocks > 65535)
-    return invalid_argument("qgemv (tensor cores): grid {} x {} is too large", row_tiles, m_blocks);
-  const dim3 grid(static_cast<unsigned>(row_tiles), static_cast<unsigned>(m_blocks));
-  qgemv_tc_kernel<T, kTiles, kGather><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  static const int per_sm = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_tc_kernel<T, kTiles, kGather>, kTcWarps * 32, 0) !=
+        cudaSuccess) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return b > 0 ? b : 1;
+  }();
+  int device = 0, sms = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  const int64_t jobs = ceil_div(a.n, kTcRows) * ceil_div(a.m, kTcMaxRowsM);
+  const int64_t slots = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
+  const int64_t blocks = ceil_div(jobs, ceil_div(jobs, slots));
+  if (jobs > 0x3fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", jobs);
+  qgemv_tc_kernel<T, kTiles, kGather><<<static_cast<unsigned>(blocks), kTcWarps * 32, 0, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
