@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <random>
 
 #include "bench/cuda_bench.h"
+#include "bench/memory_plan.h"
 #include "model/synthetic.h"
 
 namespace compactor {
@@ -53,6 +55,8 @@ Result<BenchResult> run_bench_host(Model& model, const BenchConfig& cfg) {
   BenchResult result;
   result.timing = "host clock";
   result.weight_bytes = model_weight_bytes(model);
+  result.quantized_weight_bytes = model_quantized_bytes(model);
+  result.weight_format = weight_format_label(model);
   std::mt19937 rng(static_cast<uint32_t>(cfg.seed));
   const int act_bytes = dtype_size(model.backend().activation_dtype());
   for (int batch : cfg.batches) {
@@ -84,6 +88,30 @@ Result<BenchResult> run_bench_host(Model& model, const BenchConfig& cfg) {
 }
 
 }  // namespace
+
+std::string weight_format_label(const Model& model) {
+  const std::string dense(dtype_name(model.weights().embed.dtype));
+  std::map<std::string, int> formats;
+  int packed = 0, total = 0;
+  const QuantizationConfig* q = model.quantization();
+  for (const auto& [name, w] : model.named_linears()) {
+    ++total;
+    if (!w->quantized()) continue;
+    ++packed;
+    const ModuleQuantization* mq = q != nullptr ? q->find(name) : nullptr;
+    std::string label = fmt::format("{} {}", format_name(w->format),
+                                    w->group_size == 0 ? std::string("per-channel") : fmt::format("g{}", w->group_size));
+    if (mq != nullptr) label += mq->spec.symmetric ? " sym" : " asym";
+    if (w->g_idx.data != nullptr) label += " act-order";
+    ++formats[label];
+  }
+  if (packed == 0) return "dense " + dense;
+  std::string labels;
+  for (const auto& [label, count] : formats) labels += (labels.empty() ? "" : ", ") + label;
+  const bool head_packed = model.weights().lm_head.quantized();
+  return fmt::format("{}: {} of {} linears packed (embeddings{} dense {})", labels, packed, total,
+                     head_packed ? "" : ", lm_head", dense);
+}
 
 double prefill_flops(const ModelConfig& c, int batch, int tokens, int past) {
   const double d = static_cast<double>(c.hidden_size), f = static_cast<double>(c.intermediate_size);

@@ -2,6 +2,7 @@
 // text): time to first token for batch-1 prompts, and per batch size a prefill followed by
 // decode steps, with peak memory and the fraction of the physical limit reached:
 //   decode:  (weight bytes + KV bytes read per step) / step time / HBM bandwidth
+//            (quantized: the packed bytes, qweight + scales + qzeros, not a dense equivalent)
 //   prefill: (2 · linear params · T + attention FLOPs) / time / dense bf16 tensor-core peak
 // CUDA: CUDA events around the work after a warm-up, median of repeats, decode steps replayed
 // from a CUDA graph with ids and sampling on the GPU (bench/cuda_decode.h). CPU: host clock.
@@ -53,7 +54,10 @@ struct BenchPoint {
 struct BenchResult {
   std::vector<TtftPoint> ttft;
   std::vector<BenchPoint> points;
-  int64_t weight_bytes = 0;
+  int64_t weight_bytes = 0;            // model_weight_bytes: dense tensors + packed (qweight+scales+qzeros+g_idx)
+  int64_t quantized_weight_bytes = 0;  // the packed part of weight_bytes (0 for a dense model)
+  int64_t runtime_weight_bytes = 0;    // CUDA: repacked copies + dequantize scratch of packed linears (estimate)
+  std::string weight_format;           // weight_format_label(model)
   int64_t peak_kv_bytes = 0;
   int64_t peak_device_bytes = 0;   // CUDA: high-water of the backend's allocations
   int64_t device_total_bytes = 0;  // CUDA: the GPU's memory
@@ -62,6 +66,9 @@ struct BenchResult {
 };
 
 Result<BenchResult> run_bench(Model& model, const BenchConfig& cfg);
+
+// "dense bf16", or e.g. "int4 g128 asym: 224 of 225 linears packed (embeddings, lm_head dense bf16)".
+std::string weight_format_label(const Model& model);
 
 // FLOPs of one prefill of `tokens` tokens per sequence: 2 · (linear params of the blocks) · B·T,
 // the LM head for the B last rows, and causal attention (QKᵀ and PV over past + t + 1 keys).

@@ -70,8 +70,10 @@ class Model {
   static Result<std::unique_ptr<Model>> load(const std::filesystem::path& dir, Backend& backend);
   // A model of `config` with every weight allocated on `backend` (same shapes and dtypes as load)
   // but not initialised, and no files behind it (files() must not be called; has_files() is
-  // false). Synthetic models (model/synthetic.h) fill the weights.
-  static Result<std::unique_ptr<Model>> allocate(const ModelConfig& config, Backend& backend);
+  // false). Synthetic models (model/synthetic.h) fill the weights. Linears that `quant` lists are
+  // allocated as packed tensors (quant_pack.h) instead, and quantization() returns `quant`.
+  static Result<std::unique_ptr<Model>> allocate(const ModelConfig& config, Backend& backend,
+                                                 const QuantizationConfig* quant = nullptr);
   ~Model();
 
   const ModelConfig& config() const { return config_; }

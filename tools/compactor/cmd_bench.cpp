@@ -1,14 +1,20 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
 //   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|tc-wide|cuda-cores] [--fuse on|off]
-//   [--out FILE.json]
+//   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
 // issue's points: TTFT at 512 and 2048 tokens, decode at batch 1/8/32 with a 512-token prompt
 // and 128 generated tokens.
+// --quant PRESET (with --synthetic): every block linear is made directly in packed form on the
+// GPU (random codes, scales for N(0, 0.02²) weights; model/synthetic.h), embeddings and lm_head
+// stay dense unless --quant-lm-head. --compare-dense first benchmarks the dense synthetic model of
+// the same shapes in the same process (then frees it) and reports quantized/dense decode tok/s.
+// CPU: only --synthetic tiny (host-filled), for tests.
 #include <cstdio>
 #include <fstream>
+#include <optional>
 #include <new>
 
 #include "bench/bench.h"
@@ -18,6 +24,7 @@
 #include "model/synthetic.h"
 #ifdef COMPACTOR_HAS_CUDA
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/fill_words.h"
 #include "bench/op_profile.h"
 #endif
 
@@ -31,6 +38,8 @@ struct BenchCliOptions {
   int prompt = 128, gen = 32, repeats = 3;
   double hbm_gbps = 3000, peak_tflops = 989;
   bool breakdown = false;
+  std::string quant;  // kQuantPresets name (--synthetic only)
+  bool sym = false, act_order = false, quant_lm_head = false, compare_dense = false;
   uint64_t seed = 0;
   CommonOptions common;
 };
@@ -53,7 +62,10 @@ nlohmann::json to_json(const BenchResult& r, const BenchConfig& cfg) {
                       {"graph_error", p.graph_error}});
   return {{"ttft", ttft},
           {"points", points},
+          {"weight_format", r.weight_format},
           {"weight_bytes", r.weight_bytes},
+          {"quantized_weight_bytes", r.quantized_weight_bytes},
+          {"runtime_weight_bytes", r.runtime_weight_bytes},
           {"peak_kv_bytes", r.peak_kv_bytes},
           {"peak_device_bytes", r.peak_device_bytes},
           {"device_total_bytes", r.device_total_bytes},
@@ -62,14 +74,20 @@ nlohmann::json to_json(const BenchResult& r, const BenchConfig& cfg) {
           {"repeats", cfg.repeats},
           {"hbm_bytes_per_second", cfg.hbm_bytes_per_second},
           {"peak_flops", cfg.peak_flops},
-          {"limits", "decode: (weights + KV bytes read per step) / step time / HBM bandwidth; prefill: (2 * linear "
-                     "params * T + attention FLOPs) / time / peak (default: H100 SXM dense bf16, 989 TFLOP/s)"},
+          {"limits", "decode: (weights + KV bytes read per step) / step time / HBM bandwidth (packed linears: "
+                     "qweight + scales + qzeros bytes); prefill: (2 * linear params * T + attention FLOPs) / time / "
+                     "peak (default: H100 SXM dense bf16, 989 TFLOP/s)"},
           {"notes", r.notes}};
 }
 
 void print_table(const nlohmann::json& j, const BenchResult& r) {
   std::printf("device %s (%s), timing %s, options %s\n", j["device"].get<std::string>().c_str(),
               j["model"].get<std::string>().c_str(), r.timing.c_str(), j["options"].dump().c_str());
+  std::printf("weight format: %s\n", r.weight_format.c_str());
+  if (r.quantized_weight_bytes > 0)
+    std::printf("packed linears %.2f GB (qweight + scales + qzeros: the decode bound counts these bytes); the CUDA "
+                "backend adds %.2f GB (repacked copies for the fused GEMV + dequantize scratch)\n",
+                r.quantized_weight_bytes / 1e9, r.runtime_weight_bytes / 1e9);
   std::printf("weights %.2f GB, peak KV %.2f GB, peak device memory %.2f GB of %.2f GB, peak RSS %.2f GB\n",
               r.weight_bytes / 1e9, r.peak_kv_bytes / 1e9, r.peak_device_bytes / 1e9, r.device_total_bytes / 1e9,
               peak_rss_bytes() / 1e9);
@@ -132,44 +150,82 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
 }
 #endif
 
-// A synthetic model: the memory for the weights is checked before anything is allocated.
-Result<BenchModel> make_synthetic(const BenchCliOptions& o) {
+Result<std::optional<SyntheticQuant>> parse_quant(const BenchCliOptions& o) {
+  if (o.quant.empty()) {
+    if (o.sym || o.act_order || o.quant_lm_head || o.compare_dense)
+      return invalid_argument("--sym, --act-order, --quant-lm-head and --compare-dense need --quant PRESET");
+    return std::optional<SyntheticQuant>();
+  }
+  if (o.synthetic.empty())
+    return invalid_argument("--quant {}: only synthetic models are made packed (use --synthetic NAME; quantize a "
+                            "checkpoint with `compactor quantize`)", o.quant);
+  ASSIGN_OR_RETURN(SyntheticQuant q, synthetic_quant(o.quant, o.sym, o.act_order, o.quant_lm_head));
+  return std::optional<SyntheticQuant>(q);
+}
+
+// A synthetic model (dense when quant is nullptr): the memory for the weights is checked before
+// anything is allocated.
+Result<BenchModel> make_synthetic(const BenchCliOptions& o, const SyntheticQuant* quant) {
   ASSIGN_OR_RETURN(ModelConfig cfg, synthetic_config(o.synthetic));
-  if (o.common.device != "cuda" && o.common.device != "gpu")
-    return unsupported("--synthetic {}: synthetic models are made on the GPU; use --device cuda", o.synthetic);
+  BenchModel bm;
+  bm.name = "synthetic " + o.synthetic + (quant != nullptr ? " " + quant->preset : std::string());
+  if (o.common.device != "cuda" && o.common.device != "gpu") {
+    if (o.synthetic != "tiny")
+      return unsupported("--synthetic {}: synthetic models are made on the GPU; use --device cuda (the CPU takes "
+                         "only --synthetic tiny)", o.synthetic);
+    apply_threads(o.common.threads);
+    ASSIGN_OR_RETURN(bm.backend, make_backend(BackendKind::kCpu));
+    Backend* cpu = bm.backend.get();
+    ASSIGN_OR_RETURN(bm.model, make_synthetic_model(
+                                   cfg, *cpu, quant, o.seed,
+                                   [&](View v, uint64_t stream, float mean, float stddev) {
+                                     fill_normal_host(*cpu, v, stream, mean, stddev);
+                                   },
+                                   [&](View v, uint64_t stream) { fill_words_host(*cpu, v, stream); }));
+    return bm;
+  }
 #ifdef COMPACTOR_HAS_CUDA
   ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o));
-  const int64_t weights = estimate_weight_bytes(cfg, 2);
+  const int act_bytes = dtype_size(be->activation_dtype());
+  const int64_t weights = quant != nullptr ? estimate_quantized_weight_bytes(cfg, quant->spec, quant->act_order,
+                                                                             quant->lm_head, act_bytes)
+                                           : estimate_weight_bytes(cfg, act_bytes);
+  const int64_t runtime = quant != nullptr ? estimate_quantized_runtime_bytes(cfg, quant->spec, quant->act_order,
+                                                                              quant->lm_head, act_bytes)
+                                           : 0;
   const CudaMemoryInfo mem = be->memory_info();
-  if (weights + (int64_t{512} << 20) > mem.free_bytes)
+  if (weights + runtime + (int64_t{512} << 20) > mem.free_bytes)
     return Status(StatusCode::kOutOfMemory,
-                  fmt::format("--synthetic {}: the weights need {:.2f} GB but the GPU has {:.2f} GB free", o.synthetic,
-                              weights / 1e9, mem.free_bytes / 1e9));
-  BenchModel bm;
-  bm.name = "synthetic " + o.synthetic;
+                  fmt::format("--synthetic {}: the weights need {:.2f} GB (+ {:.2f} GB at run time) but the GPU has "
+                              "{:.2f} GB free", o.synthetic, weights / 1e9, runtime / 1e9, mem.free_bytes / 1e9));
+  CudaBackend* cuda = be.get();
+  Status fill_status;
+  auto fill = [&](View v, uint64_t stream, float mean, float stddev) {
+    if (fill_status.is_ok()) fill_status = cuda->fill_normal(v, stream, mean, stddev);
+  };
+  auto fill_words = [&](View v, uint64_t stream) {
+    if (fill_status.is_ok()) fill_status = fill_random_words_cuda(v, stream, cuda->stream());
+  };
+  std::unique_ptr<Model> model;  // declared after `be`: freed before the backend on every path
   try {
-    ASSIGN_OR_RETURN(bm.model, Model::allocate(cfg, *be));
+    ASSIGN_OR_RETURN(model, make_synthetic_model(cfg, *cuda, quant, o.seed, fill, fill_words));
   } catch (const std::bad_alloc&) {
     return Status(StatusCode::kOutOfMemory, fmt::format("--synthetic {}: out of GPU memory placing the weights", o.synthetic));
   }
-  CudaBackend* cuda = be.get();
-  Status fill_status;
-  fill_synthetic_weights(*bm.model, o.seed, [&](View v, uint64_t stream, float mean, float stddev) {
-    if (fill_status.is_ok()) fill_status = cuda->fill_normal(v, stream, mean, stddev);
-  });
   RETURN_IF_ERROR(fill_status);
   be->synchronize();
   bm.backend = std::move(be);
+  bm.model = std::move(model);
   return bm;
 #else
   return unsupported("--synthetic: this build of compactor has no CUDA backend");
 #endif
 }
 
-Result<BenchModel> make_bench_model(const BenchCliOptions& o) {
+Result<BenchModel> make_bench_model(const BenchCliOptions& o, const SyntheticQuant* quant) {
   if (!o.synthetic.empty()) {
     if (!o.model.empty()) return invalid_argument("bench: give a MODEL directory or --synthetic, not both");
-    return make_synthetic(o);
+    return make_synthetic(o, quant);
   }
   if (o.model.empty()) return invalid_argument("bench: a MODEL directory or --synthetic NAME is required");
   BenchModel bm;
@@ -239,42 +295,96 @@ Status write_json(const std::string& path, const nlohmann::json& j) {
   return Status::ok();
 }
 
-int run(const BenchCliOptions& o, const CLI::App& app) {
-  if (o.graphs != "on" && o.graphs != "off") return fail(invalid_argument("--graphs {}: expected on or off", o.graphs));
-  RunRecord record = new_run_record("bench");
-  auto bm = make_bench_model(o);
-  if (!bm) return fail(bm.status());
-  const BenchConfig cfg = make_config(o, app, bm->backend->device() == Device::kCuda);
-  nlohmann::json breakdown;
-  if (o.breakdown) {
+// One model benchmarked; the model and its backend are freed when this returns.
+struct BenchRun {
+  BenchConfig cfg;
+  BenchResult result;
+  nlohmann::json json;
+};
+
+Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const SyntheticQuant* quant, bool breakdown) {
+  ASSIGN_OR_RETURN(BenchModel bm, make_bench_model(o, quant));
+  BenchRun run;
+  run.cfg = make_config(o, app, bm.backend->device() == Device::kCuda);
+  nlohmann::json profile;
+  if (breakdown) {
 #ifdef COMPACTOR_HAS_CUDA
-    auto b = run_breakdown(*bm->model, *bm->backend, cfg);
-    if (!b) return fail(b.status());
-    breakdown = *b;
+    ASSIGN_OR_RETURN(profile, run_breakdown(*bm.model, *bm.backend, run.cfg));
 #else
-    return fail(unsupported("--breakdown needs a CUDA build"));
+    return unsupported("--breakdown needs a CUDA build");
 #endif
   }
-  auto r = run_bench(*bm->model, cfg);
-  if (!r) return fail(r.status());
-  nlohmann::json j = to_json(*r, cfg);
-  if (!breakdown.is_null()) j["breakdown"] = breakdown;
-  j["device"] = bm->backend->name();
-  j["model"] = bm->name;
+  ASSIGN_OR_RETURN(run.result, run_bench(*bm.model, run.cfg));
+  run.json = to_json(run.result, run.cfg);
+  if (!profile.is_null()) run.json["breakdown"] = profile;
+  run.json["device"] = bm.backend->name();
+  run.json["model"] = bm.name;
+  run.json["options"] = {{"dtype", o.dtype}, {"graphs", o.graphs}, {"gemv", o.gemv}, {"attention", o.attention},
+                         {"fuse", o.fuse}, {"prompt", run.cfg.prompt}, {"gen", run.cfg.gen},
+                         {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
+                         {"quant", quant != nullptr ? quant->preset : std::string("none")}};
+  if (quant != nullptr) {
+    run.json["options"]["sym"] = quant->spec.symmetric;
+    run.json["options"]["act_order"] = quant->act_order;
+    run.json["options"]["quant_lm_head"] = quant->lm_head;
+    run.json["quantization"] = {{"preset", quant->preset}, {"format", format_name(quant->format)},
+                                {"bits", quant->spec.bits}, {"group_size", quant->spec.group_size},
+                                {"sym", quant->spec.symmetric}, {"act_order", quant->act_order},
+                                {"lm_head", quant->lm_head}, {"label", quant->format_label()}};
+  }
+  return run;
+}
+
+// Quantized / dense decode tok/s per batch size both runs measured.
+nlohmann::json speedups(const BenchResult& quant, const BenchResult& dense) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const BenchPoint& q : quant.points)
+    for (const BenchPoint& d : dense.points)
+      if (q.batch == d.batch && d.decode_tokens_per_second > 0)
+        out.push_back({{"batch", q.batch}, {"dense_decode_tokens_per_second", d.decode_tokens_per_second},
+                       {"quant_decode_tokens_per_second", q.decode_tokens_per_second},
+                       {"decode_speedup", q.decode_tokens_per_second / d.decode_tokens_per_second},
+                       {"dense_ttft_ms", d.prefill_seconds * 1000}, {"quant_ttft_ms", q.prefill_seconds * 1000}});
+  return out;
+}
+
+int run(const BenchCliOptions& o, const CLI::App& app) {
+  if (o.graphs != "on" && o.graphs != "off") return fail(invalid_argument("--graphs {}: expected on or off", o.graphs));
+  auto quant = parse_quant(o);
+  if (!quant) return fail(quant.status());
+  const SyntheticQuant* q = quant->has_value() ? &**quant : nullptr;
+  RunRecord record = new_run_record("bench");
+  std::optional<BenchRun> dense;
+  if (o.compare_dense) {  // first, so its weights are freed before the quantized model is made
+    auto d = bench_one(o, app, nullptr, false);
+    if (!d) return fail(d.status().with_context("--compare-dense (the dense run)"));
+    dense = std::move(*d);
+  }
+  auto main_run = bench_one(o, app, q, o.breakdown);
+  if (!main_run) return fail(main_run.status());
+  const BenchResult& r = main_run->result;
+  nlohmann::json j = main_run->json;
   j["machine"] = to_json(detect_hardware());
-  j["options"] = {{"dtype", o.dtype}, {"graphs", o.graphs}, {"gemv", o.gemv}, {"attention", o.attention},
-                  {"fuse", o.fuse}, {"prompt", cfg.prompt}, {"gen", cfg.gen}, {"batches", cfg.batches},
-                  {"ttft_prompts", cfg.ttft_prompts}};
-  for (const TtftPoint& t : r->ttft)
+  nlohmann::json ratios;
+  if (dense) {
+    ratios = speedups(r, dense->result);
+    j["dense"] = dense->json;
+    j["decode_speedup_vs_dense"] = ratios;
+  }
+  for (const TtftPoint& t : r.ttft)
     record.metrics.push_back(Metric{"ttft" + std::to_string(t.prompt) + "_ms", t.ms, {}, {}, {}, "ms"});
-  for (const BenchPoint& p : r->points) {
+  for (const BenchPoint& p : r.points) {
     const std::string b = "b" + std::to_string(p.batch);
     record.metrics.push_back(Metric{b + ".ttft_ms", p.prefill_seconds * 1000, {}, {}, {}, "ms"});
     record.metrics.push_back(Metric{b + ".prefill_tps", p.prefill_tokens_per_second, {}, {}, {}, "tokens/s"});
     record.metrics.push_back(Metric{b + ".decode_tps", p.decode_tokens_per_second, {}, {}, {}, "tokens/s"});
   }
+  for (const auto& x : ratios)
+    record.metrics.push_back(Metric{"b" + std::to_string(x["batch"].get<int>()) + ".decode_speedup_vs_dense",
+                                    x["decode_speedup"].get<double>(), {}, {}, {}, "x"});
   record.metrics.push_back(Metric{"peak_rss_bytes", static_cast<double>(peak_rss_bytes()), {}, {}, {}, "bytes"});
-  record.metrics.push_back(Metric{"peak_device_bytes", static_cast<double>(r->peak_device_bytes), {}, {}, {}, "bytes"});
+  record.metrics.push_back(Metric{"peak_device_bytes", static_cast<double>(r.peak_device_bytes), {}, {}, {}, "bytes"});
+  record.metrics.push_back(Metric{"weight_bytes", static_cast<double>(r.weight_bytes), {}, {}, {}, "bytes"});
   record.details = j;
   Status saved = save_record(record, o.common, o.model, app);
   if (!saved.is_ok()) return fail(saved);
@@ -286,7 +396,18 @@ int run(const BenchCliOptions& o, const CLI::App& app) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  print_table(j, *r);
+  if (dense) {
+    std::printf("== dense reference (same shapes, same process, freed before the quantized run)\n");
+    print_table(dense->json, dense->result);
+    std::printf("== %s\n", j["model"].get<std::string>().c_str());
+  }
+  print_table(j, r);
+  if (dense) {
+    std::printf("%6s %14s %14s %9s\n", "batch", "dense tok/s", "quant tok/s", "speedup");
+    for (const auto& x : ratios)
+      std::printf("%6d %14.1f %14.1f %8.2fx\n", x["batch"].get<int>(), x["dense_decode_tokens_per_second"].get<double>(),
+                  x["quant_decode_tokens_per_second"].get<double>(), x["decode_speedup"].get<double>());
+  }
   return 0;
 }
 }  // namespace
@@ -319,6 +440,15 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
+  app->add_option("--quant", opts->quant,
+                  "with --synthetic: block linears packed in this preset (w8 w8g128 w4 w4g128 w4g64 w4g32 w3g128 w3g64 "
+                  "w3g32 w2g128 w2g64 w2g32 w2g16); embeddings and lm_head stay dense");
+  app->add_flag("--sym", opts->sym, "with --quant: symmetric (zero point 2^(bits-1))");
+  app->add_flag("--act-order", opts->act_order, "with --quant: act-order (random g_idx permutation)");
+  app->add_flag("--quant-lm-head", opts->quant_lm_head, "with --quant: pack lm_head too");
+  app->add_flag("--compare-dense", opts->compare_dense,
+                "with --quant: benchmark the dense synthetic model first (same process, then freed) and report the "
+                "quantized/dense decode speedup per batch");
   app->add_option("--out", opts->out, "also write the JSON result to this file (e.g. bench/results/NAME.json)");
   add_common_options(app, opts->common);
   return {app, [opts, app]() { return run(*opts, *app); }};
