@@ -1,38 +1,23 @@
 // The compactor binary end to end: the interface scripts rely on (issue "Foundation"), run
 // records in the store, recipes, and bad input (clear message, non-zero exit, no crash).
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <fstream>
 #include <functional>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.h"
 #include "support/fixtures.h"
 
 namespace compactor {
 namespace {
 
-struct CliRun {
-  int exit_code = -1;
-  std::string out, err;
-};
+using CliRun = test::CliResult;
 
 CliRun run(const std::string& args) {
   static const auto dir = test::make_temp_dir("compactor-cli");
-  const auto err_path = dir / "stderr.txt";
-  const std::string cmd = test::binary_path().string() + " " + args + " 2>" + err_path.string();
-  CliRun r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream e(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
+  return test::run_cli(args, dir);
 }
 
 std::string model(const std::string& name) { return test::model_dir(name).string(); }

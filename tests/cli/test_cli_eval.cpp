@@ -2,38 +2,23 @@
 // grouped MMLU, task files as data, paired deltas with --base), KL divergence with saved base
 // logits, and bad input (clear message naming the file/line or flag, non-zero exit, counted skips).
 // Run: build-*/tests/test_cli_eval   (~20 s)
-#include <sys/wait.h>
 
-#include <cstdio>
 #include <fstream>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.h"
 #include "support/fixtures.h"
 
 namespace compactor {
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
+using test::CliResult;
 
 CliResult run_cli(const std::string& args) {
   static const auto dir = test::make_temp_dir("compactor-cli-eval");
-  const auto err_path = dir / "stderr.txt";
-  const std::string cmd = test::binary_path().string() + " " + args + " 2>" + err_path.string();
-  CliResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream e(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
+  return test::run_cli(args, dir);
 }
 
 const std::string kStories = test::model_dir("stories260K").string();

@@ -28,6 +28,13 @@ namespace {
 
 // Per scored token, in nats: bf16 activations round every layer's output to 8 bits of mantissa.
 double token_tol(DType d) { return d == DType::kBF16 ? 6e-2 : 1.5e-2; }
+// Plus a part relative to the log-likelihood: a very unlikely token sits far below the row's
+// maximum logit, and the rounding error of that logit grows with its distance (two roundings of
+// the activation dtype: 2^-7 for bf16, 2^-10 for f16). On the H100, stories260K in bf16 scores a
+// single -18.7-nat token 0.081 nats away from the f32 CPU value.
+double loglik_tol(DType d, double tokens, double loglik) {
+  return token_tol(d) * tokens + (d == DType::kBF16 ? 0x1p-7 : 0x1p-10) * std::fabs(loglik);
+}
 
 std::filesystem::path shared_root() {
   const char* env = std::getenv("COMPACTOR_SHARED_DIR");
@@ -128,8 +135,8 @@ TEST_P(CudaEval, LoglikelihoodsMatchCpuAndWholeSequences) {
     for (size_t k = 0; k < reqs[i].continuations.size(); ++k) {
       const double n = static_cast<double>(reqs[i].continuations[k].size());
       const double whole = whole_sequence_loglik(*gpu_, reqs[i].context, reqs[i].continuations[k]);
-      EXPECT_NEAR((*g)[i][k], (*c)[i][k], token_tol(dtype()) * n) << "item " << i << " choice " << k;
-      EXPECT_NEAR((*g)[i][k], whole, token_tol(dtype()) * n) << "item " << i << " choice " << k;
+      EXPECT_NEAR((*g)[i][k], (*c)[i][k], loglik_tol(dtype(), n, (*c)[i][k])) << "item " << i << " choice " << k;
+      EXPECT_NEAR((*g)[i][k], whole, loglik_tol(dtype(), n, (*c)[i][k])) << "item " << i << " choice " << k;
       worst_cpu = std::max(worst_cpu, std::fabs((*g)[i][k] - (*c)[i][k]) / n);
       worst_whole = std::max(worst_whole, std::fabs((*g)[i][k] - whole) / n);
     }

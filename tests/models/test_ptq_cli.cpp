@@ -14,30 +14,14 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "support/cli_run.h"
 #include "support/fixtures.h"
 
 namespace compactor {
 namespace {
 
-struct CliResult {
-  int exit_code = -1;
-  std::string out, err;
-};
-
-CliResult run_cli(const std::string& args, const std::filesystem::path& tmp) {
-  const auto err_path = tmp / "stderr.txt";
-  const std::string cmd = test::binary_path().string() + " " + args + " 2>" + err_path.string();
-  CliResult r;
-  FILE* pipe = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, pipe)) > 0) r.out.append(buf, n);
-  const int status = pclose(pipe);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  std::ifstream e(err_path);
-  r.err.assign(std::istreambuf_iterator<char>(e), {});
-  return r;
-}
+using test::CliResult;
+using test::run_cli;
 
 std::string model(const std::string& name) { return test::model_dir(name).string(); }
 std::string data(const std::string& rel) { return (test::shared_dir() / "data" / rel).string(); }
