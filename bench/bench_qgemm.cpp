@@ -1,6 +1,6 @@
 // Kernel benchmark of the fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) on real
 // Llama-2-7B / Llama-3-8B layer shapes: for each shape × format × M it times
-//   fused     qgemv_cuda on the repacked weight (what CudaBackend::matmul runs for M <= 32)
+//   fused     qgemv_cuda on the repacked weight (what CudaBackend::matmul runs for M <= kQgemvAutoMaxRows)
 //   tc        int4 only: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout)
 //   dequant   dequantize_cuda + cuBLAS (the path above that, and the previous quantized path)
 //   cublas    cuBLAS GEMM with a dense weight in the activation dtype (allow_gemv off)

@@ -5,7 +5,7 @@
 //   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
 //     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
 //     multiple of 128 or of the group), plus bias and accumulate (out +=);
-//   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= 32) or dequantize + cuBLAS and
+//   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= kQgemvAutoMaxRows / kQgemvTcAutoMaxRows) or dequantize + cuBLAS and
 //     both agree with the reference; a weight freed and replaced at the same address is not served
 //     from a stale repack; group 16 and irregular act-order fall back to the dequantize path.
 // bf16 and f16 activations. Failures print the case, max abs/rel error and the first bad elements.

@@ -21,10 +21,16 @@
 
 namespace compactor {
 
-// Input rows up to which CudaBackend::matmul uses the fused kernel (CUDA cores; above this the
-// dequantize + cuBLAS tensor-core path is expected to win; bench_qgemm measures the crossover).
-inline constexpr int64_t kQgemvAutoMaxRows = 32;
-// With the tensor-core kernel (int4) the fused path is used up to this many rows.
+// The per-M rule of CudaBackend::matmul for a quantized weight: the fused kernel up to these many
+// input rows, dequantize + cuBLAS above. The thresholds to tune from bench_qgemm ("fused us" /
+// "tc us" vs "deq+cuBLAS"):
+// CUDA cores (int8/3/2, int4 with QuantKernel::kCudaCores): the FMAs grow with M (every code is
+// converted and multiplied once per input row: H100 w4g128 11008x4096: M=8 68 us, M=16 121 us,
+// M=32 246 us), while dequantize (~40-60 us after the tiled rewrite) + cuBLAS (~36 us) is flat:
+// the crossover is between 8 and 16 rows.
+inline constexpr int64_t kQgemvAutoMaxRows = 8;
+// Tensor cores (int4): the conversion of a code is shared by the 8-64 rows of a block and the
+// products are mma, so the kernel stays close to the weight stream up to its 64-row block.
 inline constexpr int64_t kQgemvTcAutoMaxRows = 64;
 
 // kCudaCores: qgemv.cu (every format; f32 FMAs). kTensorCores: qgemv_tc.cu for int4 (mma.sync on
