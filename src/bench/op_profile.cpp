@@ -67,8 +67,17 @@ Result<double> time_op(CudaBackend& be, const std::function<void()>& op) {
   return us[us.size() / 2];
 }
 
+// Bytes of a linear's weight as stored: dense, or packed (qweight + scales + qzeros + g_idx).
+double weight_bytes(const LinearWeight& w) {
+  if (!w.quantized()) return static_cast<double>(w.weight.bytes());
+  double b = static_cast<double>(w.qweight.bytes() + w.scales.bytes() + w.qzeros.bytes());
+  if (w.g_idx.data != nullptr) b += static_cast<double>(w.g_idx.bytes());
+  return b;
+}
+double params(const LinearWeight& w) { return static_cast<double>(w.out_features * w.in_features); }
+
 double matmul_bytes(const LinearWeight& w, int64_t rows, int act) {
-  return static_cast<double>(w.weight.bytes()) + static_cast<double>(rows) * (w.in_features + w.out_features) * act;
+  return weight_bytes(w) + static_cast<double>(rows) * (w.in_features + w.out_features) * act;
 }
 
 }  // namespace
@@ -98,7 +107,8 @@ Result<std::vector<LayerProfile>> profile_layer(Model& model, CudaBackend& be, c
     const View qkv_out[] = {b.q, b.k, b.v}, gu_out[] = {b.gate, b.up};
     const LinearWeight* qkv[] = {&w.q, &w.k, &w.v};
     const LinearWeight* gu[] = {&w.gate, &w.up};
-    const double qkv_params = static_cast<double>(w.q.weight.numel() + w.k.weight.numel() + w.v.weight.numel());
+    const double qkv_params = params(w.q) + params(w.k) + params(w.v);
+    const double qkv_bytes = weight_bytes(w.q) + weight_bytes(w.k) + weight_bytes(w.v);
     const double kv_row = static_cast<double>(c.num_kv_heads * c.head_dim) * act;
     struct Op {
       const char* name;
@@ -107,7 +117,7 @@ Result<std::vector<LayerProfile>> profile_layer(Model& model, CudaBackend& be, c
     };
     const Op ops[] = {
         {"norm+qkv gemm", [&] { be.rms_norm_matmul_group(qkv_out, b.x, w.attn_norm, eps, qkv, 3, b.h); },
-         qkv_params * act + act_row * (2 * d + static_cast<double>(b.q.view().cols() + 2 * b.k.view().cols())),
+         qkv_bytes + act_row * (2 * d + static_cast<double>(b.q.view().cols() + 2 * b.k.view().cols())),
          2 * qkv_params * rows},
         {"rope+kv append",
          [&] { be.rope_kv_store(b.q, b.k, b.v, b.k_cache, b.v_cache, ap.heads, ap.kv_heads, ap.head_dim, inv_freq.data(), layout); },
@@ -116,15 +126,15 @@ Result<std::vector<LayerProfile>> profile_layer(Model& model, CudaBackend& be, c
          2 * act_row * static_cast<double>(b.q.view().cols()) + s.batch * (s.past + s.tokens) * 2 * kv_row,
          4.0 * c.head_dim * c.num_heads * keys * s.batch},
         {"o gemm+residual", [&] { be.matmul_add(b.x, b.attn, w.o, b.proj); }, matmul_bytes(w.o, rows, act) + act_row * d,
-         2.0 * static_cast<double>(w.o.weight.numel()) * rows},
+         2.0 * params(w.o) * rows},
         {"norm+gate/up gemm", [&] { be.rms_norm_matmul_group(gu_out, b.x, w.mlp_norm, eps, gu, 2, b.h); },
-         2 * static_cast<double>(w.gate.weight.bytes()) + act_row * (2 * d + 2 * f),
-         4.0 * static_cast<double>(w.gate.weight.numel()) * rows},
+         weight_bytes(w.gate) + weight_bytes(w.up) + act_row * (2 * d + 2 * f),
+         2.0 * (params(w.gate) + params(w.up)) * rows},
         {"swiglu+down+residual", [&] { be.swiglu_matmul_add(b.x, b.gate, b.up, w.down, b.act, b.proj); },
-         matmul_bytes(w.down, rows, act) + act_row * (f + 2 * d), 2.0 * static_cast<double>(w.down.weight.numel()) * rows},
+         matmul_bytes(w.down, rows, act) + act_row * (f + 2 * d), 2.0 * params(w.down) * rows},
         {"lm head (per step)", [&] { be.matmul(b.logits, b.last, model.weights().lm_head); },
          matmul_bytes(model.weights().lm_head, s.batch, act),
-         2.0 * static_cast<double>(model.weights().lm_head.weight.numel()) * s.batch},
+         2.0 * params(model.weights().lm_head) * s.batch},
     };
     for (const Op& op : ops) {
       ASSIGN_OR_RETURN(double us, time_op(be, op.fn));
