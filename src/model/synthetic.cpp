@@ -258,6 +258,9 @@ Result<SyntheticQuant> synthetic_quant(std::string_view preset, bool symmetric, 
     for (const QuantPreset& q : kQuantPresets) known += (known.empty() ? "" : ", ") + std::string(q.name);
     return invalid_argument("--quant: unknown preset '{}' (known: {})", preset, known);
   }
+  if (act_order && p->group_size == 0)
+    return invalid_argument("--act-order: preset '{}' is per-channel (one group, so g_idx carries nothing); use a "
+                            "grouped preset such as w4g128", preset);
   SyntheticQuant q;
   q.preset = std::string(p->name);
   if (!format_from_bits(p->bits, &q.format)) return invalid_argument("--quant {}: no format has {} bits", preset, p->bits);

@@ -59,7 +59,11 @@ TEST(SyntheticQuant, PresetsAndErrors) {
   EXPECT_EQ(q.spec.bits, 4);
   EXPECT_EQ(q.spec.group_size, 128);
   EXPECT_EQ(q.format_label(), "int4 g128 asym");
-  EXPECT_EQ(quant_of("w8", true, true).format_label(), "int8 per-channel sym act-order");
+  EXPECT_EQ(quant_of("w8g128", true, true).format_label(), "int8 g128 sym act-order");
+  EXPECT_EQ(quant_of("w8", true).format_label(), "int8 per-channel sym");
+  auto per_channel_act_order = synthetic_quant("w4", false, true, false);
+  ASSERT_FALSE(per_channel_act_order.is_ok());
+  EXPECT_NE(per_channel_act_order.status().message().find("--act-order"), std::string::npos);
   EXPECT_EQ(quant_of("w3g128").format, Format::kInt3);
   EXPECT_EQ(quant_of("w2g64").spec.group_size, 64);
   auto bad = synthetic_quant("w5g128", false, false, false);
