@@ -80,11 +80,15 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
                                          const int32_t* perm, int t, int64_t k0, bool split, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   float d[kTiles][4] = {};
+  uint32_t sz_lo = 0, sz_hi = 0, z_lo = 0, z_hi = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const uint32_t sz_lo = sz[2 * h], sz_hi = sz[2 * h + 1];
-    const uint32_t z_lo = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_lo), tc_magic_value<T>() + sz_zero(sz_lo));
-    const uint32_t z_hi = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_hi), tc_magic_value<T>() + sz_zero(sz_hi));
+    if (h == 0 || split) {  // groups >= 64: the second half has the first's group (same words)
+      sz_lo = sz[2 * h];
+      sz_hi = sz[2 * h + 1];
+      z_lo = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_lo), tc_magic_value<T>() + sz_zero(sz_lo));
+      z_hi = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_hi), tc_magic_value<T>() + sz_zero(sz_hi));
+    }
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
       const int s = 2 * h + s2;
