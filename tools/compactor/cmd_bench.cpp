@@ -186,6 +186,7 @@ Result<BenchModel> make_synthetic(const BenchCliOptions& o, const SyntheticQuant
   }
 #ifdef COMPACTOR_HAS_CUDA
   ASSIGN_OR_RETURN(std::unique_ptr<CudaBackend> be, make_cuda(o));
+  be->reset_peak_memory();  // the statistics are per process: a --compare-dense run before this one is freed
   const int act_bytes = dtype_size(be->activation_dtype());
   const int64_t weights = quant != nullptr ? estimate_quantized_weight_bytes(cfg, quant->spec, quant->act_order,
                                                                              quant->lm_head, act_bytes)
