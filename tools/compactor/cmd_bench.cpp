@@ -84,10 +84,14 @@ void print_table(const nlohmann::json& j, const BenchResult& r) {
   std::printf("device %s (%s), timing %s, options %s\n", j["device"].get<std::string>().c_str(),
               j["model"].get<std::string>().c_str(), r.timing.c_str(), j["options"].dump().c_str());
   std::printf("weight format: %s\n", r.weight_format.c_str());
-  if (r.quantized_weight_bytes > 0)
-    std::printf("packed linears %.2f GB (qweight + scales + qzeros: the decode bound counts these bytes); the CUDA "
-                "backend adds %.2f GB (repacked copies for the fused GEMV + dequantize scratch)\n",
-                r.quantized_weight_bytes / 1e9, r.runtime_weight_bytes / 1e9);
+  if (r.quantized_weight_bytes > 0) {
+    std::printf("packed linears %.2f GB (qweight + scales + qzeros: the decode bound counts these bytes)",
+                r.quantized_weight_bytes / 1e9);
+    if (r.runtime_weight_bytes > 0)
+      std::printf("; the CUDA backend adds %.2f GB (repacked copies for the fused GEMV + dequantize scratch)",
+                  r.runtime_weight_bytes / 1e9);
+    std::printf("\n");
+  }
   std::printf("weights %.2f GB, peak KV %.2f GB, peak device memory %.2f GB of %.2f GB, peak RSS %.2f GB\n",
               r.weight_bytes / 1e9, r.peak_kv_bytes / 1e9, r.peak_device_bytes / 1e9, r.device_total_bytes / 1e9,
               peak_rss_bytes() / 1e9);
