@@ -6,7 +6,8 @@
 // and one packed subtraction of (1024 + zero), exact, so the tensor cores multiply c - z by x in
 // f32 and the scale is applied once per group to the f32 partial products.
 // A block owns 16 output rows and up to 64 input rows (kTiles n8 tiles); its 8 warps split K by
-// 64-position chunks (kTcUnroll chunks in flight per lane) and reduce through shared memory.
+// 64-position chunks (kTcUnroll per lane per batch, streamed through a kTcStages-deep cp.async
+// ring in shared memory) and reduce through shared memory.
 // The grid is persistent (one resident set of blocks, each looping over row tiles) and the last
 // batch of a row tile prefetches the first of the next, so loads stay in flight across row tiles.
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (two
@@ -21,7 +22,13 @@ namespace compactor {
 namespace {
 
 constexpr int kTcWarps = 8;
-constexpr int kTcUnroll = 4;    // 64-position chunks in flight per lane
+constexpr int kTcUnroll = 4;    // 64-position chunks per lane per batch
+// Batches of codes in the shared-memory ring (cp.async): kTcStages - 1 batches in flight per warp
+// while one is multiplied. 4 stages = 64 KB per block: with 2 blocks/SM up to 96 KB of codes in
+// flight per SM (Little's law wants ~23 KB at 3 TB/s × 1 us; the register double buffer it
+// replaces held 32 KB, a single batch ahead).
+constexpr int kTcStages = 4;
+constexpr int kTcRingBytes = kTcStages * kTcWarps * kTcUnroll * 32 * 16;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 
 struct QgemvTcArgs {
@@ -142,16 +149,15 @@ __device__ __forceinline__ TcRows tc_rows(const QgemvTcArgs& a, int64_t row_tile
   return rs;
 }
 
-// Chunks base + u·kTcWarps (u < kTcUnroll) of one row tile, with their scale/zero words.
-__device__ __forceinline__ void tc_load(const QgemvTcArgs& a, const TcRows& rs, uint4 (&wv)[kTcUnroll],
-                                        uint32_t (&szv)[kTcUnroll][4], int base) {
+// Scale/zero words of chunks base + u·kTcWarps (u < kTcUnroll) of one row tile.
+__device__ __forceinline__ void tc_load_sz(const QgemvTcArgs& a, const TcRows& rs, uint32_t (&szv)[kTcUnroll][4],
+                                           int base) {
 #pragma unroll
   for (int u = 0; u < kTcUnroll; ++u) {
     const int c = base + u * kTcWarps;
     const bool ok = c < a.chunks;
     const int64_t g0 = (static_cast<int64_t>(c) * kTcChunkK) >> a.group_shift;
     const int64_t g1 = (static_cast<int64_t>(c) * kTcChunkK + 32) >> a.group_shift;
-    wv[u] = ok ? __ldg(rs.wt + static_cast<int64_t>(c) * 32) : make_uint4(0, 0, 0, 0);
     szv[u][0] = ok ? __ldg(rs.sz_lo + g0) : 0u;
     szv[u][1] = ok ? __ldg(rs.sz_hi + g0) : 0u;
     szv[u][2] = ok ? __ldg(rs.sz_lo + g1) : 0u;
@@ -177,9 +183,37 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_k
   const bool split = a.group_shift == 5;
   constexpr int kBatch = kTcWarps * kTcUnroll;  // chunks per batch of the block
   TcRows rows = tc_rows(a, job / m_blocks, lane);
-  uint4 cur[kTcUnroll], nxt[kTcUnroll];
+  // Codes: a ring of kTcStages batches per warp, each lane copying (and later reading) only its own
+  // 16-byte slots, so no barrier is needed; the load cursor (job_l, base_l) runs kTcStages - 1
+  // batches ahead of the multiply, across row tiles. Every issue commits a group (empty past the
+  // last batch) so that wait_group<kTcStages - 1> always means "the oldest batch has landed".
+  extern __shared__ uint4 ring[];  // [kTcStages][kTcWarps][kTcUnroll][32]
+  int job_l = job, base_l = 0;
+  const uint4* wt_l = rows.wt;
+  auto issue = [&](int stage) {
+    if (job_l < jobs) {
+#pragma unroll
+      for (int u = 0; u < kTcUnroll; ++u) {
+        const int c = base_l + warp + u * kTcWarps;
+        const bool ok = c < a.chunks;
+        mma::cp_async16(ring + ((stage * kTcWarps + warp) * kTcUnroll + u) * 32 + lane,
+                        ok ? wt_l + static_cast<int64_t>(c) * 32 : a.tc, ok);
+      }
+      base_l += kBatch;
+      if (base_l >= a.chunks) {
+        base_l = 0;
+        job_l += static_cast<int>(gridDim.x);
+        if (job_l < jobs) wt_l = tc_rows(a, job_l / m_blocks, lane).wt;
+      }
+    }
+    mma::cp_async_commit();
+  };
+#pragma unroll
+  for (int st = 0; st < kTcStages - 1; ++st) issue(st);
+  int stage = 0;  // ring stage of the batch multiplied next
+  // Scale/zero words: a register double buffer, one batch ahead (they are L2-resident).
   uint32_t cur_sz[kTcUnroll][4], nxt_sz[kTcUnroll][4];
-  tc_load(a, rows, cur, cur_sz, warp);
+  tc_load_sz(a, rows, cur_sz, warp);
   T* out = static_cast<T*>(a.out);
   while (true) {
     const int64_t row_tile = job / m_blocks;
@@ -196,25 +230,27 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_k
     const bool has_next = next_job < jobs;
     float acc[kTiles][4] = {};
     for (int base0 = 0; base0 < a.chunks; base0 += kBatch) {  // the same trip count in every warp
+      issue((stage + kTcStages - 1) % kTcStages);  // the slot multiplied in the previous iteration
       const bool in_job = base0 + kBatch < a.chunks;
       if (in_job || has_next) {
         // One load site; the next job's pointers are made here, not kept live through the loop.
         const TcRows src = in_job ? rows : tc_rows(a, next_job / m_blocks, lane);
-        tc_load(a, src, nxt, nxt_sz, (in_job ? base0 + kBatch : 0) + warp);
+        tc_load_sz(a, src, nxt_sz, (in_job ? base0 + kBatch : 0) + warp);
       }
+      mma::cp_async_wait<kTcStages - 1>();  // this lane's copies of batch `stage` have landed
+      const uint4* slots = ring + (stage * kTcWarps + warp) * kTcUnroll * 32 + lane;
 #pragma unroll
       for (int u = 0; u < kTcUnroll; ++u) {
         const int c = base0 + warp + u * kTcWarps;
         if (c >= a.chunks) break;
-        tc_chunk<T, kTiles, kGather>(cur[u], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK, split,
-                                     acc);
+        tc_chunk<T, kTiles, kGather>(slots[u * 32], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK,
+                                     split, acc);
       }
 #pragma unroll
-      for (int u = 0; u < kTcUnroll; ++u) {
-        cur[u] = nxt[u];
+      for (int u = 0; u < kTcUnroll; ++u)
 #pragma unroll
         for (int e = 0; e < 4; ++e) cur_sz[u][e] = nxt_sz[u][e];
-      }
+      stage = (stage + 1) % kTcStages;
     }
 #pragma unroll
     for (int j = 0; j < kTiles; ++j)
@@ -247,15 +283,19 @@ namespace {
 // the same number of jobs.
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
+  // Once per instance: allow the ring's dynamic shared memory (> 48 KB), then its occupancy.
   static const int per_sm = [] {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_tc_kernel<T, kTiles, kGather>, kTcWarps * 32, 0) !=
-        cudaSuccess) {
+    if (cudaFuncSetAttribute(qgemv_tc_kernel<T, kTiles, kGather>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             kTcRingBytes) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_tc_kernel<T, kTiles, kGather>, kTcWarps * 32,
+                                                      kTcRingBytes) != cudaSuccess) {
       (void)cudaGetLastError();
-      return 1;
+      return 0;
     }
-    return b > 0 ? b : 1;
+    return b;
   }();
+  if (per_sm == 0) return unsupported("qgemv (tensor cores): the device cannot give the kernel {} bytes of shared memory", kTcRingBytes);
   int device = 0, sms = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -263,7 +303,7 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t slots = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
   const int64_t blocks = ceil_div(jobs, ceil_div(jobs, slots));
   if (jobs > 0x3fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", jobs);
-  qgemv_tc_kernel<T, kTiles, kGather><<<static_cast<unsigned>(blocks), kTcWarps * 32, 0, stream>>>(a);
+  qgemv_tc_kernel<T, kTiles, kGather><<<static_cast<unsigned>(blocks), kTcWarps * 32, kTcRingBytes, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
