@@ -13,6 +13,8 @@
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (two
 // indices and two 16-bit loads per fragment register) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include <atomic>
+
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
@@ -283,21 +285,26 @@ namespace {
 // the same number of jobs.
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
-  // Once per instance: allow the ring's dynamic shared memory (> 48 KB), then its occupancy.
-  static const int per_sm = [] {
-    int b = 0;
-    if (cudaFuncSetAttribute(qgemv_tc_kernel<T, kTiles, kGather>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             kTcRingBytes) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_tc_kernel<T, kTiles, kGather>, kTcWarps * 32,
-                                                      kTcRingBytes) != cudaSuccess) {
-      (void)cudaGetLastError();
-      return 0;
-    }
-    return b;
-  }();
-  if (per_sm == 0) return unsupported("qgemv (tensor cores): the device cannot give the kernel {} bytes of shared memory", kTcRingBytes);
+  // The ring's dynamic shared memory (> 48 KB) needs an opt-in per device; then the occupancy
+  // (once per instance: the same on every device of one machine).
   int device = 0, sms = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  static std::atomic<uint64_t> configured{0};  // bit d: device d done
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (bit == 0 || (configured.load(std::memory_order_acquire) & bit) == 0) {
+    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_tc_kernel<T, kTiles, kGather>,
+                                              cudaFuncAttributeMaxDynamicSharedMemorySize, kTcRingBytes));
+    configured.fetch_or(bit, std::memory_order_acq_rel);
+  }
+  static const int per_sm = [] {
+    int b = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_tc_kernel<T, kTiles, kGather>, kTcWarps * 32,
+                                                      kTcRingBytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return 1;
+    }
+    return b > 0 ? b : 1;
+  }();
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   const int64_t jobs = ceil_div(a.n, kTcRows) * ceil_div(a.m, kTcMaxRowsM);
   const int64_t slots = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
