@@ -31,6 +31,10 @@ constexpr int kTcUnroll = 4;    // 64-position chunks per lane per batch
 // replaces held 32 KB, a single batch ahead).
 constexpr int kTcStages = 4;
 constexpr int kTcRingBytes = kTcStages * kTcWarps * kTcUnroll * 32 * 16;
+// Blocks per SM the register budget is set for (__launch_bounds__); no instance spills at these
+// limits (ptxas -v: 96/107/127/203 registers for 1/2/4/8 n8 tiles; 3 blocks at one tile would
+// need 80 and spill).
+template <int kTiles> inline constexpr int kTcMinBlocks = kTiles <= 4 ? 2 : 1;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 
 struct QgemvTcArgs {
@@ -85,7 +89,7 @@ __device__ __forceinline__ uint32_t x_pair(const unsigned short* xrow, const int
 // x row of tile j; positions 2t (+ 8) of each step are read.
 template <typename T, int kTiles, bool kGather>
 __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4],
-                                         const unsigned short* const (&xr)[kTiles], const bool (&xv)[kTiles],
+                                         const unsigned short* const (&xr)[kTiles],
                                          const int32_t* perm, int t, int64_t k0, bool split, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   float d[kTiles][4] = {};
@@ -110,8 +114,8 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
       const int64_t k = k0 + 16 * s + 2 * t;
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
-        const uint32_t b0 = xv[j] ? x_pair<kGather>(xr[j], perm, k) : 0u;
-        const uint32_t b1 = xv[j] ? x_pair<kGather>(xr[j], perm, k + 8) : 0u;
+        const uint32_t b0 = x_pair<kGather>(xr[j], perm, k);
+        const uint32_t b1 = x_pair<kGather>(xr[j], perm, k + 8);
         mma::mma16816<T>(d[j], a, b0, b1);
       }
     }
@@ -174,7 +178,7 @@ __device__ __forceinline__ void tc_load_sz(const QgemvTcArgs& a, const TcRows& r
 // warps keep loads in flight across row tiles instead of stalling a full memory latency at the
 // start of each (at K = 4096 a row tile is only two batches per warp).
 template <typename T, int kTiles, bool kGather>
-__global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_kernel(const QgemvTcArgs a) {
+__global__ void __launch_bounds__(kTcWarps * 32, kTcMinBlocks<kTiles>) qgemv_tc_kernel(const QgemvTcArgs a) {
   __shared__ float partial[kTcWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   // Jobs fit an int (the launcher checks).
@@ -221,12 +225,12 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_k
     const int64_t row_tile = job / m_blocks;
     const int64_t m0 = static_cast<int64_t>(job % m_blocks) * kTcMaxRowsM;
     const unsigned short* xr[kTiles];
-    bool xv[kTiles];
 #pragma unroll
     for (int j = 0; j < kTiles; ++j) {
       const int64_t xm = m0 + 8 * j + g;
-      xv[j] = xm < a.m;
-      xr[j] = static_cast<const unsigned short*>(a.x) + (xv[j] ? xm : 0) * a.ldx;
+      // Input rows past M read row 0: their D columns are never stored, and a column of the mma
+      // does not mix into the others, so no predicate (and no branch) is needed on the x loads.
+      xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx;
     }
     const int next_job = job + static_cast<int>(gridDim.x);
     const bool has_next = next_job < jobs;
@@ -245,7 +249,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTiles <= 2 ? 2 : 1) qgemv_tc_k
       for (int u = 0; u < kTcUnroll; ++u) {
         const int c = base0 + warp + u * kTcWarps;
         if (c >= a.chunks) break;
-        tc_chunk<T, kTiles, kGather>(slots[u * 32], cur_sz[u], xr, xv, a.perm, t, static_cast<int64_t>(c) * kTcChunkK,
+        tc_chunk<T, kTiles, kGather>(slots[u * 32], cur_sz[u], xr, a.perm, t, static_cast<int64_t>(c) * kTcChunkK,
                                      split, acc);
       }
 #pragma unroll
