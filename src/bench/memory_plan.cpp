@@ -1,4 +1,4 @@
-// Memory estimates for benchmark points (see memory_plan.h). Test: build-*/tests/test_memory_plan.
+// Memory estimates for benchmark points (see memory_plan.h). Test: build-*/tests/test_bench_plan, test_synthetic_model.
 #include "bench/memory_plan.h"
 
 #include <algorithm>

@@ -5,7 +5,7 @@
 // Quantized models: weights are the packed bytes (qweight + scales + qzeros + g_idx, quant_pack.h)
 // plus what the CUDA backend adds at run time: the repacked copy of each packed linear that the
 // fused GEMV reads (quant_repack.h sizes) and the dense scratch the prefill dequantizes into.
-// Test: build-*/tests/test_memory_plan.
+// Test: build-*/tests/test_bench_plan, test_synthetic_model (quantized estimates).
 #pragma once
 
 #include <cstdint>
