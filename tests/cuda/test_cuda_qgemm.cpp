@@ -4,7 +4,8 @@
 //     (formats/quant_repack.h);
 //   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
 //     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
-//     multiple of 128 or of the group), plus bias and accumulate (out +=);
+//     multiple of 128 or of the group), plus bias and accumulate (out +=); N = 20000 at M = 1, 2
+//     so that the persistent grids run several jobs per warp/block (cross-job prefetch);
 //   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= kQgemvAutoMaxRows / kQgemvTcAutoMaxRows) or dequantize + cuBLAS and
 //     both agree with the reference; a weight freed and replaced at the same address is not served
 //     from a stale repack; group 16 and irregular act-order fall back to the dequantize path.
@@ -284,6 +285,39 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
         Tensor out = be_->alloc(Shape{m, n}, act());
         const Status st = run_qgemv(out, x, repacked, View{}, false);
         ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+      }
+    }
+  }
+}
+
+// Tall weights at M = 1: more row pairs / row tiles than the persistent grids hold warps / blocks
+// (H100: 2112 warps, 264 blocks), so each warp or block runs several jobs and the prefetch (the
+// tensor cores' cp.async ring) crosses from one job into the next.
+TEST_P(CudaQgemm, FusedPersistentGridsRunSeveralRowsPerWarp) {
+  const int64_t n = 20000, k = 256;
+  uint32_t seed = 700;
+  for (const Config& c : {Config{8, 0, true, false}, Config{4, 128, false, false}, Config{4, 64, true, true},
+                          Config{3, 128, false, false}, Config{2, 64, false, false}}) {
+    const QuantizedLinear q = random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++);
+    auto packed = pack_linear(q);
+    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+    std::vector<float> w(n * k);
+    dequantize_ref(packed->ref(), w.data());
+    std::vector<Tensor> keep;
+    const LinearWeight dev_w = upload_weight(*packed, keep);
+    for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
+      if (kernel == QgemvKernel::kTensorCores && c.bits != 4) continue;
+      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
+      ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+      for (int64_t m : {int64_t{1}, int64_t{2}}) {
+        auto [x, xf] = random_x(m, k, seed++);
+        const Reference ref = reference(xf, w, m, n, k);
+        Tensor out = be_->alloc(Shape{m, n}, act());
+        const std::string what = fmt::format("{} int{} group {} act {} [N {}, K {}] M {} {}",
+                                             kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores",
+                                             c.bits, c.group, c.act_order, n, k, m, dtype_name(act()));
+        ASSERT_TRUE(run_qgemv(out, x, *repacked, View{}, false).is_ok()) << what;
         EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
       }
     }
