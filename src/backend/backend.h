@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
@@ -35,10 +36,11 @@ struct LinearWeight {
   bool quantized() const { return format_is_quantized(format); }
   int bits() const { return format_bits(format); }
   // Bytes a matmul reads: the dense weight or the packed tensors, plus the bias.
+  // Views without data count nothing (an empty View has shape {} and would count one element).
   int64_t storage_bytes() const {
-    int64_t total = weight.bytes() + qweight.bytes() + scales.bytes() + qzeros.bytes();
-    if (g_idx.data != nullptr) total += g_idx.bytes();
-    if (bias.data != nullptr) total += bias.bytes();
+    int64_t total = 0;
+    for (const View* v : {&weight, &qweight, &scales, &qzeros, &g_idx, &bias})
+      if (v->data != nullptr) total += v->bytes();
     return total;
   }
 };

@@ -186,7 +186,7 @@ int64_t Model::parameter_count() const {
     for (const LayerWeights& lw : w.layers) {
       total += lw.attn_norm.numel() + lw.mlp_norm.numel();
       for (const LinearWeight* l : {&lw.q, &lw.k, &lw.v, &lw.o, &lw.gate, &lw.up, &lw.down})
-        total += l->weight.numel() + (l->bias.data ? l->bias.numel() : 0);
+        total += l->out_features * l->in_features + (l->bias.data ? l->bias.numel() : 0);
     }
     return total;
   }

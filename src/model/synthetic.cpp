@@ -338,8 +338,7 @@ Result<std::unique_ptr<Model>> make_synthetic_model(const ModelConfig& config, B
 }
 
 namespace {
-// LinearWeight::storage_bytes counts an absent (default) view as one element (a 0-d shape has
-// numel 1), so the bytes are summed here over the views that hold data.
+// The packed tensors of a linear (LinearWeight::storage_bytes also counts the bias).
 int64_t view_bytes(const View& v) { return v.data != nullptr ? v.bytes() : 0; }
 int64_t packed_bytes(const LinearWeight& w) {
   return view_bytes(w.qweight) + view_bytes(w.scales) + view_bytes(w.qzeros) + view_bytes(w.g_idx);
