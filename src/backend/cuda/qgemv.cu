@@ -4,10 +4,13 @@
 // while the current one is multiplied, as in matmul.cu's dense GEMV. At M = 1 the grid is
 // persistent (about one resident set of warps) and a warp's last batch of one row pair prefetches
 // the first of its next, so every warp keeps a batch in flight from start to end (Little's law:
-// ~3 TB/s × ~1 us latency ≈ 23 KB per SM; 16 warps × 4 KB per batch). x is read through the L1 cache (every
-// warp of an SM reads the same x), not staged in shared memory, so a block starts streaming
-// weights at once. The M input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8
-// rows go to neighbouring blocks, which then share the weights through L2.
+// ~3 TB/s × ~1 us latency ≈ 23 KB per SM; 16 warps × 4 KB per batch). At M = 1 (Kp·2 bytes <= 48 KB)
+// the block stages x in shared memory after issuing its first weight batch: lane l reads the x of
+// its own block, 64 bytes at 64·l, so a 16-byte x load straight from global memory touches 32
+// sectors for 16 useful ones (ncu: 39% of the kernel's sectors excessive); the staged copy is
+// swizzled (x_slot) so those reads are conflict-free. Larger M read x through the L1 cache. The M
+// input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8 rows go to neighbouring
+// blocks, which then share the weights through L2.
 //
 // Dequantization without shifts or int-to-float conversions: a B-bit code c at bit offset B*p
 // (B*p + B <= 23) of word v becomes a float by one AND-OR, f = bits(v & (mask << B*p) | 2^23's
@@ -17,6 +20,7 @@
 // d = Σ (c - z)·x in f32 and accumulates acc += s·d, so the scale is applied once per block.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include <algorithm>
+#include <atomic>
 
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/qgemv.cuh"
@@ -68,11 +72,30 @@ __device__ __forceinline__ float code_minus_zero(const uint32_t* w, uint32_t t, 
 }
 
 template <typename T>
-__device__ __forceinline__ void load_x8(const T* p, float (&f)[8]) {
-  const uint4 raw = __ldg(reinterpret_cast<const uint4*>(p));
+__device__ __forceinline__ void unpack_x8(const uint4 raw, float (&f)[8]) {
   const T* e = reinterpret_cast<const T*>(&raw);
 #pragma unroll
   for (int i = 0; i < 8; ++i) f[i] = to_f32(e[i]);
+}
+
+template <typename T>
+__device__ __forceinline__ void load_x8(const T* p, float (&f)[8]) {
+  unpack_x8<T>(__ldg(reinterpret_cast<const uint4*>(p)), f);
+}
+
+// Largest staged x (bytes of dynamic shared memory without the opt-in attribute).
+constexpr int64_t kSmemXMaxBytes = 48 * 1024;
+
+// Slot of the 16-byte x chunk c (positions 8c..8c+7) in shared memory. A 128-bit shared load is
+// served 8 lanes at a time; lane l reads chunk 4b + q of its block b = kBlocks·tile + bb (tile ≡ l
+// mod 32, q = 0..3 the same for all lanes), so unswizzled 8 lanes would hit 2 (int4/8) or 1
+// (int2/3) distinct 16-byte bank groups. XOR-ing the low 3 bits with tile & 7 = (c >> shift) & 7
+// makes the 8 lanes' slots distinct mod 8 (int4/8: low bits 4·(tile & 1) + q, and
+// t -> t ^ 4·(t & 1) is a bijection). Slots stay inside their aligned group of 8 chunks, and the
+// staging writes (8 consecutive chunks per 8 threads) are conflict-free too.
+template <int kBits> __device__ __forceinline__ int x_slot(int c) {
+  constexpr int kShift = 2 + (QTraits<kBits>::kBlocks == 4 ? 2 : QTraits<kBits>::kBlocks == 2 ? 1 : 0);
+  return c ^ ((c >> kShift) & 7);
 }
 
 struct QgemvArgs {
@@ -90,9 +113,10 @@ struct QgemvArgs {
 };
 
 // One block of 32 codes for every (input row t, weight row r): acc[t][r] += s_r · Σ (c - z)·x.
-template <typename T, int kBits, int kRowsM>
+// xs: the staged x (kSmemX, M = 1) or nullptr (x from xr).
+template <typename T, int kBits, int kRowsM, bool kSmemX>
 __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][kBits], const uint32_t (&sz)[kRowsPerWarp],
-                                              const T* const (&xr)[kRowsM], int64_t k0,
+                                              const T* const (&xr)[kRowsM], const uint4* xs, int64_t k0,
                                               float (&acc)[kRowsM][kRowsPerWarp]) {
   constexpr int kDirect = QTraits<kBits>::kDirect;
   float add[kRowsPerWarp][kDirect], scale[kRowsPerWarp];
@@ -116,7 +140,11 @@ __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][
 #pragma unroll
     for (int m = 0; m < kRowsM; ++m) {
       float xv[8];
-      load_x8(xr[m] + k0 + q * 8, xv);
+      if constexpr (kSmemX) {
+        unpack_x8<T>(xs[x_slot<kBits>(static_cast<int>(k0 >> 3) + q)], xv);
+      } else {
+        load_x8(xr[m] + k0 + q * 8, xv);
+      }
 #pragma unroll
       for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
@@ -184,20 +212,32 @@ __device__ __forceinline__ void qgemv_load_batch(const QgemvArgs& a, const Qgemv
 // of a job prefetches the first batch of the warp's next job, so a warp streams weights without a
 // gap between rows: at K = 4096 int4 a row pair is a single batch, and without this each warp
 // loaded once, waited a full memory latency with nothing in flight, computed and exited.
-template <typename T, int kBits, int kRowsM>
+// kSmemX (M = 1 only): x staged in dynamic shared memory, a.ldx (= Kp) elements at x_slot order.
+template <typename T, int kBits, int kRowsM, bool kSmemX>
 __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs a) {
+  static_assert(!kSmemX || kRowsM == 1, "x is staged for one input row");
   using Tr = QTraits<kBits>;
   constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
+  extern __shared__ uint4 xs_smem[];
   const int lane = threadIdx.x & 31;
   // Jobs fit an int (the launcher checks).
   const int stride = static_cast<int>(gridDim.x) * kQgemvWarps;
   const int jobs = static_cast<int>((a.n + kRowsPerWarp - 1) / kRowsPerWarp * a.m_chunks);
   int job = static_cast<int>(blockIdx.x) * kQgemvWarps + (threadIdx.x >> 5);
-  if (job >= jobs) return;  // no barriers below
-  QgemvRows rows = qgemv_rows(a, job);
+  if (!kSmemX && job >= jobs) return;  // no barriers below (the staging warps return after theirs)
+  const bool active = !kSmemX || job < jobs;
+  QgemvRows rows = qgemv_rows(a, kSmemX && !active ? 0 : job);
   uint4 cur[kU][kRowsPerWarp][kV], nxt[kU][kRowsPerWarp][kV];
   uint32_t cur_sz[kU][kRowsPerWarp][kB], nxt_sz[kU][kRowsPerWarp][kB];
-  qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  // The first weight batch is in flight while x is staged.
+  if (active) qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  if constexpr (kSmemX) {
+    const int chunks = static_cast<int>(a.ldx >> 3);
+    const uint4* xg = static_cast<const uint4*>(a.x);
+    for (int c = static_cast<int>(threadIdx.x); c < chunks; c += kQgemvWarps * 32) xs_smem[x_slot<kBits>(c)] = __ldg(xg + c);
+    __syncthreads();
+  }
+  if (!active) return;
   T* out = static_cast<T*>(a.out);
   while (true) {
     const int chunk = static_cast<int>(job % a.m_chunks);
@@ -235,7 +275,7 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
             sz[r] = cur_sz[u][r][b];
           }
           const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-          block_product<T, kBits, kRowsM>(w, sz, xr, k0, acc);
+          block_product<T, kBits, kRowsM, kSmemX>(w, sz, xr, kSmemX ? xs_smem : nullptr, k0, acc);
         }
       }
 #pragma unroll
@@ -323,17 +363,22 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
 // Blocks of the persistent grid: as many warps as fit on the device at once (occupancy of this
 // instance × SMs), then fewer so that every warp runs the same number of jobs (the last round
 // would otherwise leave most warps idle while a few finish).
-template <typename T, int kBits, int kRowsM>
-Result<unsigned> persistent_blocks(int64_t jobs) {
-  static const int per_sm = [] {
+template <typename T, int kBits, int kRowsM, bool kSmemX>
+Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
+  // Blocks per SM depend on the staged x's bytes (a multiple of 256: Kp·2): cached per size.
+  static std::atomic<int> cached[kSmemXMaxBytes / 256 + 1] = {};
+  std::atomic<int>& slot = cached[std::min<size_t>(smem / 256, kSmemXMaxBytes / 256)];
+  int per_sm = slot.load(std::memory_order_relaxed);
+  if (per_sm == 0) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM>, kQgemvWarps * 32, 0) !=
-        cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM, kSmemX>, kQgemvWarps * 32,
+                                                      smem) != cudaSuccess) {
       (void)cudaGetLastError();
-      return 1;
+      b = 1;
     }
-    return b > 0 ? b : 1;
-  }();
+    per_sm = std::max(b, 1);
+    slot.store(per_sm, std::memory_order_relaxed);
+  }
   int device = 0, sms = 0;
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
@@ -344,22 +389,26 @@ Result<unsigned> persistent_blocks(int64_t jobs) {
   return static_cast<unsigned>(blocks);
 }
 
-template <typename T, int kBits, int kRowsM>
+template <typename T, int kBits, int kRowsM, bool kSmemX = false>
 Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
   const int64_t jobs = ceil_div(a.n, kRowsPerWarp) * a.m_chunks;
   if (jobs > 0x3fffffff) return invalid_argument("qgemv: {} row pairs x input chunks is too many", jobs);
+  const size_t smem = kSmemX ? static_cast<size_t>(a.ldx) * sizeof(T) : 0;
   unsigned blocks = static_cast<unsigned>(ceil_div(jobs, kQgemvWarps));
   if (kPersistent<kRowsM>) {
-    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM>(jobs)));
+    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM, kSmemX>(jobs, smem)));
   }
-  qgemv_kernel<T, kBits, kRowsM><<<blocks, kQgemvWarps * 32, 0, stream>>>(a);
+  qgemv_kernel<T, kBits, kRowsM, kSmemX><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
 
 template <typename T, int kBits>
 Status launch_bits(const QgemvArgs& a, cudaStream_t stream) {
-  if (a.m == 1) return launch_rows<T, kBits, 1>(a, stream);
+  if (a.m == 1) {
+    if (a.ldx * static_cast<int64_t>(sizeof(T)) <= kSmemXMaxBytes) return launch_rows<T, kBits, 1, true>(a, stream);
+    return launch_rows<T, kBits, 1>(a, stream);
+  }
   if (a.m == 2) return launch_rows<T, kBits, 2>(a, stream);
   if (a.m <= 4) return launch_rows<T, kBits, 4>(a, stream);
   return launch_rows<T, kBits, kMaxRowsM>(a, stream);
