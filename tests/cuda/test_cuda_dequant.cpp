@@ -12,6 +12,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_qmatmul.h"
 #include "backend/cuda/cuda_backend.h"
@@ -24,12 +25,7 @@
 namespace compactor {
 namespace {
 
-bool gpu_present() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-  return err == cudaSuccess && count > 0;
-}
+using test::gpu_present;
 
 // Per-element bound of one rounding of an f32 value to the activation dtype (half an ulp is
 // 2^-9 for bf16, 2^-12 for f16), with 2x headroom.

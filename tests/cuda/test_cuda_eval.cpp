@@ -16,6 +16,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "backend/cuda/cuda_backend.h"
 #include "eval/kl_divergence.h"
 #include "eval/loglikelihood.h"
@@ -41,12 +42,7 @@ std::filesystem::path shared_root() {
   return env != nullptr && *env != '\0' ? std::filesystem::path(env) : test::shared_dir();
 }
 
-bool gpu_present() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-  return err == cudaSuccess && count > 0;
-}
+using test::gpu_present;
 
 // 16 items: half share an 80-token prefix; choices of 1..8 tokens, some single-token choices
 // (one shared sequence), some sharing their first tokens.

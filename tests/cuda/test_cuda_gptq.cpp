@@ -25,6 +25,7 @@
 #include <random>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "backend/cuda/cuda_backend.h"
 #include "compress/calibration.h"
 #include "compress/gptq.h"
@@ -39,12 +40,7 @@
 namespace compactor {
 namespace {
 
-bool gpu_present() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-  return err == cudaSuccess && count > 0;
-}
+using test::gpu_present;
 
 // Rounds f32 values to bf16 and back (what a bf16 activation or weight holds).
 std::vector<float> bf16_rounded(std::vector<float> v) {

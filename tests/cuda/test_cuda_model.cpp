@@ -17,6 +17,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "backend/cuda/cuda_backend.h"
 #include "bench/bench.h"
 #include "bench/cuda_decode.h"
@@ -40,12 +41,7 @@ std::filesystem::path shared_root() {
   return env != nullptr && *env != '\0' ? std::filesystem::path(env) : test::shared_dir();
 }
 
-bool gpu_present() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-  return err == cudaSuccess && count > 0;
-}
+using test::gpu_present;
 
 std::vector<std::vector<int32_t>> reference_prompts(const std::string& model) {
   std::ifstream in(shared_root() / "reference" / model / "prompts_logits.json");

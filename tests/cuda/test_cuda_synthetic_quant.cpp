@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda/cuda_test_util.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/fill_words.h"
 #include "bench/bench.h"
@@ -23,12 +24,7 @@
 namespace compactor {
 namespace {
 
-bool gpu_present() {
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) (void)cudaGetLastError();
-  return err == cudaSuccess && count > 0;
-}
+using test::gpu_present;
 
 double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
   double diff = 0, norm = 0;

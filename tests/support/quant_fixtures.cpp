@@ -7,6 +7,33 @@
 
 namespace compactor::test {
 
+QuantizedLinear random_quantized_linear(int bits, int group, bool sym, bool act_order, int64_t n, int64_t k,
+                                        uint32_t seed, float max_scale) {
+  std::mt19937 rng(seed);
+  QuantizedLinear q;
+  q.spec = QuantSpec{bits, group, sym};
+  q.out_features = n;
+  q.in_features = k;
+  const int levels = 1 << bits;
+  std::uniform_int_distribution<int> code(0, levels - 1);
+  std::uniform_real_distribution<float> scale(1e-3f, max_scale);
+  q.codes.resize(n * k);
+  for (auto& c : q.codes) c = static_cast<uint8_t>(code(rng));
+  const int64_t g = q.groups();
+  q.scales.resize(n * g);
+  q.zeros.resize(n * g);
+  for (int64_t i = 0; i < n * g; ++i) {
+    q.scales[i] = f16_to_f32(f32_to_f16(scale(rng)));
+    q.zeros[i] = sym ? static_cast<float>(levels / 2) : static_cast<float>(code(rng));
+  }
+  if (act_order) {
+    q.g_idx.resize(k);
+    for (int64_t i = 0; i < k; ++i) q.g_idx[i] = static_cast<int32_t>(i / group);
+    std::shuffle(q.g_idx.begin(), q.g_idx.end(), rng);
+  }
+  return q;
+}
+
 namespace {
 
 std::vector<int32_t> shuffled_groups(int64_t k, int group_size, uint32_t seed) {
