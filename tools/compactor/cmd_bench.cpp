@@ -1,7 +1,7 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
 //   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|tc-wide|cuda-cores] [--fuse on|off]
-//   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--out FILE.json]
+//   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
@@ -32,7 +32,8 @@ namespace compactor::cli {
 
 namespace {
 struct BenchCliOptions {
-  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc", fuse = "on";
+  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc", fuse = "on",
+              quant_kernel = "tc";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -145,6 +146,9 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.attention != "tc" && o.attention != "tc-wide" && o.attention != "cuda-cores")
     return invalid_argument("--attention {}: expected tc, tc-wide or cuda-cores", o.attention);
   if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
+  if (o.quant_kernel != "tc" && o.quant_kernel != "cuda-cores")
+    return invalid_argument("--quant-kernel {}: expected tc or cuda-cores", o.quant_kernel);
+  opts.quant_kernel = o.quant_kernel == "cuda-cores" ? QuantKernel::kCudaCores : QuantKernel::kTensorCores;
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
@@ -327,7 +331,8 @@ Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const 
   run.json["options"] = {{"dtype", o.dtype}, {"graphs", o.graphs}, {"gemv", o.gemv}, {"attention", o.attention},
                          {"fuse", o.fuse}, {"prompt", run.cfg.prompt}, {"gen", run.cfg.gen},
                          {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
-                         {"quant", quant != nullptr ? quant->preset : std::string("none")}};
+                         {"quant", quant != nullptr ? quant->preset : std::string("none")},
+                         {"quant_kernel", o.quant_kernel}};
   if (quant != nullptr) {
     run.json["options"]["sym"] = quant->spec.symmetric;
     run.json["options"]["act_order"] = quant->act_order;
@@ -443,6 +448,10 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128), tc-wide (32 rows per warp) or cuda-cores")
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
+      ->capture_default_str();
+  app->add_option("--quant-kernel", opts->quant_kernel,
+                  "CUDA: fused kernel for packed int4 weights up to 64 rows: tc (tensor cores) or cuda-cores "
+                  "(up to 8 rows; more rows dequantize + cuBLAS)")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--quant", opts->quant,
