@@ -308,14 +308,10 @@ namespace {
 // wait_group<kStages - 2> at unit u means units 0..u have landed. A slot is refilled only after
 // its values were read into registers and used (the previous unit), so no WAR hazard.
 // Per bit width: stages, and the blocks per SM __launch_bounds__ asks for (8: <= 64 registers,
-// no spills for int2/4/8 by ptxas -v; int3 spills at 64, so 6: <= 80). The persistent grid gives
-// every warp the same number of jobs, so decode shapes rarely fill 8 blocks per SM: int4
-// 11008x4096 has 5504 row pairs -> 2 per warp -> 688 blocks = 5.2 per SM, whatever the limit
-// above 5.2. So the depth per warp is what sets the bytes in flight: int4/int2 keep 3 units
-// ahead (4 stages, int4 K = 4096: 8 KB x + 20 KB ring = 28 KB per block, 7 fit; 5.2 blocks x
-// 4 warps x 3 KB = 62 KB per SM), int8/int3 (2.3/4 KB per stage) 2 ahead.
-template <int kBits> struct RingTraits { static constexpr int kStages = 4, kMinBlocks = 8; };
-template <> struct RingTraits<8> { static constexpr int kStages = 3, kMinBlocks = 8; };
+// no spills for int2/4/8 by ptxas -v; int3 spills at 64, so 6: <= 80). Bytes per SM in flight:
+// int4 K = 4096: 8 blocks (23 KB shared each) x 4 warps x 2 units x 1 KB = 64 KB, as much as the
+// register double buffer had at 4 blocks, with twice the warps to hide the compute.
+template <int kBits> struct RingTraits { static constexpr int kStages = 3, kMinBlocks = 8; };
 template <> struct RingTraits<3> { static constexpr int kStages = 3, kMinBlocks = 6; };
 constexpr int64_t kRingMaxSmemBytes = 100 * 1024;  // opt-in dynamic shared memory cap
 
@@ -548,7 +544,7 @@ Status launch_ring(const QgemvArgs& a, size_t smem, cudaStream_t stream) {
   if (bit == 0 || (configured.load(std::memory_order_acquire) & bit) == 0) {
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_ring_kernel<T, kBits>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                               static_cast<int>(kRingMaxSmemBytes)));
-    // All of the unified L1/shared memory as shared: 7 blocks × 28 KB (int4 K = 4096) need it,
+    // All of the unified L1/shared memory as shared: 8 blocks × 23 KB (int4 K = 4096) need it,
     // and the weights bypass L1 (cp.async.cg) while x is in shared memory.
     CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_ring_kernel<T, kBits>, cudaFuncAttributePreferredSharedMemoryCarveout,
                                               static_cast<int>(cudaSharedmemCarveoutMaxShared)));
