@@ -4,15 +4,13 @@
 // while the current one is multiplied, as in matmul.cu's dense GEMV. At M = 1 the grid is
 // persistent (about one resident set of warps) and a warp's last batch of one row pair prefetches
 // the first of its next, so every warp keeps a batch in flight from start to end (Little's law:
-// ~3 TB/s × ~1 us latency ≈ 23 KB per SM; 16 warps × 4 KB per batch). The M input rows are tiled
-// by kRowsM = 1/2/4/8 (template) and chunks of 8 rows go to neighbouring blocks, which then share
-// the weights through L2; x is read through the L1 cache.
-// M = 1 (qgemv_ring_kernel, when x + the rings fit kRingMaxSmemBytes): the block stages x in
-// shared memory after issuing its first weight copies (lane l reads the x of its own block, 64
-// bytes at 64·l, so a 16-byte x load straight from global memory touches 32 sectors for 16 useful
-// ones: ncu counted 39% of the kernel's sectors excessive); the staged copy is swizzled (x_slot) so
-// those reads are conflict-free; the weights stream through a per-warp cp.async ring instead of
-// registers (64 registers, 8 blocks per SM instead of 4).
+// ~3 TB/s × ~1 us latency ≈ 23 KB per SM; 16 warps × 4 KB per batch). At M = 1 (Kp·2 bytes <= 48 KB)
+// the block stages x in shared memory after issuing its first weight batch: lane l reads the x of
+// its own block, 64 bytes at 64·l, so a 16-byte x load straight from global memory touches 32
+// sectors for 16 useful ones (ncu: 39% of the kernel's sectors excessive); the staged copy is
+// swizzled (x_slot) so those reads are conflict-free. Larger M read x through the L1 cache. The M
+// input rows are tiled by kRowsM = 1/2/4/8 (template) and chunks of 8 rows go to neighbouring
+// blocks, which then share the weights through L2.
 //
 // Dequantization without shifts or int-to-float conversions: a B-bit code c at bit offset B*p
 // (B*p + B <= 23) of word v becomes a float by one AND-OR, f = bits(v & (mask << B*p) | 2^23's
@@ -25,7 +23,6 @@
 #include <atomic>
 
 #include "backend/cuda/device_utils.cuh"
-#include "backend/cuda/mma.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
 
@@ -85,6 +82,9 @@ template <typename T>
 __device__ __forceinline__ void load_x8(const T* p, float (&f)[8]) {
   unpack_x8<T>(__ldg(reinterpret_cast<const uint4*>(p)), f);
 }
+
+// Largest staged x (bytes of dynamic shared memory without the opt-in attribute).
+constexpr int64_t kSmemXMaxBytes = 48 * 1024;
 
 // Slot of the 16-byte x chunk c (positions 8c..8c+7) in shared memory. A 128-bit shared load is
 // served 8 lanes at a time; lane l reads chunk 4b + q of its block b = kBlocks·tile + bb (tile ≡ l
@@ -212,20 +212,32 @@ __device__ __forceinline__ void qgemv_load_batch(const QgemvArgs& a, const Qgemv
 // of a job prefetches the first batch of the warp's next job, so a warp streams weights without a
 // gap between rows: at K = 4096 int4 a row pair is a single batch, and without this each warp
 // loaded once, waited a full memory latency with nothing in flight, computed and exited.
-template <typename T, int kBits, int kRowsM>
+// kSmemX (M = 1 only): x staged in dynamic shared memory, a.ldx (= Kp) elements at x_slot order.
+template <typename T, int kBits, int kRowsM, bool kSmemX>
 __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs a) {
+  static_assert(!kSmemX || kRowsM == 1, "x is staged for one input row");
   using Tr = QTraits<kBits>;
   constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
+  extern __shared__ uint4 xs_smem[];
   const int lane = threadIdx.x & 31;
   // Jobs fit an int (the launcher checks).
   const int stride = static_cast<int>(gridDim.x) * kQgemvWarps;
   const int jobs = static_cast<int>((a.n + kRowsPerWarp - 1) / kRowsPerWarp * a.m_chunks);
   int job = static_cast<int>(blockIdx.x) * kQgemvWarps + (threadIdx.x >> 5);
-  if (job >= jobs) return;  // no barriers below
-  QgemvRows rows = qgemv_rows(a, job);
+  if (!kSmemX && job >= jobs) return;  // no barriers below (the staging warps return after theirs)
+  const bool active = !kSmemX || job < jobs;
+  QgemvRows rows = qgemv_rows(a, kSmemX && !active ? 0 : job);
   uint4 cur[kU][kRowsPerWarp][kV], nxt[kU][kRowsPerWarp][kV];
   uint32_t cur_sz[kU][kRowsPerWarp][kB], nxt_sz[kU][kRowsPerWarp][kB];
-  qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  // The first weight batch is in flight while x is staged.
+  if (active) qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  if constexpr (kSmemX) {
+    const int chunks = static_cast<int>(a.ldx >> 3);
+    const uint4* xg = static_cast<const uint4*>(a.x);
+    for (int c = static_cast<int>(threadIdx.x); c < chunks; c += kQgemvWarps * 32) xs_smem[x_slot<kBits>(c)] = __ldg(xg + c);
+    __syncthreads();
+  }
+  if (!active) return;
   T* out = static_cast<T*>(a.out);
   while (true) {
     const int chunk = static_cast<int>(job % a.m_chunks);
@@ -263,7 +275,7 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
             sz[r] = cur_sz[u][r][b];
           }
           const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-          block_product<T, kBits, kRowsM, false>(w, sz, xr, nullptr, k0, acc);
+          block_product<T, kBits, kRowsM, kSmemX>(w, sz, xr, kSmemX ? xs_smem : nullptr, k0, acc);
         }
       }
 #pragma unroll
@@ -294,150 +306,6 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
     job = next_job;
     rows = qgemv_rows(a, job);
   }
-}
-
-namespace {
-
-// The M = 1 kernel with the weights streamed through a cp.async ring in shared memory instead of
-// a register double buffer (qgemv_kernel at M = 1 holds cur + nxt = 2 × kUnroll × 2 rows × 16
-// bytes per lane, 64 of its 125 registers for int4, which capped it at 4 blocks = 16 warps per
-// SM). A "unit" is one round of a job: every lane copies its tile of both rows (kVecs 16-byte
-// codes + kBlocks scale/zero words) into its own slots of stage unit % kStages, kStages - 1 units
-// ahead, across job boundaries; a lane reads only slots it copied itself, so no barrier (only
-// cp.async.wait_group). Each unit commits one group (empty past the end or the last tile), so
-// wait_group<kStages - 2> at unit u means units 0..u have landed. A slot is refilled only after
-// its values were read into registers and used (the previous unit), so no WAR hazard.
-// Per bit width: stages, and the blocks per SM __launch_bounds__ asks for (8: <= 64 registers,
-// no spills for int2/4/8 by ptxas -v; int3 spills at 64, so 6: <= 80). Bytes per SM in flight:
-// int4 K = 4096: 8 blocks (23 KB shared each) x 4 warps x 2 units x 1 KB = 64 KB, as much as the
-// register double buffer had at 4 blocks, with twice the warps to hide the compute.
-template <int kBits> struct RingTraits { static constexpr int kStages = 3, kMinBlocks = 8; };
-template <> struct RingTraits<3> { static constexpr int kStages = 3, kMinBlocks = 6; };
-constexpr int64_t kRingMaxSmemBytes = 100 * 1024;  // opt-in dynamic shared memory cap
-
-// Bytes of one stage of one warp: codes [kRowsPerWarp][kVecs][32 lanes] uint4, then
-// scale/zero words [kRowsPerWarp][kBlocks][32 lanes] u32.
-template <int kBits> constexpr int ring_codes_bytes() { return kRowsPerWarp * QTraits<kBits>::kVecs * 32 * 16; }
-template <int kBits> constexpr int ring_stage_bytes() {
-  return ring_codes_bytes<kBits>() + kRowsPerWarp * QTraits<kBits>::kBlocks * 32 * 4;
-}
-// x (Kp elements, 16-byte chunks at x_slot) then the warps' rings.
-template <typename T, int kBits> int64_t ring_smem_bytes(int64_t kp) {
-  return kp * static_cast<int64_t>(sizeof(T)) +
-         static_cast<int64_t>(kQgemvWarps) * RingTraits<kBits>::kStages * ring_stage_bytes<kBits>();
-}
-
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(mma::smem_addr(dst)), "l"(src) : "memory");
-}
-
-}  // namespace
-
-// Persistent like qgemv_kernel at M = 1 (warp w runs jobs w, w + W, ..; a job = a row pair).
-template <typename T, int kBits>
-__global__ void __launch_bounds__(kQgemvWarps * 32, RingTraits<kBits>::kMinBlocks) qgemv_ring_kernel(const QgemvArgs a) {
-  static_assert(sizeof(T) == 2, "x chunks of 8 elements are 16 bytes");
-  using Tr = QTraits<kBits>;
-  constexpr int kV = Tr::kVecs, kB = Tr::kBlocks, kS = RingTraits<kBits>::kStages;
-  constexpr int kStageBytes = ring_stage_bytes<kBits>(), kCodesBytes = ring_codes_bytes<kBits>();
-  extern __shared__ uint4 smem[];
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  // Jobs fit an int (the launcher checks); m_chunks is 1 at M = 1.
-  const int stride = static_cast<int>(gridDim.x) * kQgemvWarps;
-  const int jobs = static_cast<int>((a.n + kRowsPerWarp - 1) / kRowsPerWarp);
-  const int job0 = static_cast<int>(blockIdx.x) * kQgemvWarps + warp;
-  const int rounds = (a.tiles + 31) / 32;
-  const int units = job0 < jobs ? (jobs - job0 + stride - 1) / stride * rounds : 0;
-  const int x_chunks = static_cast<int>(a.ldx >> 3);
-  unsigned char* ring = reinterpret_cast<unsigned char*>(smem + x_chunks) + warp * kS * kStageBytes;
-
-  // The issue cursor: unit `iu` = round `ir` of the warp's job `ij`.
-  int iu = 0, ir = 0, ij = job0;
-  auto issue = [&]() {
-    const int tile = ir * 32 + lane;
-    if (iu < units && tile < a.tiles) {
-      const QgemvRows rs = qgemv_rows(a, ij);
-      unsigned char* st = ring + (iu % kS) * kStageBytes;
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-#pragma unroll
-        for (int v = 0; v < kV; ++v)
-          mma::cp_async16(st + ((r * kV + v) * 32 + lane) * 16, rs.w[r] + static_cast<int64_t>(tile) * kV + v, true);
-#pragma unroll
-        for (int b = 0; b < kB; ++b) {
-          const int64_t pos = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-          cp_async4(st + kCodesBytes + ((r * kB + b) * 32 + lane) * 4, rs.sz[r] + (pos >> a.group_shift));
-        }
-      }
-    }
-    mma::cp_async_commit();
-    ++iu;
-    if (++ir == rounds) {
-      ir = 0;
-      ij += stride;
-    }
-  };
-#pragma unroll
-  for (int i = 0; i < kS - 1; ++i) issue();
-  {
-    const uint4* xg = static_cast<const uint4*>(a.x);
-    for (int c = static_cast<int>(threadIdx.x); c < x_chunks; c += kQgemvWarps * 32) smem[x_slot<kBits>(c)] = __ldg(xg + c);
-    __syncthreads();
-  }
-  const T* const xr[1] = {static_cast<const T*>(a.x)};  // unused (x is staged)
-  T* out = static_cast<T*>(a.out);
-  float acc[1][kRowsPerWarp] = {};
-  int round = 0, job = job0;
-  for (int u = 0; u < units; ++u) {
-    mma::cp_async_wait<kS - 2>();  // this lane's copies of unit u have landed
-    const int tile = round * 32 + lane;
-    const bool valid = tile < a.tiles;
-    uint4 wv[kRowsPerWarp][kV];
-    uint32_t szv[kRowsPerWarp][kB];
-    if (valid) {
-      const unsigned char* st = ring + (u % kS) * kStageBytes;
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-#pragma unroll
-        for (int v = 0; v < kV; ++v) wv[r][v] = *reinterpret_cast<const uint4*>(st + ((r * kV + v) * 32 + lane) * 16);
-#pragma unroll
-        for (int b = 0; b < kB; ++b) szv[r][b] = *reinterpret_cast<const uint32_t*>(st + kCodesBytes + ((r * kB + b) * 32 + lane) * 4);
-      }
-    }
-    issue();  // into the stage of unit u - 1, whose values were used in the previous iteration
-    if (valid) {
-#pragma unroll
-      for (int b = 0; b < kB; ++b) {
-        uint32_t w[kRowsPerWarp][kBits], sz[kRowsPerWarp];
-#pragma unroll
-        for (int r = 0; r < kRowsPerWarp; ++r) {
-          const uint32_t* words = reinterpret_cast<const uint32_t*>(wv[r]);
-#pragma unroll
-          for (int j = 0; j < kBits; ++j) w[r][j] = words[b * kBits + j];
-          sz[r] = szv[r][b];
-        }
-        const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-        block_product<T, kBits, 1, true>(w, sz, xr, smem, k0, acc);
-      }
-    }
-    if (++round == rounds) {  // warp-uniform: the job's last unit
-      const int64_t row0 = static_cast<int64_t>(job) * kRowsPerWarp;
-#pragma unroll
-      for (int r = 0; r < kRowsPerWarp; ++r) {
-        const float v = warp_sum(acc[0][r]);
-        acc[0][r] = 0.f;
-        const int64_t row = row0 + r;
-        if (lane == 0 && row < a.n) {
-          T* o = out + row;
-          *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
-                           (a.accumulate ? to_f32(*o) : 0.f));
-        }
-      }
-      round = 0;
-      job += stride;
-    }
-  }
-  mma::cp_async_wait<0>();  // no copies outstanding at exit
 }
 
 // xs[t, p] = x[t, perm[p]] (x[t, p] without perm), 0 for padding positions p (p >= K or perm -1).
@@ -495,16 +363,16 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
 // Blocks of the persistent grid: as many warps as fit on the device at once (occupancy of this
 // instance × SMs), then fewer so that every warp runs the same number of jobs (the last round
 // would otherwise leave most warps idle while a few finish).
-// kKernel: the kernel instance (one occupancy cache per instance).
-template <auto kKernel>
+template <typename T, int kBits, int kRowsM, bool kSmemX>
 Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
-  // Blocks per SM depend on the dynamic shared memory (a multiple of 256 bytes): cached per size.
-  static std::atomic<int> cached[kRingMaxSmemBytes / 256 + 1] = {};
-  std::atomic<int>& slot = cached[std::min<size_t>(smem / 256, kRingMaxSmemBytes / 256)];
+  // Blocks per SM depend on the staged x's bytes (a multiple of 256: Kp·2): cached per size.
+  static std::atomic<int> cached[kSmemXMaxBytes / 256 + 1] = {};
+  std::atomic<int>& slot = cached[std::min<size_t>(smem / 256, kSmemXMaxBytes / 256)];
   int per_sm = slot.load(std::memory_order_relaxed);
   if (per_sm == 0) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, kKernel, kQgemvWarps * 32, smem) != cudaSuccess) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM, kSmemX>, kQgemvWarps * 32,
+                                                      smem) != cudaSuccess) {
       (void)cudaGetLastError();
       b = 1;
     }
@@ -521,40 +389,16 @@ Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
   return static_cast<unsigned>(blocks);
 }
 
-template <typename T, int kBits, int kRowsM>
+template <typename T, int kBits, int kRowsM, bool kSmemX = false>
 Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
   const int64_t jobs = ceil_div(a.n, kRowsPerWarp) * a.m_chunks;
   if (jobs > 0x3fffffff) return invalid_argument("qgemv: {} row pairs x input chunks is too many", jobs);
+  const size_t smem = kSmemX ? static_cast<size_t>(a.ldx) * sizeof(T) : 0;
   unsigned blocks = static_cast<unsigned>(ceil_div(jobs, kQgemvWarps));
   if (kPersistent<kRowsM>) {
-    ASSIGN_OR_RETURN(blocks, (persistent_blocks<qgemv_kernel<T, kBits, kRowsM>>(jobs, 0)));
+    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM, kSmemX>(jobs, smem)));
   }
-  qgemv_kernel<T, kBits, kRowsM><<<blocks, kQgemvWarps * 32, 0, stream>>>(a);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return Status::ok();
-}
-
-// The M = 1 ring kernel; dynamic shared memory above 48 KB is opted into once per device.
-template <typename T, int kBits>
-Status launch_ring(const QgemvArgs& a, size_t smem, cudaStream_t stream) {
-  int device = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  static std::atomic<uint64_t> configured{0};  // bit d: device d done
-  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-  if (bit == 0 || (configured.load(std::memory_order_acquire) & bit) == 0) {
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_ring_kernel<T, kBits>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(kRingMaxSmemBytes)));
-    // All of the unified L1/shared memory as shared: 8 blocks × 23 KB (int4 K = 4096) need it,
-    // and the weights bypass L1 (cp.async.cg) while x is in shared memory.
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_ring_kernel<T, kBits>, cudaFuncAttributePreferredSharedMemoryCarveout,
-                                              static_cast<int>(cudaSharedmemCarveoutMaxShared)));
-    configured.fetch_or(bit, std::memory_order_acq_rel);
-  }
-  const int64_t jobs = ceil_div(a.n, kRowsPerWarp);
-  if (jobs > 0x3fffffff) return invalid_argument("qgemv: {} row pairs is too many", jobs);
-  unsigned blocks = 0;
-  ASSIGN_OR_RETURN(blocks, (persistent_blocks<qgemv_ring_kernel<T, kBits>>(jobs, smem)));
-  qgemv_ring_kernel<T, kBits><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
+  qgemv_kernel<T, kBits, kRowsM, kSmemX><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
@@ -562,8 +406,7 @@ Status launch_ring(const QgemvArgs& a, size_t smem, cudaStream_t stream) {
 template <typename T, int kBits>
 Status launch_bits(const QgemvArgs& a, cudaStream_t stream) {
   if (a.m == 1) {
-    const int64_t ring_smem = ring_smem_bytes<T, kBits>(a.ldx);
-    if (ring_smem <= kRingMaxSmemBytes) return launch_ring<T, kBits>(a, static_cast<size_t>(ring_smem), stream);
+    if (a.ldx * static_cast<int64_t>(sizeof(T)) <= kSmemXMaxBytes) return launch_rows<T, kBits, 1, true>(a, stream);
     return launch_rows<T, kBits, 1>(a, stream);
   }
   if (a.m == 2) return launch_rows<T, kBits, 2>(a, stream);
