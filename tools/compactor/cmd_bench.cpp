@@ -37,6 +37,7 @@ struct BenchCliOptions {
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
+  int attention_splits = 0;  // CUDA: 0 = the planner's heuristic
   double hbm_gbps = 3000, peak_tflops = 989;
   bool breakdown = false;
   std::string quant;  // kQuantPresets name (--synthetic only)
@@ -149,6 +150,8 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.quant_kernel != "tc" && o.quant_kernel != "cuda-cores")
     return invalid_argument("--quant-kernel {}: expected tc or cuda-cores", o.quant_kernel);
   opts.quant_kernel = o.quant_kernel == "cuda-cores" ? QuantKernel::kCudaCores : QuantKernel::kTensorCores;
+  if (o.attention_splits < 0) return invalid_argument("--attention-splits {}: expected 0 (auto) or more", o.attention_splits);
+  opts.attention_splits = o.attention_splits;
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
@@ -332,7 +335,7 @@ Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const 
                          {"fuse", o.fuse}, {"prompt", run.cfg.prompt}, {"gen", run.cfg.gen},
                          {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
                          {"quant", quant != nullptr ? quant->preset : std::string("none")},
-                         {"quant_kernel", o.quant_kernel}};
+                         {"quant_kernel", o.quant_kernel}, {"attention_splits", o.attention_splits}};
   if (quant != nullptr) {
     run.json["options"]["sym"] = quant->spec.symmetric;
     run.json["options"]["act_order"] = quant->act_order;
@@ -448,6 +451,9 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128), tc-wide (32 rows per warp) or cuda-cores")
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
+      ->capture_default_str();
+  app->add_option("--attention-splits", opts->attention_splits,
+                  "CUDA: key splits of decode attention (flash-decoding); 0 = the planner's choice")
       ->capture_default_str();
   app->add_option("--quant-kernel", opts->quant_kernel,
                   "CUDA: fused kernel for packed int4 weights up to 64 rows: tc (tensor cores) or cuda-cores "
