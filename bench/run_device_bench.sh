@@ -8,7 +8,7 @@
 # Runs: test_cuda_ops, test_cuda_model, `compactor bench --synthetic llama2-7b` (issue points:
 # TTFT 512/2048, decode batch 1/8/32 at prompt 512 + 128 generated), the same decode without CUDA
 # graphs at batch 1, the bad-input cases, and prints a short table last. QUICK=1 keeps the tests,
-# the main benchmark, the tensor-core-wide attention comparison and the bad-input cases.
+# the main benchmark and the bad-input cases.
 set -uo pipefail
 D=${D:-/tmp/d}
 export LD_LIBRARY_PATH=$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
@@ -47,8 +47,6 @@ step bench_llama2_7b_nographs timeout 200 "$B" bench --synthetic llama2-7b --dev
 step bench_llama2_7b_nofuse timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --fuse off \
   --batch 1,32 --ttft-prompts 512 --repeats 3 --out "$OUT/$machine-llama2-7b-nofuse.json"
 fi
-step bench_llama2_7b_tcwide timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record \
-  --attention tc-wide --batch 1,32 --ttft-prompts 512,2048 --repeats 3 --breakdown --out "$OUT/$machine-llama2-7b-tcwide.json"
 if [[ -z ${QUICK:-} ]]; then
 step bench_llama2_7b_cublas timeout 200 "$B" bench --synthetic llama2-7b --device cuda --no-record --gemv cublas \
   --batch 1 --ttft-prompts 2048 --repeats 3 --attention cuda-cores --out "$OUT/$machine-llama2-7b-cublas-cudacores.json"

@@ -42,7 +42,8 @@ case ${1:?usage: run_device_quality.sh tests|tasks|ptq} in
     run "quantize-$name-gptq-w4g128" timeout 120 "$B" quantize "$MODEL" "$q" --method gptq --bits 4 --group 128 \
       --calib c4 --calib-samples 128 --calib-seqlen 512 --no-record --json
     run "tasks-$name-gptq-w4g128-cuda" timeout 300 "$B" eval "$q" --base "$MODEL" --tasks "$tasks" --device cuda \
-      --data-dir "$D/shared/data" --json --no-record --record-dir "$OUT" ;;
+      --data-dir "$D/shared/data" --json --no-record --record-dir "$OUT"
+    rm -rf "$(dirname "$q")" ;;
   ptq)
     EVAL_DEVICE=cuda QUANT_DEVICE=${QUANT_DEVICE:-cpu} BIN=$B run "ptq-quality-$name" timeout 540 \
       bench/ptq_quality.sh "$MODEL" "$OUT/ptq-$name" ${PTQ_VARIANTS:-}

@@ -25,7 +25,6 @@
 namespace compactor {
 namespace {
 
-using test::gpu_present;
 
 // Per-element bound of one rounding of an f32 value to the activation dtype (half an ulp is
 // 2^-9 for bf16, 2^-12 for f16), with 2x headroom.
@@ -51,38 +50,13 @@ double rel_error(const std::vector<float>& got, const std::vector<float>& want) 
   return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
-class CudaDequant : public ::testing::TestWithParam<DType> {
+class CudaDequant : public test::CudaBackendTest {
  protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
-    auto be = CudaBackend::create(CudaBackendOptions{GetParam()});
-    ASSERT_TRUE(be.is_ok()) << be.status().message();
-    be_ = std::move(be).value();
-  }
-  DType act() const { return GetParam(); }
-
-  Tensor upload(View host) {
-    Tensor t = be_->alloc(host.shape, host.dtype);
-    be_->copy_from_host(host.data, t);
-    return t;
-  }
-  std::vector<float> download(View dev) {
-    std::vector<float> out(dev.numel());
-    copy_to_host_f32(*be_, dev, out.data());
-    return out;
-  }
   // The packed tensors of `p` on the device (kept alive in owned_).
   LinearWeight upload_weight(const PackedLinear& p, View bias_host) {
-    LinearWeight w = linear_weight_of(p, bias_host);
-    for (View* v : {&w.qweight, &w.scales, &w.qzeros, &w.g_idx, &w.bias}) {
-      if (v->data == nullptr) continue;
-      owned_.push_back(upload(*v));
-      *v = owned_.back().view();
-    }
-    return w;
+    return CudaBackendTest::upload_weight(p, owned_, bias_host);
   }
 
-  std::unique_ptr<CudaBackend> be_;
   std::vector<Tensor> owned_;
 };
 

@@ -37,13 +37,6 @@ double loglik_tol(DType d, double tokens, double loglik) {
   return token_tol(d) * tokens + (d == DType::kBF16 ? 0x1p-7 : 0x1p-10) * std::fabs(loglik);
 }
 
-std::filesystem::path shared_root() {
-  const char* env = std::getenv("COMPACTOR_SHARED_DIR");
-  return env != nullptr && *env != '\0' ? std::filesystem::path(env) : test::shared_dir();
-}
-
-using test::gpu_present;
-
 // 16 items: half share an 80-token prefix; choices of 1..8 tokens, some single-token choices
 // (one shared sequence), some sharing their first tokens.
 std::vector<LoglikRequest> synthetic_requests(int64_t vocab) {
@@ -91,31 +84,7 @@ double whole_sequence_loglik(Model& model, const std::vector<int32_t>& ctx, cons
   return ll;
 }
 
-class CudaEval : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
- protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA GPU on this machine: GPU eval tests skipped";
-    CudaBackendOptions o;
-    o.activation_dtype = dtype();
-    auto be = CudaBackend::create(o);
-    ASSERT_TRUE(be.is_ok()) << be.status().message();
-    gpu_be_ = std::move(be).value();
-    cpu_be_ = std::move(make_backend(BackendKind::kCpu)).value();
-    const auto dir = shared_root() / "models" / name();
-    auto g = Model::load(dir, *gpu_be_);
-    ASSERT_TRUE(g.is_ok()) << g.status().message();
-    gpu_ = std::move(g).value();
-    auto c = Model::load(dir, *cpu_be_);
-    ASSERT_TRUE(c.is_ok()) << c.status().message();
-    cpu_ = std::move(c).value();
-  }
-  const std::string& name() const { return std::get<0>(GetParam()); }
-  DType dtype() const { return std::get<1>(GetParam()); }
-
-  std::unique_ptr<CudaBackend> gpu_be_;
-  std::unique_ptr<Backend> cpu_be_;
-  std::unique_ptr<Model> gpu_, cpu_;
-};
+using CudaEval = test::CudaVsCpuModelTest;
 
 TEST_P(CudaEval, LoglikelihoodsMatchCpuAndWholeSequences) {
   const auto reqs = synthetic_requests(gpu_->config().vocab_size);

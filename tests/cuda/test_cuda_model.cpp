@@ -36,16 +36,11 @@ double logits_tol(DType d) { return d == DType::kBF16 ? 5e-2 : 1e-2; }
 double nll_tol(DType d) { return d == DType::kBF16 ? 2e-2 : 5e-3; }
 double decode_tol(DType d) { return d == DType::kBF16 ? 3e-2 : 6e-3; }
 
-std::filesystem::path shared_root() {
-  const char* env = std::getenv("COMPACTOR_SHARED_DIR");
-  return env != nullptr && *env != '\0' ? std::filesystem::path(env) : test::shared_dir();
-}
-
 using test::gpu_present;
 
 std::vector<std::vector<int32_t>> reference_prompts(const std::string& model) {
-  std::ifstream in(shared_root() / "reference" / model / "prompts_logits.json");
-  EXPECT_TRUE(in.good()) << "missing " << (shared_root() / "reference" / model / "prompts_logits.json");
+  std::ifstream in(test::shared_dir() / "reference" / model / "prompts_logits.json");
+  EXPECT_TRUE(in.good()) << "missing " << (test::shared_dir() / "reference" / model / "prompts_logits.json");
   std::vector<std::vector<int32_t>> out;
   if (!in.good()) return out;
   for (const auto& p : nlohmann::json::parse(in)) out.push_back(p["input_ids"].get<std::vector<int32_t>>());
@@ -82,31 +77,7 @@ PromptRun run_prompt(Model& model, const std::vector<int32_t>& ids) {
   return r;
 }
 
-class CudaModel : public ::testing::TestWithParam<std::tuple<std::string, DType>> {
- protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA GPU on this machine: GPU model tests skipped";
-    CudaBackendOptions o;
-    o.activation_dtype = dtype();
-    auto be = CudaBackend::create(o);
-    ASSERT_TRUE(be.is_ok()) << be.status().message();
-    gpu_be_ = std::move(be).value();
-    cpu_be_ = std::move(make_backend(BackendKind::kCpu)).value();
-    const auto dir = shared_root() / "models" / name();
-    auto g = Model::load(dir, *gpu_be_);
-    ASSERT_TRUE(g.is_ok()) << g.status().message();
-    gpu_ = std::move(g).value();
-    auto c = Model::load(dir, *cpu_be_);
-    ASSERT_TRUE(c.is_ok()) << c.status().message();
-    cpu_ = std::move(c).value();
-  }
-  const std::string& name() const { return std::get<0>(GetParam()); }
-  DType dtype() const { return std::get<1>(GetParam()); }
-
-  std::unique_ptr<CudaBackend> gpu_be_;
-  std::unique_ptr<Backend> cpu_be_;
-  std::unique_ptr<Model> gpu_, cpu_;
-};
+using CudaModel = test::CudaVsCpuModelTest;
 
 TEST_P(CudaModel, LogitsAndNllMatchCpu) {
   for (const auto& ids : reference_prompts(name())) {

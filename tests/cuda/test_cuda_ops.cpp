@@ -549,19 +549,6 @@ TEST_P(CudaOps, AttentionCudaCores) {
   }
 }
 
-// The 32-rows-per-warp tensor-core kernel on every case, with and without key splits.
-TEST_P(CudaOps, AttentionWide) {
-  for (int splits : {0, 3}) {
-    CudaBackendOptions o;
-    o.attention_kernel = AttentionKernel::kTensorCoresWide;
-    o.attention_splits = splits;
-    make_backend_with(o);
-    uint32_t seed = 600;
-    for (const AttentionCase& c : attention_cases())
-      run_attention_case(c, seed += 7, fmt::format("tc-wide splits={}", splits));
-  }
-}
-
 // Same generator as the host fill (model/synthetic.cpp): f32 math on both sides.
 TEST_P(CudaOps, FillNormal) {
   const int64_t n = 1 << 20;

@@ -32,7 +32,6 @@
 namespace compactor {
 namespace {
 
-using test::gpu_present;
 
 QuantizedLinear random_linear(int bits, int group, bool sym, bool act_order, int64_t n, int64_t k, uint32_t seed) {
   return test::random_quantized_linear(bits, group, sym, act_order, n, k, seed, 0.05f);
@@ -103,36 +102,8 @@ template <typename W>
   return ::testing::AssertionSuccess();
 }
 
-class CudaQgemm : public ::testing::TestWithParam<DType> {
+class CudaQgemm : public test::CudaBackendTest {
  protected:
-  void SetUp() override {
-    if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
-    auto be = CudaBackend::create(CudaBackendOptions{GetParam()});
-    ASSERT_TRUE(be.is_ok()) << be.status().message();
-    be_ = std::move(be).value();
-  }
-  DType act() const { return GetParam(); }
-
-  Tensor upload(View host) {
-    Tensor t = be_->alloc(host.shape, host.dtype);
-    be_->copy_from_host(host.data, t);
-    return t;
-  }
-  std::vector<float> download(View dev) {
-    std::vector<float> out(dev.numel());
-    copy_to_host_f32(*be_, dev, out.data());
-    return out;
-  }
-  // The packed tensors of `p` as device tensors (owned by `keep`).
-  LinearWeight upload_weight(const PackedLinear& p, std::vector<Tensor>& keep, View bias_host = View{}) {
-    LinearWeight w = linear_weight_of(p, bias_host);
-    for (View* v : {&w.qweight, &w.scales, &w.qzeros, &w.g_idx, &w.bias}) {
-      if (v->data == nullptr) continue;
-      keep.push_back(upload(*v));
-      *v = keep.back().view();
-    }
-    return w;
-  }
   // Random x [m, k] rounded to the activation dtype: the device copy and its exact f32 values.
   std::pair<Tensor, std::vector<float>> random_x(int64_t m, int64_t k, uint32_t seed) {
     std::mt19937 rng(seed);
@@ -164,8 +135,6 @@ class CudaQgemm : public ::testing::TestWithParam<DType> {
 
   void bias_and_accumulate(QgemvKernel kernel);
   void backend_paths(int64_t fused_max_rows);
-
-  std::unique_ptr<CudaBackend> be_;
 };
 
 struct Config {

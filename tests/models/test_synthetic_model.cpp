@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_qmatmul.h"
 #include "bench/memory_plan.h"
 #include "formats/quant_pack.h"
 #include "model/synthetic.h"
@@ -38,19 +39,6 @@ SyntheticQuant quant_of(const std::string& preset, bool sym = false, bool act_or
   auto q = synthetic_quant(preset, sym, act_order, lm_head);
   EXPECT_TRUE(q.is_ok()) << q.status().message();
   return q.is_ok() ? *q : SyntheticQuant{};
-}
-
-PackedRef packed_ref(const LinearWeight& w) {
-  PackedRef p;
-  p.bits = w.bits();
-  p.group_size = w.group_size;
-  p.out_features = w.out_features;
-  p.in_features = w.in_features;
-  p.qweight = w.qweight.as<const int32_t>();
-  p.scales = w.scales.as<const uint16_t>();
-  p.qzeros = w.qzeros.as<const int32_t>();
-  p.g_idx = w.g_idx.data != nullptr ? w.g_idx.as<const int32_t>() : nullptr;
-  return p;
 }
 
 TEST(SyntheticQuant, PresetsAndErrors) {

@@ -1,6 +1,6 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
-//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|tc-wide|cuda-cores] [--fuse on|off]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--fuse on|off]
 //   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
@@ -144,8 +144,8 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   else if (o.dtype == "f16") opts.activation_dtype = DType::kF16;
   else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", o.dtype);
   if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
-  if (o.attention != "tc" && o.attention != "tc-wide" && o.attention != "cuda-cores")
-    return invalid_argument("--attention {}: expected tc, tc-wide or cuda-cores", o.attention);
+  if (o.attention != "tc" && o.attention != "cuda-cores")
+    return invalid_argument("--attention {}: expected tc or cuda-cores", o.attention);
   if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
   if (o.quant_kernel != "tc" && o.quant_kernel != "cuda-cores")
     return invalid_argument("--quant-kernel {}: expected tc or cuda-cores", o.quant_kernel);
@@ -154,9 +154,7 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   opts.attention_splits = o.attention_splits;
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
-  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
-                          : o.attention == "tc-wide"  ? AttentionKernel::kTensorCoresWide
-                                                      : AttentionKernel::kAuto;
+  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
 }
 #endif
@@ -448,7 +446,7 @@ Command make_bench_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--gemv", opts->gemv, "CUDA decode matmuls (T <= 4): custom GEMV kernel or cublas")
       ->capture_default_str();
-  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128), tc-wide (32 rows per warp) or cuda-cores")
+  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128) or cuda-cores")
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();

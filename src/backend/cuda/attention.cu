@@ -388,8 +388,7 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
     const AttentionTcArgs tc_args{a.q,        a.k_cache,   a.v_cache, a.out,   a.part_o,         a.part_lse,
                                   a.past,     batch.batch, a.tokens,  a.heads, a.kv_heads,       a.group,
                                   a.head_dim, a.s_max,     a.splits,  a.keys_per_split, a.scale_log2};
-    Status st = tc && variant == AttentionVariant::kTensorCoresWide ? attention_tc_wide_cuda(tc_args, q.dtype, stream)
-                : tc                  ? attention_tc_cuda(tc_args, q.dtype, stream)
+    Status st = tc                    ? attention_tc_cuda(tc_args, q.dtype, stream)
                 : p.head_dim <= 64    ? launch_attention<T, 64>(a, batch.batch, stream)
                 : p.head_dim <= 128   ? launch_attention<T, 128>(a, batch.batch, stream)
                                       : launch_attention<T, kMaxHeadDim>(a, batch.batch, stream);

@@ -27,8 +27,8 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
 // 0 .. past(b)+T-1 filled; workspace: plan.workspace_floats f32 device (nullptr when 0).
 // Query t of sequence b sees keys 0 .. past(b)+t; head h reads kv head h / (H/Hkv).
 // Head dims 64/128 with 16-byte aligned views run on tensor cores (attention_tc.cuh: 16 query rows
-// per warp, or 32 with kTensorCoresWide); the rest, or everything with kCudaCores, on the CUDA-core kernel.
-enum class AttentionVariant { kTensorCores, kTensorCoresWide, kCudaCores };
+// per warp); the rest, or everything with kCudaCores, on the CUDA-core kernel.
+enum class AttentionVariant { kTensorCores, kCudaCores };
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                       const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream,
                       AttentionVariant variant = AttentionVariant::kTensorCores);

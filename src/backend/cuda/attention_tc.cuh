@@ -37,7 +37,5 @@ bool attention_tc_supported(int head_dim, const void* q, const void* out, const 
 
 // Launches over grid (row tiles × splits, Hkv, B); dtype is the activation dtype (bf16 or f16).
 Status attention_tc_cuda(const AttentionTcArgs& a, DType dtype, cudaStream_t stream);
-// The same with 32 query rows per warp (128 per block; attention_tc_wide.cu).
-Status attention_tc_wide_cuda(const AttentionTcArgs& a, DType dtype, cudaStream_t stream);
 
 }  // namespace compactor

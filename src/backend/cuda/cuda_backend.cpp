@@ -332,9 +332,8 @@ void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const 
   const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
   float* ws = nullptr;
   if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
-  const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores ? AttentionVariant::kCudaCores
-                                   : options_.attention_kernel == AttentionKernel::kTensorCoresWide
-                                       ? AttentionVariant::kTensorCoresWide
+  const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores
+                                       ? AttentionVariant::kCudaCores
                                        : AttentionVariant::kTensorCores;
   check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, stream_, variant));
 }

@@ -28,8 +28,9 @@ namespace compactor {
 
 struct QgemvWeight;  // backend/cuda/qgemv.cuh
 
-// kAuto: tensor cores (16 query rows per warp) where supported; kTensorCoresWide: 32 rows per warp
-enum class AttentionKernel { kAuto, kCudaCores, kTensorCoresWide };
+// kAuto: tensor cores (16 query rows per warp) where supported. A 32-rows-per-warp variant was
+// measured on the H100 (2026-11-24: no gain at prefill, slower decode at B=32) and removed.
+enum class AttentionKernel { kAuto, kCudaCores };
 // kAuto: the GEMV kernel for T <= 4 rows; quantized weights: the fused kernel (qgemv.cuh) for
 // T <= kQgemvAutoMaxRows. kCublas: cuBLAS (quantized weights dequantized first).
 enum class MatmulKernel { kAuto, kCublas };
