@@ -32,6 +32,10 @@ struct LinearWeight {
   View qzeros;               // quantized: [G, ceil(N*bits/32)] i32, true zero points packed along N
   View g_idx;                // quantized, act-order only: [K] i32 group of each k; else data == nullptr
   int group_size = 0;        // quantized: input columns per group; 0 = per-channel (G = 1)
+  // NF4 (formats/nf4.h): qweight as int4 (codes index kNF4Values), scales [G, N] u8 E4M3, qzeros
+  // and g_idx empty, group_size = the NF4 block size, and the double quantization's parts:
+  View nested_scales;        // nf4: [ceil(G*N/256)] f32; else data == nullptr
+  View nested_offset;        // nf4: [1] f32; else data == nullptr
 
   bool quantized() const { return format_is_quantized(format); }
   int bits() const { return format_bits(format); }
@@ -39,7 +43,7 @@ struct LinearWeight {
   // Views without data count nothing (an empty View has shape {} and would count one element).
   int64_t storage_bytes() const {
     int64_t total = 0;
-    for (const View* v : {&weight, &qweight, &scales, &qzeros, &g_idx, &bias})
+    for (const View* v : {&weight, &qweight, &scales, &qzeros, &g_idx, &nested_scales, &nested_offset, &bias})
       if (v->data != nullptr) total += v->bytes();
     return total;
   }

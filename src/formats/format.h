@@ -14,9 +14,10 @@
 
 namespace compactor {
 
-enum class Format : uint8_t { kF32, kF16, kBF16, kInt8, kInt4, kInt3, kInt2 };
+enum class Format : uint8_t { kF32, kF16, kBF16, kInt8, kInt4, kInt3, kInt2, kNF4 };
 
-enum class ScaleType : uint8_t { kNone, kF16, kBF16, kF32 };
+// kE4M3Nested: FP8 E4M3 scales, themselves scaled per 256 by f32 (NF4 double quantization).
+enum class ScaleType : uint8_t { kNone, kF16, kBF16, kF32, kE4M3Nested };
 
 struct FormatInfo {
   Format format;
@@ -36,6 +37,8 @@ inline constexpr FormatInfo kFormatTable[] = {
     {Format::kInt4, "int4", 4, 32, 16, true, ScaleType::kF16},
     {Format::kInt3, "int3", 3, 32, 12, true, ScaleType::kF16},
     {Format::kInt2, "int2", 2, 32, 8, true, ScaleType::kF16},
+    // NF4 (formats/nf4.h): 64 codes = 32 bytes + one E4M3 scale byte per block
+    {Format::kNF4, "nf4", 4, 64, 33, false, ScaleType::kE4M3Nested},
 };
 static_assert([] {
   for (int i = 0; i < static_cast<int>(std::size(kFormatTable)); ++i)
@@ -47,8 +50,11 @@ constexpr const FormatInfo& format_info(Format f) { return kFormatTable[static_c
 constexpr std::string_view format_name(Format f) { return format_info(f).name; }
 constexpr bool format_is_dense(Format f) { return f == Format::kF32 || f == Format::kF16 || f == Format::kBF16; }
 constexpr bool format_is_quantized(Format f) {
-  return f == Format::kInt8 || f == Format::kInt4 || f == Format::kInt3 || f == Format::kInt2;
+  return f == Format::kInt8 || f == Format::kInt4 || f == Format::kInt3 || f == Format::kInt2 || f == Format::kNF4;
 }
+// The intN formats (uniform grid, f16 scales, integer zero points: quant_pack.h); NF4 is quantized
+// but not intN (codebook levels, double-quantized scales: nf4.h).
+constexpr bool format_is_int(Format f) { return format_is_quantized(f) && f != Format::kNF4; }
 constexpr int format_bits(Format f) { return format_info(f).bits; }
 
 // The packed integer format of a bit width (2, 3, 4, 8); false for other widths.
