@@ -142,8 +142,8 @@ std::vector<uint32_t> repack_tc_int4_ref(const RepackedLinear& r) {
 uint32_t tc_int4_code(const std::vector<uint32_t>& tc, int64_t chunks, int64_t row, int64_t pos) {
   const int64_t tile = (row / kTcRows) * chunks + pos / kTcChunkK;
   const int r = static_cast<int>(row % kTcRows), kk = static_cast<int>(pos % kTcChunkK);
-  const int g = r % 8, s = kk / 16, kq = kk % 16, t = (kq % 8) / 2;
-  const int p = (r / 8) + 2 * (kq / 8), second = kq % 2;
+  const int g = r % 8, s = kk / 16, kq = kk % 16, t = kq / 4;
+  const int p = (r / 8) + 2 * ((kq % 4) / 2), second = kq % 2;
   const int64_t word = (tile * 32 + 4 * g + t) * 4 + s;
   return (tc[word] >> (4 * (p + 4 * second))) & 15u;
 }

@@ -115,10 +115,13 @@ COMPACTOR_HOST_DEVICE inline uint32_t repacked_code(const uint32_t* words, int b
 // ---- tensor-core layout of int4 (backend/cuda/qgemv_tc.cu) ----
 // The codes of 16 output rows × 64 positions form one 512-byte tile, in the order the
 // mma.m16n8k16 A fragment wants them (g = lane / 4, t = lane % 4): lane L = 4g + t owns bytes
-// 16L .. 16L+15, word s (0..3) of those is k16 step s (positions 16s .. 16s+15 of the tile), and
-// its nibbles hold four pairs of codes:
-//   pair 0 = (row g,   positions 2t, 2t+1)     pair 1 = (row g+8, positions 2t, 2t+1)
-//   pair 2 = (row g,   positions 2t+8, 2t+9)   pair 3 = (row g+8, positions 2t+8, 2t+9)
+// 16L .. 16L+15, word s (0..3) of those is k16 step s (positions 16s .. 16s+15 of the tile). The
+// mma's k index is mapped to positions so that lane t's part of every step is 4 consecutive
+// positions: k = 2t, 2t+1 -> positions 16s + 4t, +1 and k = 2t+8, 2t+9 -> 16s + 4t + 2, +3. Then
+// the B fragment of a lane (x at those positions) is one 8-byte load, and (the product summing over
+// k) the result is unchanged. The nibbles of word s hold four pairs of codes:
+//   pair 0 = (row g,   positions 4t, 4t+1)     pair 1 = (row g+8, positions 4t, 4t+1)
+//   pair 2 = (row g,   positions 4t+2, 4t+3)   pair 3 = (row g+8, positions 4t+2, 4t+3)
 //   word s:  bit 31  28 27  24 23  20 19  16 15  12 11   8 7    4 3    0
 //               +------+------+------+------+------+------+------+------+
 //               | p3.b | p2.b | p1.b | p0.b | p3.a | p2.a | p1.a | p0.a |   a = first, b = second position
@@ -126,7 +129,8 @@ COMPACTOR_HOST_DEVICE inline uint32_t repacked_code(const uint32_t* words, int b
 // so (word >> 4p) & 0x000F000F puts pair p's codes at bits 0 and 16: OR-ing the f16 (bf16) bits of
 // 1024 (128) makes the half2 (1024 + a, 1024 + b), a register of the A fragment after one
 // subtraction of 1024 + zero. Tiles are ordered [N/16 row tiles][Kp/64 chunks]; rows past N are
-// padding (code 0). Positions are the repacked ones (act-order permutation applied).
+// padding (code 0). Positions are the repacked ones (act-order permutation applied). A step never
+// straddles a 32-position group, so per-group scales can be applied to the f32 products.
 inline constexpr int kTcRows = 16;
 inline constexpr int kTcChunkK = 64;
 
@@ -142,7 +146,7 @@ COMPACTOR_HOST_DEVICE inline void tc_int4_source(int64_t word, int q, int64_t ch
   const int64_t row_tile = tile / chunks, chunk = tile - row_tile * chunks;
   const int g = lane >> 2, t = lane & 3, p = q & 3, second = q >> 2;
   *row = row_tile * kTcRows + g + 8 * (p & 1);
-  *pos = chunk * kTcChunkK + 16 * s + 2 * t + 8 * (p >> 1) + second;
+  *pos = chunk * kTcChunkK + 16 * s + 4 * t + 2 * (p >> 1) + second;
 }
 
 // Host reference: the tc words [tc_padded_rows(N) * Kp / 8] of an int4 linear from its row layout.

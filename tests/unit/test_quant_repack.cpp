@@ -153,14 +153,14 @@ TEST(QuantRepack, TensorCoreInt4LayoutHoldsEveryCodeOnce) {
           EXPECT_EQ(tc_int4_code(tc, chunks, row, pos), (tc[word] >> (4 * q4)) & 15u);
         }
     }
-  // Lane 5 (g 1, t 1), step 0 of the first tile: pair 0 = row 1 positions 2, 3; pair 1 = row 9.
+  // Lane 5 (g 1, t 1), step 0 of the first tile: pair 0 = row 1 positions 4, 5; pair 1 = row 9.
   int64_t row = 0, pos = 0;
   tc_int4_source(5 * 4, 0, 1, &row, &pos);
   EXPECT_EQ(row, 1);
-  EXPECT_EQ(pos, 2);
-  tc_int4_source(5 * 4 + 2, 7, 1, &row, &pos);  // step 2, pair 3 second: row 9, position 32 + 2 + 8 + 1
+  EXPECT_EQ(pos, 4);
+  tc_int4_source(5 * 4 + 2, 7, 1, &row, &pos);  // step 2, pair 3 second: row 9, position 32 + 4 + 2 + 1
   EXPECT_EQ(row, 9);
-  EXPECT_EQ(pos, 43);
+  EXPECT_EQ(pos, 39);
 }
 
 TEST(QuantRepack, UnsupportedGroupSizesAndIrregularActOrder) {
