@@ -29,6 +29,11 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/status.h"
+#include "core/tensor.h"
 
 namespace compactor {
 
@@ -84,5 +89,86 @@ COMPACTOR_NF4_HD inline float e4m3_to_float(uint8_t b) {
 COMPACTOR_NF4_HD inline float nf4_absmax(uint8_t scale_code, float nested_scale, float offset) {
   return e4m3_to_float(scale_code) * nested_scale + offset;
 }
+
+// Host side (formats/nf4.cpp): quantization, packing, validation and the dequantization reference.
+
+// Nearest FP8 E4M3 code of x (round to nearest even, saturating to ±448; NaN -> 0x7F).
+// float_to_e4m3(e4m3_to_float(c)) == c for all 254 non-NaN codes.
+uint8_t float_to_e4m3(float x);
+
+// Index of the NF4 level nearest to x (x in [-1, 1]; values outside clamp to the end levels).
+uint8_t nearest_nf4_code(float x);
+
+// One linear in unpacked NF4 form, before (or after) double quantization of its absmax.
+struct NF4Linear {
+  int block_size = kNF4DefaultBlock;
+  int64_t out_features = 0;     // N
+  int64_t in_features = 0;      // K
+  std::vector<uint8_t> codes;   // [N, K] in [0, 16)
+  std::vector<float> absmax;    // [N, G] first-level scales, G = ceil(K / block_size)
+
+  int64_t blocks() const { return (in_features + block_size - 1) / block_size; }
+  float dequantized(int64_t n, int64_t k) const {
+    return kNF4Values[codes[n * in_features + k]] * absmax[n * blocks() + k / block_size];
+  }
+};
+
+// Blockwise absmax quantization: absmax[n, b] = max |w| over the block (the last block of a row may
+// be partial), codes = nearest level of w / absmax (absmax 0 -> code 7, the exact 0).
+// w: [N, K] f32 row-major. block_size > 0.
+NF4Linear quantize_nf4(const float* w, int64_t out_features, int64_t in_features, int block_size = kNF4DefaultBlock);
+
+// A non-owning host view of the stored tensors of one NF4 linear (layout above).
+struct NF4Ref {
+  int block_size = kNF4DefaultBlock;
+  int64_t out_features = 0;            // N
+  int64_t in_features = 0;             // K
+  const int32_t* qweight = nullptr;    // [ceil(K / 8), N] i32
+  const uint8_t* scales = nullptr;     // [G, N] E4M3 bits
+  const float* nested_scales = nullptr;  // [ceil(G * N / 256)] f32
+  const float* nested_offset = nullptr;  // [1] f32
+
+  int64_t blocks() const { return (in_features + block_size - 1) / block_size; }
+  // absmax' of (output row n, block g): the value every reader uses.
+  float absmax(int64_t n, int64_t g) const {
+    const int64_t i = g * out_features + n;
+    return nf4_absmax(scales[i], nested_scales[i / kNF4NestedBlock], nested_offset[0]);
+  }
+};
+
+// Owning host tensors of one packed NF4 linear.
+struct PackedNF4 {
+  int block_size = kNF4DefaultBlock;
+  int64_t out_features = 0;  // N
+  int64_t in_features = 0;   // K
+  Tensor qweight;            // [ceil(K / 8), N] i32
+  Tensor scales;             // [G, N] u8
+  Tensor nested_scales;      // [ceil(G * N / 256)] f32
+  Tensor nested_offset;      // [1] f32
+
+  NF4Ref ref() const;
+  int64_t bytes() const;
+};
+
+// Sizes, codes < 16 and finite non-negative absmax; messages name the field and index.
+Status validate_nf4_linear(const NF4Linear& q);
+
+// Packs the codes (int4 layout) and double-quantizes absmax (the formula above).
+Result<PackedNF4> pack_nf4(const NF4Linear& q);
+
+// The inverse of pack_nf4 up to the double quantization: codes, and absmax' (reconstructed).
+NF4Linear unpack_nf4(const NF4Ref& r);
+
+// Checks that stored tensors of these shapes/dtypes are a consistent [N, K] NF4 linear with this
+// block size; messages name `module` and the tensor.
+Status check_nf4_shapes(const std::string& module, int block_size, int64_t out_features, int64_t in_features,
+                        View qweight, View scales, View nested_scales, View nested_offset);
+
+// The spec: out[n, k] = kNF4Values[c[n, k]] · absmax'[n, k / block_size]. out: [N, K] f32
+void dequantize_nf4_ref(const NF4Ref& r, float* out);
+
+// Bytes of the stored tensors of an [N, K] NF4 linear, and bits per weight (≈ 4.127 at block 64).
+int64_t nf4_packed_bytes(int64_t out_features, int64_t in_features, int block_size = kNF4DefaultBlock);
+double nf4_bits_per_weight(int64_t out_features, int64_t in_features, int block_size = kNF4DefaultBlock);
 
 }  // namespace compactor
