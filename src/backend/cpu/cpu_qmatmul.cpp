@@ -272,9 +272,11 @@ void check_qmatmul(View out, View x, const LinearWeight& w) {
                      w.bias.shape.str(), w.out_features);
 }
 
-// Output rows first_row .. N through per-thread f32 blocks (dots or sgemm).
-void blocked_matmul(const PackedRef& p, int64_t first_row, View x, View out) {
-  const int64_t n_out = p.out_features, k = p.in_features, rows = x.rows();
+// Output rows first_row .. N through per-thread f32 blocks (dots or sgemm); fill(n0, nb, buffer)
+// writes the dequantized rows n0 .. n0+nb as [nb, K] f32.
+template <class Fill>
+void blocked_rows(int64_t n_out, int64_t k, int64_t first_row, View x, View out, const Fill& fill) {
+  const int64_t rows = x.rows();
   const int64_t nb_max = block_rows(k);
   const int64_t n_blocks = (n_out - first_row + nb_max - 1) / nb_max;
   const bool use_gemm = rows >= kGemmMinRows;
@@ -284,8 +286,7 @@ void blocked_matmul(const PackedRef& p, int64_t first_row, View x, View out) {
     thread_local std::vector<float> buffer;
     const int64_t n0 = first_row + blk * nb_max, nb = std::min(nb_max, n_out - n0);
     buffer.resize(nb_max * k);
-    unpack_codes_block(p, n0, nb, buffer.data());
-    apply_affine_block(p, n0, nb, buffer.data());
+    fill(n0, nb, buffer.data());
     if (use_gemm) {
       gemm_block(buffer.data(), nb, k, x.as<const float>(), rows, n0, n_out, out.as<float>());
     } else {
@@ -294,9 +295,24 @@ void blocked_matmul(const PackedRef& p, int64_t first_row, View x, View out) {
   }
 }
 
+void blocked_matmul(const PackedRef& p, int64_t first_row, View x, View out) {
+  blocked_rows(p.out_features, p.in_features, first_row, x, out, [&](int64_t n0, int64_t nb, float* buffer) {
+    unpack_codes_block(p, n0, nb, buffer);
+    apply_affine_block(p, n0, nb, buffer);
+  });
+}
+
+// NF4: blocked path only (codebook lookup and double-quantized scales per row block).
+void nf4_matmul(const LinearWeight& w, View x, View out) {
+  const NF4Ref r = nf4_ref(w);
+  blocked_rows(r.out_features, r.in_features, 0, x, out,
+               [&](int64_t n0, int64_t nb, float* buffer) { dequantize_nf4_rows(r, n0, nb, buffer); });
+}
+
 }  // namespace
 
 PackedRef packed_ref(const LinearWeight& w) {
+  COMPACTOR_ASSERT(format_is_int(w.format), "packed_ref: format {} is not intN", format_name(w.format));
   PackedRef p;
   p.bits = w.bits();
   p.group_size = w.group_size;
@@ -325,6 +341,7 @@ LinearWeight linear_weight_of(const PackedLinear& p, View bias) {
 
 void check_quantized_weight(const char* op, const LinearWeight& w) {
   COMPACTOR_ASSERT(w.quantized(), "{}: format {} is not quantized", op, format_name(w.format));
+  if (w.format == Format::kNF4) return check_nf4_weight(op, w);
   const Status s = check_packed_shapes(op, w.bits(), w.group_size, w.out_features, w.in_features, w.qweight,
                                        w.scales, w.qzeros, w.g_idx);
   COMPACTOR_ASSERT(s.is_ok(), "{}", s.message());
@@ -335,6 +352,7 @@ void check_quantized_weight(const char* op, const LinearWeight& w) {
 
 void dequantize_linear_ref(const LinearWeight& w, float* out) {
   check_quantized_weight("dequantize", w);
+  if (w.format == Format::kNF4) return dequantize_nf4_ref(nf4_ref(w), out);
   dequantize_ref(packed_ref(w), out);
 }
 
@@ -354,11 +372,16 @@ void matmul_quantized_ref(View out, View x, const LinearWeight& w) {
 void matmul_quantized_blocked_cpu(View out, View x, const LinearWeight& w) {
   check_qmatmul(out, x, w);
   if (x.rows() == 0 || w.out_features == 0) return;
-  blocked_matmul(packed_ref(w), 0, x, out);
+  if (w.format == Format::kNF4) {
+    nf4_matmul(w, x, out);
+  } else {
+    blocked_matmul(packed_ref(w), 0, x, out);
+  }
   add_bias(out, w);
 }
 
 void matmul_quantized_cpu(View out, View x, const LinearWeight& w) {
+  if (w.format == Format::kNF4) return matmul_quantized_blocked_cpu(out, x, w);
   check_qmatmul(out, x, w);
   const PackedRef p = packed_ref(w);
   if (x.rows() == 0 || w.out_features == 0) return;

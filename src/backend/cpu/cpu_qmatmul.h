@@ -7,22 +7,26 @@
 //     with 4x fewer weight bytes at 4 bits);
 //   blocked (everything else): each OpenMP thread dequantizes a block of output rows to f32 in a
 //     thread-local buffer and multiplies it with SIMD dots (few rows) or single-threaded sgemm.
+// NF4 (formats/nf4.h, cpu_nf4.h) takes the blocked path with its own row dequantization; the
+// reference is dequantize_nf4_ref.
 // CpuBackend::matmul calls matmul_quantized_cpu for quantized formats.
 // Test: build-*/tests/test_cpu_qmatmul.
 #pragma once
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_nf4.h"
 #include "formats/quant_pack.h"
 
 namespace compactor {
 
-// The packed tensors of a quantized host LinearWeight as a PackedRef (views must be on the CPU).
+// The packed tensors of an intN host LinearWeight as a PackedRef (views must be on the CPU).
 PackedRef packed_ref(const LinearWeight& w);
 
 // A LinearWeight over the host tensors of `p` (kept alive by the caller), with an optional bias.
 LinearWeight linear_weight_of(const PackedLinear& p, View bias = View{});
 
-// Checks a quantized LinearWeight's packed views (dtypes, shapes against N, K, bits, group size).
+// Checks a quantized LinearWeight's packed views (dtypes, shapes against N, K, bits, group size;
+// NF4: check_nf4_weight).
 void check_quantized_weight(const char* op, const LinearWeight& w);
 
 // out: [N, K] f32 = the dequantized weight (the spec every quantized kernel is tested against).
