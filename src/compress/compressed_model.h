@@ -3,7 +3,9 @@
 //
 //   config.json         the base config + "quantization_config" (model/quant_config.h)
 //   model.safetensors   packed tensors `<module>.qweight/.scales/.qzeros[/.g_idx]` for every
-//                       quantized module (layout: formats/quant_pack.h), the base's tensors
+//                       quantized module (layout: formats/quant_pack.h), or
+//                       `<module>.qweight/.scales/.nested_scales/.nested_offset` for NF4 modules
+//                       (formats/nf4.h), the base's tensors
 //                       unchanged for everything else (norms, embeddings, unquantized linears,
 //                       biases); metadata {"format": "pt", "compactor": "1"}
 //   tokenizer files     copied from the base (tokenizer.json/.model, *_config.json, ...)
@@ -21,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/status.h"
+#include "formats/nf4.h"
 #include "formats/quant.h"
 #include "io/atomic_file.h"
 #include "model/model.h"
@@ -33,6 +36,12 @@ namespace compactor {
 Status save_compressed_model(const Model& base, const std::map<std::string, QuantizedLinear>& quantized,
                              const nlohmann::json& provenance, const std::filesystem::path& out,
                              Overwrite overwrite = Overwrite::kNo);
+
+// The same with NF4 modules too (`nf4`: module name -> unpacked NF4 weight, double-quantized when
+// packed); a module may be in only one of the two maps.
+Status save_compressed_model(const Model& base, const std::map<std::string, QuantizedLinear>& quantized,
+                             const std::map<std::string, NF4Linear>& nf4, const nlohmann::json& provenance,
+                             const std::filesystem::path& out, Overwrite overwrite = Overwrite::kNo);
 
 // The HF module names of a model's linears, in forward order ("model.layers.0.self_attn.q_proj",
 // ..., "lm_head" unless tied): the keys save_compressed_model accepts.

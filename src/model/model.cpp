@@ -7,6 +7,7 @@
 #include <cmath>
 #include <numbers>
 
+#include "formats/nf4.h"
 #include "formats/quant_pack.h"
 
 namespace compactor {
@@ -14,6 +15,10 @@ namespace compactor {
 namespace {
 constexpr const char* kLinearNames[] = {"q", "k", "v", "o", "gate", "up", "down"};
 constexpr const char* kPackedSuffixes[] = {".qweight", ".scales", ".qzeros", ".g_idx"};
+constexpr const char* kNF4Suffixes[] = {".qweight", ".scales", ".nested_scales", ".nested_offset"};
+// Every tensor a packed module of any format may store (weight accounting).
+constexpr const char* kAllPackedSuffixes[] = {".qweight", ".scales", ".qzeros", ".g_idx", ".nested_scales",
+                                              ".nested_offset"};
 
 // g_idx entries index scales/zeros in the kernels: out-of-range values would read past them.
 Status check_g_idx(const std::string& module, View g_idx, int64_t groups) {
@@ -94,6 +99,7 @@ Result<LinearWeight> Model::place_packed(const std::string& base, const ModuleQu
                                          int64_t in) {
   if (files_->find(base + ".weight") != nullptr)
     return corrupt("module '{}' is listed in quantization_config but also has a dense '{}.weight'", base, base);
+  if (q.format == Format::kNF4) return place_nf4(base, q, out, in);
   const bool has_g_idx = files_->find(base + ".g_idx") != nullptr;
   if (has_g_idx != q.act_order)
     return corrupt("module '{}': quantization_config says desc_act {} but '{}.g_idx' is {}", base, q.act_order, base,
@@ -117,6 +123,32 @@ Result<LinearWeight> Model::place_packed(const std::string& base, const ModuleQu
   if (has_g_idx) {
     ASSIGN_OR_RETURN(w.g_idx, place_raw(base + ".g_idx"));
   }
+  return w;
+}
+
+Result<LinearWeight> Model::place_nf4(const std::string& base, const ModuleQuantization& q, int64_t out,
+                                      int64_t in) {
+  for (const char* suffix : {".qzeros", ".g_idx"})
+    if (files_->find(base + suffix) != nullptr)
+      return corrupt("module '{}' is nf4 in quantization_config but has an intN tensor '{}{}'", base, base, suffix);
+  View host[4];
+  for (int i = 0; i < 4; ++i) {
+    const TensorEntry* e = files_->find(base + kNF4Suffixes[i]);
+    if (e == nullptr)
+      return not_found("tensor '{}{}' is missing (module '{}' is nf4 in quantization_config)", base, kNF4Suffixes[i],
+                       base);
+    host[i] = e->view();
+  }
+  RETURN_IF_ERROR(check_nf4_shapes(base, q.spec.group_size, out, in, host[0], host[1], host[2], host[3]));
+  LinearWeight w;
+  w.format = Format::kNF4;
+  w.out_features = out;
+  w.in_features = in;
+  w.group_size = q.spec.group_size;
+  ASSIGN_OR_RETURN(w.qweight, place_raw(base + ".qweight"));
+  ASSIGN_OR_RETURN(w.scales, place_raw(base + ".scales"));
+  ASSIGN_OR_RETURN(w.nested_scales, place_raw(base + ".nested_scales"));
+  ASSIGN_OR_RETURN(w.nested_offset, place_raw(base + ".nested_offset"));
   return w;
 }
 
@@ -220,7 +252,7 @@ WeightBits Model::weight_bits() const {
   }
   for (const auto& [name, w] : named_linears()) {
     if (!w->quantized()) continue;
-    for (const char* suffix : kPackedSuffixes) {
+    for (const char* suffix : kAllPackedSuffixes) {
       const TensorEntry* e = files_->find(name + suffix);
       if (e == nullptr) continue;
       b.params -= e->view().numel();

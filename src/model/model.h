@@ -123,6 +123,7 @@ class Model {
   Result<View> place(const std::string& name, Shape expected, bool is_norm);
   Result<LinearWeight> place_linear(const std::string& base, int64_t out, int64_t in, bool has_bias);
   Result<LinearWeight> place_packed(const std::string& base, const ModuleQuantization& q, int64_t out, int64_t in);
+  Result<LinearWeight> place_nf4(const std::string& base, const ModuleQuantization& q, int64_t out, int64_t in);
   Result<View> place_raw(const std::string& name);  // as stored (CPU: the mapping; else: upload)
   struct Scratch;
   Scratch& scratch(int64_t rows, int64_t logits_rows);

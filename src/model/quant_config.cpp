@@ -17,9 +17,25 @@ nlohmann::json module_json(const ModuleQuantization& m) {
           {"desc_act", m.act_order}};
 }
 
+// NF4 (formats/nf4.h): "format": "nf4", "bits": 4, "group_size" = the NF4 block size (> 0).
+Result<ModuleQuantization> parse_nf4_module(const nlohmann::json& j, const std::string& where) {
+  ModuleQuantization m;
+  m.format = Format::kNF4;
+  if (j.contains("bits") && (!j["bits"].is_number_integer() || j["bits"].get<int>() != 4))
+    return corrupt("{}: format \"nf4\" has 4 bits, not {}", where, j["bits"].dump());
+  if (!j.contains("group_size") || !j["group_size"].is_number_integer() || j["group_size"].get<int>() <= 0)
+    return corrupt("{}: format \"nf4\" needs a positive integer \"group_size\" (the block size), got {}", where,
+                   j.value("group_size", nlohmann::json()).dump());
+  m.spec = QuantSpec{4, j["group_size"].get<int>(), false};
+  if (j.value("sym", false) || j.value("desc_act", false))
+    return corrupt("{}: format \"nf4\" has no sym/desc_act variants", where);
+  return m;
+}
+
 // One module's (or the default's) fields; `where` names it in errors.
 Result<ModuleQuantization> parse_module(const nlohmann::json& j, const std::string& where) {
   if (!j.is_object()) return corrupt("{}: expected an object, got {}", where, j.dump());
+  if (j.contains("format") && j["format"] == "nf4") return parse_nf4_module(j, where);
   ModuleQuantization m;
   if (!j.contains("bits") || !j["bits"].is_number_integer()) return corrupt("{}: missing integer \"bits\"", where);
   m.spec.bits = j["bits"].get<int>();

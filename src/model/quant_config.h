@@ -12,6 +12,8 @@
 //   }
 // group_size -1 means per-channel (GPTQ's convention; QuantSpec uses 0). Every packed module is
 // listed; modules not listed are stored dense under their original names.
+// NF4 modules (formats/nf4.h): {"format": "nf4", "bits": 4, "group_size": <block, e.g. 64>,
+// "sym": false, "desc_act": false}; their tensors are .qweight/.scales/.nested_scales/.nested_offset.
 // Test: build-*/tests/test_compressed_model.
 #pragma once
 
@@ -29,7 +31,7 @@
 namespace compactor {
 
 struct ModuleQuantization {
-  Format format = Format::kInt4;  // intN, consistent with spec.bits
+  Format format = Format::kInt4;  // intN consistent with spec.bits, or kNF4 (spec {4, block, false})
   QuantSpec spec;
   bool act_order = false;  // desc_act: `.g_idx` is stored
 
