@@ -62,6 +62,10 @@ struct RepackPlan {
   int64_t words_per_row = 0;  // Kp * bits / 32
   int64_t groups_padded = 0;  // Gp
   bool permuted = false;      // act-order: perm is needed
+  // NF4 (formats/nf4.h): the codes (bits 4, row layout as int4) index kNF4Values, group_size is the
+  // NF4 block, and scale_zero[n, g] holds the f32 bits of the block's absmax (double quantization
+  // undone at repack time) instead of f16 scale | f16 zero.
+  bool nf4 = false;
 };
 
 // The plan for an [n, k] linear of these bits and group size; `g_idx` (host, [k], or nullptr)

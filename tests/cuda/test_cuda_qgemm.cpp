@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "cuda/cuda_test_util.h"
+#include "cuda/qgemm_check.h"
 #include "backend/cpu/cpu_qmatmul.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/qgemv.cuh"
@@ -32,62 +33,15 @@
 namespace compactor {
 namespace {
 
+using test::close_to;
+using test::dequant_coef;
+using test::kFusedCoef;
+using test::reference;
+using test::Reference;
+
 
 QuantizedLinear random_linear(int bits, int group, bool sym, bool act_order, int64_t n, int64_t k, uint32_t seed) {
   return test::random_quantized_linear(bits, group, sym, act_order, n, k, seed, 0.05f);
-}
-
-// x · dq(w)ᵀ in double, and Σ|x·w| per element (the scale of the f32 accumulation error).
-struct Reference {
-  std::vector<double> y, magnitude;  // [M, N]
-};
-
-Reference reference(const std::vector<float>& x, const std::vector<float>& w, int64_t m, int64_t n, int64_t k) {
-  Reference r;
-  r.y.assign(m * n, 0.0);
-  r.magnitude.assign(m * n, 0.0);
-  for (int64_t t = 0; t < m; ++t)
-    for (int64_t j = 0; j < n; ++j) {
-      double s = 0, a = 0;
-      const float* xr = &x[t * k];
-      const float* wr = &w[j * k];
-      for (int64_t i = 0; i < k; ++i) {
-        const double p = static_cast<double>(xr[i]) * wr[i];
-        s += p;
-        a += std::fabs(p);
-      }
-      r.y[t * n + j] = s;
-      r.magnitude[t * n + j] = a;
-    }
-  return r;
-}
-
-// Half an ulp of the output rounding, doubled.
-double round_tol(DType d) { return d == DType::kBF16 ? 2.0 / 256 : 2.0 / 2048; }
-// The fused kernel's f32 accumulation, relative to Σ|x·w| (generous: ~170 f32 ulps).
-constexpr double kFusedCoef = 1e-5;
-// Paths that may dequantize w to the activation dtype first (relative rounding error of each
-// weight: 2^-9 bf16, 2^-11 f16) and round an intermediate once more (matmul_add's default).
-double dequant_coef(DType d) { return (d == DType::kBF16 ? 1.0 / 512 : 1.0 / 2048) + kFusedCoef; }
-
-// Every element within round_tol·|ref| + coef·Σ|x·w| (magnitude includes any added base).
-::testing::AssertionResult close_to(const std::vector<float>& got, const std::vector<double>& want,
-                                    const std::vector<double>& magnitude, DType act, const std::string& what,
-                                    double coef = kFusedCoef) {
-  double max_abs = 0, max_rel = 0;
-  int bad = 0;
-  std::string first;
-  for (size_t i = 0; i < want.size(); ++i) {
-    const double err = std::fabs(static_cast<double>(got[i]) - want[i]);
-    max_abs = std::max(max_abs, err);
-    if (std::fabs(want[i]) > 1e-6) max_rel = std::max(max_rel, err / std::fabs(want[i]));
-    const bool ok = std::isfinite(got[i]) && err <= round_tol(act) * std::fabs(want[i]) + coef * magnitude[i] + 1e-6;
-    if (!ok && bad++ < 4) first += fmt::format(" [{}] = {} (want {});", i, got[i], want[i]);
-  }
-  if (bad == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": " << bad << " of " << want.size()
-                                       << " elements off, max abs err " << max_abs << ", max rel err " << max_rel
-                                       << "; first:" << first;
 }
 
 // Equal word vectors, or the first differing index and values (not the whole vectors).

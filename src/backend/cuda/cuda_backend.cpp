@@ -405,12 +405,16 @@ void CudaBackend::cross_entropy(float* nll, View logits, const int32_t* targets)
 // A cached repack stays valid while each packed tensor it was made from is the same live device
 // allocation (same address and allocation serial); entries of freed weights are dropped at the
 // next insertion. ok == false records a weight the repack rejected (the dequantize path runs).
+// The packed tensors a repack reads (qgemv_sources).
+constexpr int kQgemvSources = 6;
+
 struct CudaBackend::QgemvCache {
   struct Entry {
-    const void* sources[4] = {};  // qweight, scales, qzeros, g_idx
-    uint64_t serials[4] = {};
+    const void* sources[kQgemvSources] = {};  // qweight, scales, qzeros, g_idx, nested_scales, nested_offset
+    uint64_t serials[kQgemvSources] = {};
     int64_t n = 0, k = 0;
-    int bits = 0, group = 0;
+    Format format = Format::kF32;
+    int group = 0;
     bool ok = false;
     QgemvRepacked repacked;
     QgemvWeight view;
@@ -420,9 +424,9 @@ struct CudaBackend::QgemvCache {
 
 namespace {
 
-void qgemv_sources(const LinearWeight& w, const void* (&src)[4], uint64_t (&serial)[4]) {
-  const View* views[] = {&w.qweight, &w.scales, &w.qzeros, &w.g_idx};
-  for (int i = 0; i < 4; ++i) {
+void qgemv_sources(const LinearWeight& w, const void* (&src)[kQgemvSources], uint64_t (&serial)[kQgemvSources]) {
+  const View* views[kQgemvSources] = {&w.qweight, &w.scales, &w.qzeros, &w.g_idx, &w.nested_scales, &w.nested_offset};
+  for (int i = 0; i < kQgemvSources; ++i) {
     src[i] = views[i]->data;
     serial[i] = src[i] != nullptr ? allocation_serial(src[i]) : 0;
   }
@@ -431,37 +435,37 @@ void qgemv_sources(const LinearWeight& w, const void* (&src)[4], uint64_t (&seri
 }  // namespace
 
 const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
-  const bool tc = options_.quant_kernel == QuantKernel::kTensorCores && w.bits() == 4;
+  const bool tc = options_.quant_kernel == QuantKernel::kTensorCores && w.format == Format::kInt4;
   const int64_t max_rows = tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
   if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > max_rows) return nullptr;
-  const void* src[4];
-  uint64_t serial[4];
+  const void* src[kQgemvSources];
+  uint64_t serial[kQgemvSources];
   qgemv_sources(w, src, serial);
-  for (int i = 0; i < 4; ++i)
+  for (int i = 0; i < kQgemvSources; ++i)
     if (src[i] != nullptr && serial[i] == 0) return nullptr;  // not a whole backend allocation: not cached
   if (!qgemv_cache_) qgemv_cache_ = std::make_shared<QgemvCache>();
   auto& entries = qgemv_cache_->entries;
   auto it = entries.find(src[0]);
   if (it != entries.end()) {
     const QgemvCache::Entry& e = it->second;
-    if (std::equal(src, src + 4, e.sources) && std::equal(serial, serial + 4, e.serials) && e.n == w.out_features &&
-        e.k == w.in_features && e.bits == w.bits() && e.group == w.group_size)
+    if (std::equal(src, src + kQgemvSources, e.sources) && std::equal(serial, serial + kQgemvSources, e.serials) &&
+        e.n == w.out_features && e.k == w.in_features && e.format == w.format && e.group == w.group_size)
       return e.ok ? &e.view : nullptr;
   }
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   CUDA_CHECK(cudaStreamIsCapturing(stream_, &capture));
   if (capture != cudaStreamCaptureStatusNone) return nullptr;  // a repack allocates and waits
   std::erase_if(entries, [](const auto& kv) {
-    for (int i = 0; i < 4; ++i)
+    for (int i = 0; i < kQgemvSources; ++i)
       if (kv.second.sources[i] != nullptr && allocation_serial(kv.second.sources[i]) != kv.second.serials[i]) return true;
     return false;
   });
   QgemvCache::Entry e;
-  std::copy(src, src + 4, e.sources);
-  std::copy(serial, serial + 4, e.serials);
+  std::copy(src, src + kQgemvSources, e.sources);
+  std::copy(serial, serial + kQgemvSources, e.serials);
   e.n = w.out_features;
   e.k = w.in_features;
-  e.bits = w.bits();
+  e.format = w.format;
   e.group = w.group_size;
   auto repacked = qgemv_repack_cuda(w, stream_, tc ? QgemvKernel::kTensorCores : QgemvKernel::kCudaCores);
   if (repacked.is_ok()) {

@@ -8,11 +8,13 @@
 // the same f32 value (c - z)·s as dequantize_ref, rounded once. Without this tiling (one thread per
 // element reading its word down the column) the kernel ran ~8x below the 3 TB/s the 2 + bits/8
 // bytes per weight allow (H100: 330 us for 11008x4096 int4). Instances: 2 activation types × 4
-// bit widths.
+// bit widths, plus NF4 (formats/nf4.h: the 4-bit codes index kNF4Values, the scale is the block's
+// double-quantized absmax) × 2 activation types.
 // Test: build-*/tests/test_cuda_dequant (on a GPU machine). Bench: build-*/bench/bench_qgemm
 // (the "deq+cuBLAS" column).
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/nf4_levels.cuh"
 #include "formats/quant_pack.h"
 
 namespace compactor {
@@ -30,20 +32,31 @@ constexpr int kDqThreads = 256;
 template <int kBits> inline constexpr int kUnitWords = kBits == 3 ? 3 : 1;
 template <int kBits> inline constexpr int kUnitCodes = kBits == 3 ? 32 : 32 / kBits;
 
+// The double-quantized absmax of NF4 weights (LinearWeight::scales/nested_scales/nested_offset).
+struct Nf4Scales {
+  const uint8_t* codes = nullptr;   // [G, N] E4M3
+  const float* nested = nullptr;    // [ceil(G*N/256)]
+  const float* offset = nullptr;    // [1]
+};
+
 // out rows n0.., positions of units u0..: see the file comment. vec: whole units only
 // (K % kUnitCodes == 0), K * sizeof(T) % 16 == 0 and out 16-byte aligned, so each thread's
 // outputs go out in 8/16/32/64-byte stores.
-template <typename T, int kBits>
+// kNF4: codes are NF4 levels times the absmax from nf4 (scales/qzeros/g_idx unused).
+template <typename T, int kBits, bool kNF4>
 __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restrict__ out,                // [N, K]
                                                                      const int32_t* __restrict__ qweight,  // [W(K), N]
                                                                      const __half* __restrict__ scales,    // [G, N]
                                                                      const int32_t* __restrict__ qzeros,   // [G, W(N)]
                                                                      const int32_t* __restrict__ g_idx,    // [K] or null
-                                                                     int group_size, int64_t n, int64_t k, bool vec) {
+                                                                     const Nf4Scales nf4, int group_size, int64_t n,
+                                                                     int64_t k, bool vec) {
   constexpr int kUW = kUnitWords<kBits>, kPerUnit = kUnitCodes<kBits>;
   constexpr uint32_t kMask = (1u << kBits) - 1u;
   // +1: the reads below (lane = unit) hit distinct banks (rows kUW·lane + j, kUW odd).
   __shared__ uint32_t tile[kDqTileW * kUW][kDqTileN + 1];
+  __shared__ float levels[16];
+  if (kNF4 && threadIdx.x < 16) levels[threadIdx.x] = kNF4LevelsDev[threadIdx.x];
   const int64_t words = (k * kBits + 31) / 32, units = (k + kPerUnit - 1) / kPerUnit;
   const int64_t n0 = static_cast<int64_t>(blockIdx.x) * kDqTileN, u0 = static_cast<int64_t>(blockIdx.y) * kDqTileW;
   for (int i = threadIdx.x; i < kDqTileW * kUW * kDqTileN; i += kDqThreads) {
@@ -72,7 +85,13 @@ __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restri
     };
     const int64_t kb = u * kPerUnit;
     alignas(16) T o[kPerUnit];
-    if (unit_group) {
+    if constexpr (kNF4) {
+#pragma unroll
+      for (int e = 0; e < kPerUnit; ++e) {
+        const int64_t col = kb + e < k ? kb + e : k - 1, i = (col / group_size) * n + row;
+        o[e] = from_f32<T>(levels[code(e)] * nf4_absmax(nf4.codes[i], nf4.nested[i / kNF4NestedBlock], nf4.offset[0]));
+      }
+    } else if (unit_group) {
       const int64_t grp = group_size != 0 ? kb / group_size : 0;
       const float s = __half2float(scales[grp * n + row]);
       const float zb = 8388608.f + static_cast<float>(packed_value(qzeros + grp * zero_words, 1, kBits, row));
@@ -108,7 +127,7 @@ __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restri
 
 namespace {
 
-template <typename T, int kBits>
+template <typename T, int kBits, bool kNF4 = false>
 Status launch_tiles(View out, const LinearWeight& w, cudaStream_t stream) {
   constexpr int kPerUnit = kUnitCodes<kBits>;
   const int64_t n = w.out_features, k = w.in_features;
@@ -119,9 +138,11 @@ Status launch_tiles(View out, const LinearWeight& w, cudaStream_t stream) {
   const bool vec = k % kPerUnit == 0 && (k * static_cast<int64_t>(sizeof(T))) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(out.data) % 16 == 0;
   const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(tiles_w));
-  dequantize_tile_kernel<T, kBits><<<grid, kDqThreads, 0, stream>>>(
-      out.as<T>(), w.qweight.as<const int32_t>(), w.scales.as<const __half>(), w.qzeros.as<const int32_t>(),
-      w.g_idx.as<const int32_t>(), w.group_size, n, k, vec);
+  Nf4Scales nf4;
+  if (kNF4) nf4 = {w.scales.as<const uint8_t>(), w.nested_scales.as<const float>(), w.nested_offset.as<const float>()};
+  dequantize_tile_kernel<T, kBits, kNF4><<<grid, kDqThreads, 0, stream>>>(
+      out.as<T>(), w.qweight.as<const int32_t>(), kNF4 ? nullptr : w.scales.as<const __half>(),
+      w.qzeros.as<const int32_t>(), w.g_idx.as<const int32_t>(), nf4, w.group_size, n, k, vec);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
@@ -130,6 +151,7 @@ Status check_dequantize(View out, const LinearWeight& w) {
   if (!w.quantized()) return invalid_argument("dequantize: format {} is not quantized", format_name(w.format));
   RETURN_IF_ERROR(expect_act("dequantize", "out", out));
   RETURN_IF_ERROR(expect_shape2("dequantize", "out", out, w.out_features, w.in_features));
+  if (w.format == Format::kNF4) return check_nf4_weight_cuda("dequantize", w);
   RETURN_IF_ERROR(expect_cuda("dequantize", "qweight", w.qweight));
   RETURN_IF_ERROR(expect_cuda("dequantize", "scales", w.scales));
   RETURN_IF_ERROR(expect_cuda("dequantize", "qzeros", w.qzeros));
@@ -140,12 +162,33 @@ Status check_dequantize(View out, const LinearWeight& w) {
 
 }  // namespace
 
+Status check_nf4_weight_cuda(const char* op, const LinearWeight& w) {
+  for (const auto& [name, v] : {std::pair<const char*, const View*>{"qweight", &w.qweight}, {"scales", &w.scales},
+                                {"nested_scales", &w.nested_scales}, {"nested_offset", &w.nested_offset}})
+    RETURN_IF_ERROR(expect_cuda(op, name, *v));
+  const int64_t n = w.out_features, k = w.in_features;
+  if (w.group_size <= 0) return invalid_argument("{} (nf4): block size {} (expected > 0)", op, w.group_size);
+  const int64_t groups = quant_groups(w.group_size, k);
+  const int64_t nested = (groups * n + kNF4NestedBlock - 1) / kNF4NestedBlock;
+  auto expect = [op](const char* name, View v, DType dtype, Shape shape) -> Status {
+    if (v.dtype != dtype || !(v.shape == shape))
+      return invalid_argument("{} (nf4): {} is {} {}, expected {} {}", op, name, dtype_name(v.dtype), v.shape.str(),
+                              dtype_name(dtype), shape.str());
+    return Status::ok();
+  };
+  RETURN_IF_ERROR(expect("qweight", w.qweight, DType::kI32, Shape{packed_words(4, k), n}));
+  RETURN_IF_ERROR(expect("scales", w.scales, DType::kU8, Shape{groups, n}));
+  RETURN_IF_ERROR(expect("nested_scales", w.nested_scales, DType::kF32, Shape{nested}));
+  return expect("nested_offset", w.nested_offset, DType::kF32, Shape{1});
+}
+
 Status dequantize_cuda(View out, const LinearWeight& w, cudaStream_t stream) {
   RETURN_IF_ERROR(check_dequantize(out, w));
   const int64_t total = w.out_features * w.in_features;
   if (total == 0) return Status::ok();
   return dispatch_act(out.dtype, "dequantize", [&](auto tag) -> Status {
     using T = decltype(tag);
+    if (w.format == Format::kNF4) return launch_tiles<T, 4, true>(out, w, stream);
     switch (w.bits()) {
       case 8: return launch_tiles<T, 8>(out, w, stream);
       case 4: return launch_tiles<T, 4>(out, w, stream);

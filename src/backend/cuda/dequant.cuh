@@ -13,4 +13,8 @@ namespace compactor {
 // w: quantized LinearWeight whose qweight/scales/qzeros/g_idx are CUDA views.
 Status dequantize_cuda(View out, const LinearWeight& w, cudaStream_t stream);
 
+// Checks an NF4 LinearWeight (formats/nf4.h) for the CUDA kernels: every tensor on the device,
+// dtypes and shapes; messages name `op` and the tensor.
+Status check_nf4_weight_cuda(const char* op, const LinearWeight& w);
+
 }  // namespace compactor

@@ -23,6 +23,7 @@
 #include <atomic>
 
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/nf4_levels.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
 
@@ -112,17 +113,24 @@ struct QgemvArgs {
   bool accumulate;
 };
 
-// One block of 32 codes for every (input row t, weight row r): acc[t][r] += s_r · Σ (c - z)·x.
+// One block of 32 codes for every (input row t, weight row r): acc[t][r] += s_r · Σ (c - z)·x, or
+// for NF4 (kNF4: 4-bit codes into `levels`, the staged kNF4Values; sz = f32 absmax) s_r · Σ level·x.
 // xs: the staged x (kSmemX, M = 1) or nullptr (x from xr).
-template <typename T, int kBits, int kRowsM, bool kSmemX>
+template <typename T, int kBits, int kRowsM, bool kSmemX, bool kNF4>
 __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][kBits], const uint32_t (&sz)[kRowsPerWarp],
-                                              const T* const (&xr)[kRowsM], const uint4* xs, int64_t k0,
-                                              float (&acc)[kRowsM][kRowsPerWarp]) {
+                                              const T* const (&xr)[kRowsM], const uint4* xs, const float* levels,
+                                              int64_t k0, float (&acc)[kRowsM][kRowsPerWarp]) {
+  static_assert(!kNF4 || kBits == 4, "NF4 codes are 4 bits");
   constexpr int kDirect = QTraits<kBits>::kDirect;
   float add[kRowsPerWarp][kDirect], scale[kRowsPerWarp];
   uint32_t t[kRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
+    if constexpr (kNF4) {
+      scale[r] = __uint_as_float(sz[r]);
+      t[r] = 0u;
+      continue;
+    }
     scale[r] = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] & 0xffffu)));
     const float z = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] >> 16)));
 #pragma unroll
@@ -136,7 +144,13 @@ __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][
 #pragma unroll
     for (int r = 0; r < kRowsPerWarp; ++r)
 #pragma unroll
-      for (int e = 0; e < 8; ++e) cz[r][e] = code_minus_zero<kBits>(w[r], t[r], q * 8 + e, add[r]);
+      for (int e = 0; e < 8; ++e) {
+        if constexpr (kNF4) {
+          cz[r][e] = levels[(w[r][q] >> (4 * e)) & 15u];
+        } else {
+          cz[r][e] = code_minus_zero<kBits>(w[r], t[r], q * 8 + e, add[r]);
+        }
+      }
 #pragma unroll
     for (int m = 0; m < kRowsM; ++m) {
       float xv[8];
@@ -213,9 +227,12 @@ __device__ __forceinline__ void qgemv_load_batch(const QgemvArgs& a, const Qgemv
 // gap between rows: at K = 4096 int4 a row pair is a single batch, and without this each warp
 // loaded once, waited a full memory latency with nothing in flight, computed and exited.
 // kSmemX (M = 1 only): x staged in dynamic shared memory, a.ldx (= Kp) elements at x_slot order.
-template <typename T, int kBits, int kRowsM, bool kSmemX>
+// kNF4: the block first stages the 16 levels in shared memory (before any warp returns).
+template <typename T, int kBits, int kRowsM, bool kSmemX, bool kNF4>
 __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs a) {
   static_assert(!kSmemX || kRowsM == 1, "x is staged for one input row");
+  __shared__ float levels[kNF4 ? 16 : 1];
+  if constexpr (kNF4) stage_nf4_levels(levels);
   using Tr = QTraits<kBits>;
   constexpr int kU = Tr::kUnroll, kV = Tr::kVecs, kB = Tr::kBlocks;
   extern __shared__ uint4 xs_smem[];
@@ -275,7 +292,7 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
             sz[r] = cur_sz[u][r][b];
           }
           const int64_t k0 = static_cast<int64_t>(tile) * tile_codes<kBits>() + b * kRepackBlockK;
-          block_product<T, kBits, kRowsM, kSmemX>(w, sz, xr, kSmemX ? xs_smem : nullptr, k0, acc);
+          block_product<T, kBits, kRowsM, kSmemX, kNF4>(w, sz, xr, kSmemX ? xs_smem : nullptr, levels, k0, acc);
         }
       }
 #pragma unroll
@@ -347,7 +364,8 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
     return invalid_argument("qgemv: the repacked weight [{}, {}] has no device data", plan.n, plan.k);
   if (plan.bits != 2 && plan.bits != 3 && plan.bits != 4 && plan.bits != 8)
     return invalid_argument("qgemv: bits {} (expected 2, 3, 4 or 8)", plan.bits);
-  if (w.tc != nullptr && plan.bits != 4) return invalid_argument("qgemv: the tc layout is int4 only, not int{}", plan.bits);
+  if (w.tc != nullptr && (plan.bits != 4 || plan.nf4)) return invalid_argument("qgemv: the tc layout is int4 only");
+  if (plan.nf4 && plan.bits != 4) return invalid_argument("qgemv: nf4 with {} bits", plan.bits);
   if (plan.k_padded % kRepackTileK != 0 || plan.k_padded / kRepackBlockK > 0x7fffffff)
     return invalid_argument("qgemv: padded K {} is not a multiple of {} or too large", plan.k_padded, kRepackTileK);
   if (bias.data != nullptr) {
@@ -363,7 +381,7 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
 // Blocks of the persistent grid: as many warps as fit on the device at once (occupancy of this
 // instance × SMs), then fewer so that every warp runs the same number of jobs (the last round
 // would otherwise leave most warps idle while a few finish).
-template <typename T, int kBits, int kRowsM, bool kSmemX>
+template <typename T, int kBits, int kRowsM, bool kSmemX, bool kNF4>
 Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
   // Blocks per SM depend on the staged x's bytes (a multiple of 256: Kp·2): cached per size.
   static std::atomic<int> cached[kSmemXMaxBytes / 256 + 1] = {};
@@ -371,7 +389,7 @@ Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
   int per_sm = slot.load(std::memory_order_relaxed);
   if (per_sm == 0) {
     int b = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM, kSmemX>, kQgemvWarps * 32,
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&b, qgemv_kernel<T, kBits, kRowsM, kSmemX, kNF4>, kQgemvWarps * 32,
                                                       smem) != cudaSuccess) {
       (void)cudaGetLastError();
       b = 1;
@@ -389,29 +407,29 @@ Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
   return static_cast<unsigned>(blocks);
 }
 
-template <typename T, int kBits, int kRowsM, bool kSmemX = false>
+template <typename T, int kBits, int kRowsM, bool kSmemX, bool kNF4>
 Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
   const int64_t jobs = ceil_div(a.n, kRowsPerWarp) * a.m_chunks;
   if (jobs > 0x3fffffff) return invalid_argument("qgemv: {} row pairs x input chunks is too many", jobs);
   const size_t smem = kSmemX ? static_cast<size_t>(a.ldx) * sizeof(T) : 0;
   unsigned blocks = static_cast<unsigned>(ceil_div(jobs, kQgemvWarps));
   if (kPersistent<kRowsM>) {
-    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM, kSmemX>(jobs, smem)));
+    ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM, kSmemX, kNF4>(jobs, smem)));
   }
-  qgemv_kernel<T, kBits, kRowsM, kSmemX><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
+  qgemv_kernel<T, kBits, kRowsM, kSmemX, kNF4><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
 
-template <typename T, int kBits>
+template <typename T, int kBits, bool kNF4 = false>
 Status launch_bits(const QgemvArgs& a, cudaStream_t stream) {
   if (a.m == 1) {
-    if (a.ldx * static_cast<int64_t>(sizeof(T)) <= kSmemXMaxBytes) return launch_rows<T, kBits, 1, true>(a, stream);
-    return launch_rows<T, kBits, 1>(a, stream);
+    if (a.ldx * static_cast<int64_t>(sizeof(T)) <= kSmemXMaxBytes) return launch_rows<T, kBits, 1, true, kNF4>(a, stream);
+    return launch_rows<T, kBits, 1, false, kNF4>(a, stream);
   }
-  if (a.m == 2) return launch_rows<T, kBits, 2>(a, stream);
-  if (a.m <= 4) return launch_rows<T, kBits, 4>(a, stream);
-  return launch_rows<T, kBits, kMaxRowsM>(a, stream);
+  if (a.m == 2) return launch_rows<T, kBits, 2, false, kNF4>(a, stream);
+  if (a.m <= 4) return launch_rows<T, kBits, 4, false, kNF4>(a, stream);
+  return launch_rows<T, kBits, kMaxRowsM, false, kNF4>(a, stream);
 }
 
 }  // namespace
@@ -458,7 +476,9 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
     }
     switch (plan.bits) {
       case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, stream);
-      case 4: a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>()); return launch_bits<T, 4>(a, stream);
+      case 4:
+        a.tiles = static_cast<int>(plan.k_padded / tile_codes<4>());
+        return plan.nf4 ? launch_bits<T, 4, true>(a, stream) : launch_bits<T, 4>(a, stream);
       case 3: a.tiles = static_cast<int>(plan.k_padded / tile_codes<3>()); return launch_bits<T, 3>(a, stream);
       default: a.tiles = static_cast<int>(plan.k_padded / tile_codes<2>()); return launch_bits<T, 2>(a, stream);
     }

@@ -7,8 +7,10 @@
 #include <new>
 #include <vector>
 
+#include "backend/cuda/dequant.cuh"
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/qgemv.cuh"
+#include "formats/nf4.h"
 #include "formats/quant_pack.h"
 
 namespace compactor {
@@ -72,9 +74,26 @@ __global__ void qgemv_repack_scales_kernel(uint32_t* __restrict__ out,          
   }
 }
 
+// NF4: scale_zero[n, g] = f32 bits of the block's absmax, decoded from its E4M3 code, the nested
+// scale of its 256-entry block (entries flattened [G, N]) and the offset (formats/nf4.h).
+__global__ void qgemv_repack_nf4_scales_kernel(uint32_t* __restrict__ out,                  // [N, Gp]
+                                               const uint8_t* __restrict__ scales,          // [G, N] E4M3
+                                               const float* __restrict__ nested_scales,     // [ceil(G*N/256)]
+                                               const float* __restrict__ nested_offset,     // [1]
+                                               int64_t n, int64_t groups, int64_t groups_padded) {
+  const int64_t total = n * groups_padded;
+  for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t g = idx / n, row = idx - g * n;
+    const float absmax = g < groups ? nf4_absmax(scales[idx], nested_scales[idx / kNF4NestedBlock], nested_offset[0]) : 0.f;
+    out[row * groups_padded + g] = __float_as_uint(absmax);
+  }
+}
+
 namespace {
 
 Status check_repack(const LinearWeight& w) {
+  if (w.format == Format::kNF4) return check_nf4_weight_cuda("qgemv_repack", w);
   if (!w.quantized()) return invalid_argument("qgemv_repack: format {} is not quantized", format_name(w.format));
   RETURN_IF_ERROR(expect_cuda("qgemv_repack", "qweight", w.qweight));
   RETURN_IF_ERROR(expect_cuda("qgemv_repack", "scales", w.scales));
@@ -123,7 +142,8 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
   ASSIGN_OR_RETURN(r.plan, plan_repack(w.bits(), w.group_size, n, k, g_idx_host.empty() ? nullptr : g_idx_host.data(),
                                        &perm_host));
   const RepackPlan& plan = r.plan;
-  const bool tc = kernel == QgemvKernel::kTensorCores && plan.bits == 4;
+  r.plan.nf4 = w.format == Format::kNF4;
+  const bool tc = kernel == QgemvKernel::kTensorCores && plan.bits == 4 && !plan.nf4;
   if (tc) {
     ASSIGN_OR_RETURN(r.tc, device_tensor(Shape{tc_padded_rows(n) * plan.k_padded / 8}, DType::kI32));
   } else {
@@ -148,9 +168,15 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
         plan.words_per_row);
   }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  qgemv_repack_scales_kernel<<<grid_for(n * plan.groups_padded, kThreads), kThreads, 0, stream>>>(
-      r.scale_zero.as<uint32_t>(), w.scales.as<const uint16_t>(), w.qzeros.as<const int32_t>(), plan.bits, n,
-      quant_groups(w.group_size, k), plan.groups_padded);
+  if (plan.nf4) {
+    qgemv_repack_nf4_scales_kernel<<<grid_for(n * plan.groups_padded, kThreads), kThreads, 0, stream>>>(
+        r.scale_zero.as<uint32_t>(), w.scales.as<const uint8_t>(), w.nested_scales.as<const float>(),
+        w.nested_offset.as<const float>(), n, quant_groups(w.group_size, k), plan.groups_padded);
+  } else {
+    qgemv_repack_scales_kernel<<<grid_for(n * plan.groups_padded, kThreads), kThreads, 0, stream>>>(
+        r.scale_zero.as<uint32_t>(), w.scales.as<const uint16_t>(), w.qzeros.as<const int32_t>(), plan.bits, n,
+        quant_groups(w.group_size, k), plan.groups_padded);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   // perm_host must outlive the asynchronous upload above.
   CUDA_RETURN_IF_ERROR(cudaStreamSynchronize(stream));

@@ -26,8 +26,10 @@ namespace {
 
 constexpr int kTcWarps = 8;
 constexpr int kTcUnroll = 4;  // 64-position chunks per lane per batch (the register double buffer)
-// Blocks per SM the register budget is set for (__launch_bounds__).
-template <int kTiles> inline constexpr int kTcMinBlocks = kTiles <= 2 ? 2 : 1;
+// Blocks per SM the register budget is set for (__launch_bounds__): the decode instance (M <= 8,
+// groups >= 64, no gather) fits 80 registers (3 blocks; ptxas: 8 bytes of spill), the others
+// would spill more there.
+template <int kTiles, bool kPlain> inline constexpr int kTcMinBlocks = kTiles == 1 ? (kPlain ? 3 : 2) : kTiles == 2 ? 2 : 1;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 
 struct QgemvTcArgs {
@@ -47,10 +49,6 @@ struct QgemvTcArgs {
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
 template <> __device__ __forceinline__ uint32_t tc_magic<__half>() { return 0x64006400u; }         // 1024, 1024
 template <> __device__ __forceinline__ uint32_t tc_magic<__nv_bfloat16>() { return 0x43004300u; }  // 128, 128
-template <typename T> __device__ __forceinline__ float tc_magic_value();
-template <> __device__ __forceinline__ float tc_magic_value<__half>() { return 1024.f; }
-template <> __device__ __forceinline__ float tc_magic_value<__nv_bfloat16>() { return 128.f; }
-
 template <typename T> struct Pair;
 template <> struct Pair<__half> { using type = __half2; };
 template <> struct Pair<__nv_bfloat16> { using type = __nv_bfloat162; };
@@ -64,14 +62,18 @@ __device__ __forceinline__ uint32_t sub2(uint32_t a, uint32_t b) {
 }
 
 __device__ __forceinline__ float sz_scale(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz & 0xffffu))); }
-__device__ __forceinline__ float sz_zero(uint32_t sz) { return __half2float(__ushort_as_half(static_cast<unsigned short>(sz >> 16))); }
+// The pair (magic + z, magic + z) of a scale/zero word: z is a small integer (< 16), and 1024 + z
+// (f16) / 128 + z (bf16) have the bits of the magic plus z (the mantissa's last place is 1 there).
+template <typename T>
+__device__ __forceinline__ uint32_t zero_pair(uint32_t sz) {
+  const uint32_t z = static_cast<uint32_t>(__half2int_rn(__ushort_as_half(static_cast<unsigned short>(sz >> 16))));
+  return tc_magic<T>() + z * 0x00010001u;
+}
 
-// x at positions p .. p+3 of one input row as the B fragment pair of one step (b0 = positions p,
-// p+1; b1 = p+2, p+3; the lower position in the low half); xrow: [K] (kGather, read through perm)
-// or [Kp] 16-bit values. p is a multiple of 4.
-template <bool kGather>
-__device__ __forceinline__ uint2 x_quad(const unsigned short* xrow, const int32_t* perm, int64_t p) {
-  if (!kGather) return __ldg(reinterpret_cast<const uint2*>(xrow + p));
+// Act-order x at positions p .. p+3 of one input row, read through perm, as the B fragment pair of
+// one step (b0 = positions p, p+1; b1 = p+2, p+3; the lower position in the low half); xrow: [K]
+// 16-bit values. p is a multiple of 4.
+__device__ __forceinline__ uint2 x_quad_gather(const unsigned short* xrow, const int32_t* perm, int p) {
   const int4 col = __ldg(reinterpret_cast<const int4*>(perm + p));
   const uint32_t v0 = col.x >= 0 ? __ldg(xrow + col.x) : 0u, v1 = col.y >= 0 ? __ldg(xrow + col.y) : 0u;
   const uint32_t v2 = col.z >= 0 ? __ldg(xrow + col.z) : 0u, v3 = col.w >= 0 ? __ldg(xrow + col.w) : 0u;
@@ -79,27 +81,28 @@ __device__ __forceinline__ uint2 x_quad(const unsigned short* xrow, const int32_
 }
 
 // One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
-// for the chunk's first and second half (the same group unless the group size is 32). xr[j]: the
-// x row of tile j; p0 = the chunk's first position + 4t.
-template <typename T, int kTiles, bool kGather>
-__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4], const unsigned short* const (&xr)[kTiles],
-                                         const int32_t* perm, int64_t p0, bool split, float (&acc)[kTiles][4]) {
+// (kSplit, group size 32: for each half of the chunk). xr[j]: the x row of tile j, already offset
+// by 4t; p0: the chunk's first position.
+template <typename T, int kTiles, bool kGather, bool kSplit>
+__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
+                                         const int32_t* perm, int p0, int t, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   float d[kTiles][4] = {};
-  uint32_t sz_lo = 0, sz_hi = 0, z_lo = 0, z_hi = 0;
+  uint32_t z_lo = 0, z_hi = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    if (h == 0 || split) {  // groups >= 64: the second half has the first's group (same words)
-      sz_lo = sz[2 * h];
-      sz_hi = sz[2 * h + 1];
-      z_lo = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_lo), tc_magic_value<T>() + sz_zero(sz_lo));
-      z_hi = mma::pack2<T>(tc_magic_value<T>() + sz_zero(sz_hi), tc_magic_value<T>() + sz_zero(sz_hi));
+    if (h == 0 || kSplit) {
+      z_lo = zero_pair<T>(sz[2 * h]);
+      z_hi = zero_pair<T>(sz[2 * h + 1]);
     }
     uint2 xb[kTiles][2];
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2)
 #pragma unroll
-      for (int j = 0; j < kTiles; ++j) xb[j][s2] = x_quad<kGather>(xr[j], perm, p0 + 16 * (2 * h + s2));
+      for (int j = 0; j < kTiles; ++j) {
+        const int p = p0 + 16 * (2 * h + s2);
+        xb[j][s2] = kGather ? x_quad_gather(xr[j], perm, p + 4 * t) : __ldg(reinterpret_cast<const uint2*>(xr[j] + p));
+      }
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
       const uint32_t word = words[2 * h + s2];
@@ -111,8 +114,8 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s2].x, xb[j][s2].y);
     }
-    if (h == 1 || split) {
-      const float s_lo = sz_scale(sz_lo), s_hi = sz_scale(sz_hi);
+    if (h == 1 || kSplit) {
+      const float s_lo = sz_scale(sz[2 * h]), s_hi = sz_scale(sz[2 * h + 1]);
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
         acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
@@ -126,68 +129,78 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t (&sz)[4]
   }
 }
 
-// Codes and scale/zero words of chunks first + u·kTcWarps (u < kTcUnroll) of one row tile; wt: this
-// lane's 16 bytes of the tile's chunk 0; sz_lo/sz_hi: the scale/zero rows of rows g and g + 8.
-__device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const uint4* wt, const uint32_t* sz_lo,
-                                              const uint32_t* sz_hi, int first, uint4 (&wv)[kTcUnroll],
-                                              uint32_t (&szv)[kTcUnroll][4]) {
+// Where one lane's weights live: its 16 bytes of the row tile's chunk 0, and the scale/zero rows
+// of rows g and g + 8. Indices below are 32-bit (the launcher checks the sizes).
+struct TcLane {
+  const uint4* wt;
+  const uint32_t* sz_lo;
+  const uint32_t* sz_hi;
+};
+
+// Codes and scale/zero words of chunks first + u·kTcWarps (u < kTcUnroll): kSz words per chunk
+// (rows g, g+8; kSplit: for both halves).
+template <int kSz>
+__device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane& l, int first, uint4 (&wv)[kTcUnroll],
+                                              uint32_t (&szv)[kTcUnroll][kSz]) {
 #pragma unroll
   for (int u = 0; u < kTcUnroll; ++u) {
     const int c = first + u * kTcWarps;
     const bool ok = c < a.chunks;
-    wv[u] = ok ? __ldg(wt + static_cast<int64_t>(c) * 32) : make_uint4(0, 0, 0, 0);
-    const int64_t g0 = (static_cast<int64_t>(c) * kTcChunkK) >> a.group_shift;
-    const int64_t g1 = (static_cast<int64_t>(c) * kTcChunkK + 32) >> a.group_shift;
-    szv[u][0] = ok ? __ldg(sz_lo + g0) : 0u;
-    szv[u][1] = ok ? __ldg(sz_hi + g0) : 0u;
-    szv[u][2] = ok ? __ldg(sz_lo + g1) : 0u;
-    szv[u][3] = ok ? __ldg(sz_hi + g1) : 0u;
+    wv[u] = ok ? __ldg(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int hf = 0; hf < kSz / 2; ++hf) {
+      const int grp = (c * kTcChunkK + 32 * hf) >> a.group_shift;
+      szv[u][2 * hf] = ok ? __ldg(l.sz_lo + grp) : 0u;
+      szv[u][2 * hf + 1] = ok ? __ldg(l.sz_hi + grp) : 0u;
+    }
   }
 }
 
 }  // namespace
 
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
-// w, w + 8, w + 16, .. of the row tile.
-template <typename T, int kTiles, bool kGather>
-__global__ void __launch_bounds__(kTcWarps * 32, kTcMinBlocks<kTiles>) qgemv_tc_kernel(const QgemvTcArgs a) {
+// w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
+// other is multiplied) without copies between them.
+template <typename T, int kTiles, bool kGather, bool kSplit>
+__global__ void __launch_bounds__(kTcWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit>)) qgemv_tc_kernel(const QgemvTcArgs a) {
+  constexpr int kSz = kSplit ? 4 : 2;
   __shared__ float partial[kTcWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
   const int64_t row_tile = blockIdx.x / m_blocks;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x % m_blocks) * kTcMaxRowsM;
   const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
-  const uint4* wt = a.tc + row_tile * a.chunks * 32 + lane;
-  const uint32_t* sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
-  const uint32_t* sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
+  TcLane l;
+  l.wt = a.tc + row_tile * a.chunks * 32 + lane;
+  l.sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
+  l.sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
   const unsigned short* xr[kTiles];
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
     const int64_t xm = m0 + 8 * j + g;
     // Input rows past M read row 0: their D columns are never stored, and a column of the mma
     // does not mix into the others, so no predicate (and no branch) is needed on the x loads.
-    xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx;
+    xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + (kGather ? 0 : 4 * t);
   }
-  const bool split = a.group_shift == 5;
   constexpr int kBatch = kTcWarps * kTcUnroll;  // chunks per batch of the block
-  uint4 cur[kTcUnroll], nxt[kTcUnroll];
-  uint32_t cur_sz[kTcUnroll][4], nxt_sz[kTcUnroll][4];
-  tc_load_batch(a, wt, sz_lo, sz_hi, warp, cur, cur_sz);
+  uint4 w0[kTcUnroll], w1[kTcUnroll];
+  uint32_t s0[kTcUnroll][kSz], s1[kTcUnroll][kSz];
   float acc[kTiles][4] = {};
-  for (int base = 0; base < a.chunks; base += kBatch) {  // the same trip count in every warp
-    if (base + kBatch < a.chunks) tc_load_batch(a, wt, sz_lo, sz_hi, base + kBatch + warp, nxt, nxt_sz);
+  auto multiply = [&](const uint4 (&wv)[kTcUnroll], const uint32_t (&sv)[kTcUnroll][kSz], int first) {
 #pragma unroll
     for (int u = 0; u < kTcUnroll; ++u) {
-      const int c = base + warp + u * kTcWarps;
-      if (c >= a.chunks) break;
-      tc_chunk<T, kTiles, kGather>(cur[u], cur_sz[u], xr, a.perm, static_cast<int64_t>(c) * kTcChunkK + 4 * t, split, acc);
+      const int c = first + u * kTcWarps;
+      if (c >= a.chunks) break;  // warp-uniform
+      tc_chunk<T, kTiles, kGather, kSplit>(wv[u], sv[u], xr, a.perm, c * kTcChunkK, t, acc);
     }
-#pragma unroll
-    for (int u = 0; u < kTcUnroll; ++u) {
-      cur[u] = nxt[u];
-#pragma unroll
-      for (int e = 0; e < 4; ++e) cur_sz[u][e] = nxt_sz[u][e];
-    }
+  };
+  tc_load_batch<kSz>(a, l, warp, w0, s0);
+  for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
+    if (base + kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + kBatch + warp, w1, s1);
+    multiply(w0, s0, base + warp);
+    if (base + kBatch >= a.chunks) break;
+    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + 2 * kBatch + warp, w0, s0);
+    multiply(w1, s1, base + kBatch + warp);
   }
 #pragma unroll
   for (int j = 0; j < kTiles; ++j)
@@ -216,7 +229,15 @@ template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t blocks = ceil_div(a.n, kTcRows) * ceil_div(a.m, kTcMaxRowsM);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", blocks);
-  qgemv_tc_kernel<T, kTiles, kGather><<<static_cast<unsigned>(blocks), kTcWarps * 32, 0, stream>>>(a);
+  // 32-bit chunk, group and position indices inside the kernel.
+  if (static_cast<int64_t>(a.chunks) * kTcChunkK > 0x3fffffff || a.groups_padded > 0x3fffffff)
+    return invalid_argument("qgemv (tensor cores): K = {} positions is too large", static_cast<int64_t>(a.chunks) * kTcChunkK);
+  const unsigned grid = static_cast<unsigned>(blocks);
+  if (a.group_shift == 5) {
+    qgemv_tc_kernel<T, kTiles, kGather, true><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  } else {
+    qgemv_tc_kernel<T, kTiles, kGather, false><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
 }
