@@ -2,6 +2,8 @@
 // [--act-order [--static-groups]] [--sym|--asym] --calib FILE --calib-samples N --calib-seqlen L
 // --seed S [--override PATTERN=VALUE ...] [--eval DATASETS [--eval-base]] [--device cpu|cuda] [--json]
 // compactor quantize --synthetic llama2-7b --device cuda [...]   (speed benchmark, nothing saved)
+// compactor quantize MODEL OUT --method nf4 [--group 64] [--override PATTERN=nf4|keep] [--eval ...]
+//   (data-free NF4 with double-quantized scales: quantize_nf4.h)
 // Weight-only post-training quantization (src/compress/ptq.h) through the layer-by-layer driver;
 // prints and records per-layer reconstruction error (‖WX − ŴX‖² / ‖WX‖² on calibration inputs,
 // with RTN's for comparison), time per layer, total time, peak memory, bits per weight (scales and
@@ -24,9 +26,11 @@
 #include "datasets.h"
 #include "exp/recipe.h"
 #include "eval/perplexity.h"
+#include "formats/nf4.h"
 #include "formats/quant_pack.h"
 #include "io/text_file.h"
 #include "model/synthetic.h"
+#include "quantize_nf4.h"
 
 #ifdef COMPACTOR_HAS_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -341,6 +345,27 @@ int run_quantize(const QuantizeOptions& o, const CLI::App& app) {
   return 0;
 }
 
+// --method nf4: the options that apply to it (block size from --group, default 64).
+Result<NF4QuantizeOptions> nf4_options(const QuantizeOptions& o, const CLI::App& app) {
+  for (const char* flag : {"--bits", "--per-channel", "--act-order", "--static-groups", "--sym", "--asym",
+                           "--synthetic", "--awq-grid", "--no-awq-clip", "--awq-duo-scaling", "--percdamp"})
+    if (app.count(flag) > 0 && !(std::string_view(flag) == "--bits" && o.bits == 4))
+      return invalid_argument("{} does not apply to --method nf4 (4-bit NormalFloat, absmax per --group block)", flag);
+  NF4QuantizeOptions n;
+  n.model = o.model;
+  n.out = o.out;
+  n.block = app.count("--group") > 0 ? o.group : kNF4DefaultBlock;
+  n.overrides = o.overrides;
+  n.eval = o.eval;
+  n.eval_base = o.eval_base;
+  n.eval_ctx = o.eval_ctx;
+  n.limit_windows = o.limit_windows;
+  n.overwrite = o.overwrite;
+  n.no_save = o.no_save;
+  n.common = o.common;
+  return n;
+}
+
 }  // namespace
 
 Command make_quantize_command(CLI::App& root) {
@@ -348,7 +373,8 @@ Command make_quantize_command(CLI::App& root) {
   CLI::App* app = root.add_subcommand("quantize", "weight-only post-training quantization: RTN, GPTQ, AWQ");
   app->add_option("model", o->model, "model directory (not with --synthetic)");
   app->add_option("out", o->out, "output directory (a compressed model)");
-  app->add_option("--method", o->method, "rtn, gptq or awq")->capture_default_str();
+  app->add_option("--method", o->method, "rtn, gptq, awq or nf4 (data-free NormalFloat-4, block = --group, "
+                                         "default 64)")->capture_default_str();
   app->add_option("--bits", o->bits, "weight bits: 2, 3, 4 or 8")->capture_default_str();
   app->add_option("--group", o->group, "input columns per scale group")->capture_default_str();
   app->add_flag("--per-channel", o->per_channel, "one scale per output row (no groups)");
@@ -382,6 +408,12 @@ Command make_quantize_command(CLI::App& root) {
                                                      "on the CPU)")->capture_default_str();
   add_common_options(app, o->common);
   return {app, [o, app]() {
+            if (o->method == "nf4") {
+              if (o->model.empty()) return fail(invalid_argument("quantize: MODEL is required for --method nf4"));
+              if (o->out.empty() && !o->no_save) return fail(invalid_argument("quantize: OUT is required (or --no-save)"));
+              auto nf4 = nf4_options(*o, *app);
+              return nf4.is_ok() ? run_quantize_nf4(*nf4, *app) : fail(nf4.status());
+            }
             if (!o->synthetic.empty()) {
               // `compactor quantize --synthetic NAME [OUT]`: the one positional lands in MODEL.
               if (!o->out.empty())
