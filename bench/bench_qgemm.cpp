@@ -11,6 +11,8 @@
 // Last, per model (Llama-2-7B, Llama-3-8B), format and M: the summed time of all linears of one
 // decode step, quantized layers (best of fused, tc and dequant) + dense lm_head vs all dense.
 // Weights are random bit patterns filled on the device (every bit pattern is a valid code).
+// --formats nf4 benchmarks NF4 (formats/nf4.h, block 64): the fused kernel is the CUDA-core one
+// (levels from shared memory; no tc column), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
 #include <cuda_runtime_api.h>
@@ -30,6 +32,7 @@
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "formats/format.h"
+#include "formats/nf4.h"
 
 namespace compactor {
 namespace {
@@ -102,13 +105,40 @@ Tensor filled(CudaBackend& be, Shape shape, DType dtype, uint64_t stream_id, flo
   return t;
 }
 
-// A random packed quantized weight on the device (quant_pack.h layout).
+// --formats nf4 (not an intN preset): NF4 at block 64.
+constexpr QuantPreset kNF4Bench{"nf4", 4, kNF4DefaultBlock};
+
+// A random packed quantized weight on the device (quant_pack.h layout, or nf4.h's).
 struct PackedCopy {
-  Tensor qweight, scales, qzeros;
+  Tensor qweight, scales, qzeros, nested_scales, nested_offset;
   LinearWeight w;
 };
 
+// NF4: random codes; E4M3 scale codes from the bytes of N(0.5, 0.1²) floats (finite, mostly
+// positive), so the decoded absmax values are ordinary numbers.
+PackedCopy random_nf4(CudaBackend& be, int64_t n, int64_t k, uint64_t seed) {
+  PackedCopy c;
+  const int64_t g = quant_groups(kNF4DefaultBlock, k), nested = ceil_div(g * n, kNF4NestedBlock);
+  c.qweight = filled(be, Shape{packed_words(4, k), n}, DType::kI32, seed * 8 + 1, 0.f, 1e6f);
+  c.scales = be.alloc(Shape{g, n}, DType::kU8);
+  std::vector<uint8_t> codes(g * n);
+  for (int64_t i = 0; i < g * n; ++i) codes[i] = float_to_e4m3(0.5f + 0.1f * static_cast<float>((i * 2654435761u) % 97) / 97.f);
+  be.copy_from_host(codes.data(), c.scales);
+  c.nested_scales = filled(be, Shape{nested}, DType::kF32, seed * 8 + 2, 0.01f, 0.001f);
+  c.nested_offset = filled(be, Shape{1}, DType::kF32, seed * 8 + 3, 0.02f, 0.f);
+  c.w.format = Format::kNF4;
+  c.w.out_features = n;
+  c.w.in_features = k;
+  c.w.group_size = kNF4DefaultBlock;
+  c.w.qweight = c.qweight;
+  c.w.scales = c.scales;
+  c.w.nested_scales = c.nested_scales;
+  c.w.nested_offset = c.nested_offset;
+  return c;
+}
+
 PackedCopy random_packed(CudaBackend& be, const QuantPreset& p, int64_t n, int64_t k, uint64_t seed) {
+  if (&p == &kNF4Bench) return random_nf4(be, n, k, seed);
   PackedCopy c;
   const int64_t g = quant_groups(p.group_size, k);
   c.qweight = filled(be, Shape{packed_words(p.bits, k), n}, DType::kI32, seed * 8 + 1, 0.f, 1e6f);
@@ -179,7 +209,8 @@ std::vector<std::pair<double, double>> dense_baselines(CudaBackend& be, cublasHa
 std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const LayerShape& s, const QuantPreset& p,
                              const std::vector<int64_t>& ms, const std::vector<std::pair<double, double>>& dense,
                              DType act, bool quick) {
-  const int64_t probe_bytes = quant_packed_bytes(QuantSpec{p.bits, p.group_size, false}, s.n, s.k, false);
+  const bool nf4 = &p == &kNF4Bench;
+  const int64_t probe_bytes = nf4 ? nf4_packed_bytes(s.n, s.k) : quant_packed_bytes(QuantSpec{p.bits, p.group_size, false}, s.n, s.k, false);
   const int copies = copies_for(probe_bytes);
   std::vector<QgemvRepacked> repacked, repacked_tc;
   std::vector<PackedCopy> packed;
@@ -188,7 +219,7 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
     auto r = qgemv_repack_cuda(packed.back().w, be.stream());
     die_if(r.status(), "repack " + s.name);
     repacked.push_back(std::move(r).value());
-    if (p.bits != 4) continue;
+    if (p.bits != 4 || nf4) continue;
     auto tc = qgemv_repack_cuda(packed.back().w, be.stream(), QgemvKernel::kTensorCores);
     die_if(tc.status(), "tc repack " + s.name);
     repacked_tc.push_back(std::move(tc).value());
@@ -291,7 +322,7 @@ int run(const Options& o) {
   for (const std::string& m : split(o.m_list)) ms.push_back(std::stoll(m));
   std::vector<const QuantPreset*> presets;
   for (const std::string& f : split(o.formats)) {
-    const QuantPreset* p = find_quant_preset(f);
+    const QuantPreset* p = f == "nf4" ? &kNF4Bench : find_quant_preset(f);
     if (p == nullptr) {
       std::fprintf(stderr, "bench_qgemm: --formats: unknown preset '%s'\n", f.c_str());
       return 1;
@@ -336,7 +367,7 @@ int main(int argc, char** argv) {
   CLI::App app{"Fused quantized GEMV/GEMM kernel benchmark (CUDA)"};
   app.add_option("--json", o.json_path, "write the results as JSON here");
   app.add_option("--act", o.act, "activation dtype: bf16 or f16")->check(CLI::IsMember({"bf16", "f16"}));
-  app.add_option("--formats", o.formats, "comma-separated presets (format.h), e.g. w4g128,w8,w3g128,w2g64");
+  app.add_option("--formats", o.formats, "comma-separated presets (format.h) or nf4, e.g. w4g128,w8,w3g128,w2g64,nf4");
   app.add_option("--shapes", o.shapes, "comma-separated shape names (default: all)");
   app.add_option("--m", o.m_list, "comma-separated input row counts");
   app.add_flag("--quick", o.quick, "fewer repetitions");
