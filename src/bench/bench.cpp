@@ -101,7 +101,7 @@ std::string weight_format_label(const Model& model) {
     const ModuleQuantization* mq = q != nullptr ? q->find(name) : nullptr;
     std::string label = fmt::format("{} {}", format_name(w->format),
                                     w->group_size == 0 ? std::string("per-channel") : fmt::format("g{}", w->group_size));
-    if (mq != nullptr) label += mq->spec.symmetric ? " sym" : " asym";
+    if (mq != nullptr && format_is_int(w->format)) label += mq->spec.symmetric ? " sym" : " asym";
     if (w->g_idx.data != nullptr) label += " act-order";
     ++formats[label];
   }

@@ -10,6 +10,7 @@
 #include <optional>
 #include <random>
 
+#include "formats/nf4.h"
 #include "formats/quant_pack.h"
 
 #include <nlohmann/json.hpp>
@@ -98,7 +99,15 @@ Result<std::unique_ptr<Model>> Model::allocate(const ModelConfig& config, Backen
     w.out_features = out;
     w.in_features = in;
     const ModuleQuantization* q = quant != nullptr ? quant->find(module) : nullptr;
-    if (q != nullptr) {  // packed storage only (quant_pack.h shapes); no dense weight exists
+    if (q != nullptr && q->format == Format::kNF4) {  // nf4.h shapes
+      const int64_t blocks = quant_groups(q->spec.group_size, in);
+      w.format = Format::kNF4;
+      w.group_size = q->spec.group_size;
+      w.qweight = tensor(Shape{packed_words(4, in), out}, DType::kI32);
+      w.scales = tensor(Shape{blocks, out}, DType::kU8);
+      w.nested_scales = tensor(Shape{(blocks * out + kNF4NestedBlock - 1) / kNF4NestedBlock}, DType::kF32);
+      w.nested_offset = tensor(Shape{1}, DType::kF32);
+    } else if (q != nullptr) {  // packed storage only (quant_pack.h shapes); no dense weight exists
       const int bits = q->spec.bits;
       const int64_t groups = quant_groups(q->spec.group_size, in);
       w.format = q->format;
@@ -221,6 +230,26 @@ void clear_code_padding(Backend& backend, const LinearWeight& w) {
   backend.copy_from_host(row.data(), last);
 }
 
+// NF4 scales: absmax' = e4m3(code) · nested_scale + offset with offset 0, nested_scale = a0 / 256
+// and codes E4M3(±(256 + N(0, 25.6²))): |absmax'| ≈ a0 ± 10%, like the intN scales. The sign is
+// random because uniform NF4 codes have mean 0.0235 (the levels are not symmetric): with one sign
+// the weights would share a common-mode bias, which grows through the layers.
+void fill_nf4_scales(Backend& backend, const LinearWeight& w, uint64_t stream) {
+  double sq = 0;
+  for (float v : kNF4Values) sq += double(v) * v;
+  const float a0 = static_cast<float>(0.02 / std::sqrt(sq / 16.0));  // weight std 0.02 for uniform codes
+  const int64_t count = w.scales.numel();
+  std::vector<uint8_t> codes(count);
+  std::mt19937_64 rng(mix64(stream));
+  std::normal_distribution<float> magnitude(256.f, 25.6f);
+  for (int64_t i = 0; i < count; ++i) codes[i] = float_to_e4m3(((rng() & 1) ? 1.f : -1.f) * magnitude(rng));
+  backend.copy_from_host(codes.data(), w.scales);
+  std::vector<float> nested(w.nested_scales.numel(), a0 / 256.f);
+  backend.copy_from_host(nested.data(), w.nested_scales);
+  const float offset = 0.f;
+  backend.copy_from_host(&offset, w.nested_offset);
+}
+
 }  // namespace
 
 float synthetic_scale(const QuantSpec& spec) {
@@ -237,6 +266,7 @@ float synthetic_scale(const QuantSpec& spec) {
 }
 
 std::string SyntheticQuant::format_label() const {
+  if (format == Format::kNF4) return fmt::format("nf4 block {}", spec.group_size);
   std::string label = fmt::format("{} {} {}", format_name(format),
                                   spec.group_size == 0 ? std::string("per-channel") : fmt::format("g{}", spec.group_size),
                                   spec.symmetric ? "sym" : "asym");
@@ -252,11 +282,20 @@ std::string SyntheticQuant::describe(const ModelConfig& config, DType dense_dtyp
 }
 
 Result<SyntheticQuant> synthetic_quant(std::string_view preset, bool symmetric, bool act_order, bool lm_head) {
+  if (preset == "nf4") {
+    if (symmetric || act_order) return invalid_argument("--quant nf4: --sym/--act-order do not apply (codebook format)");
+    SyntheticQuant q;
+    q.preset = "nf4";
+    q.format = Format::kNF4;
+    q.spec = QuantSpec{4, kNF4DefaultBlock, false};
+    q.lm_head = lm_head;
+    return q;
+  }
   const QuantPreset* p = find_quant_preset(preset);
   if (p == nullptr) {
     std::string known;
     for (const QuantPreset& q : kQuantPresets) known += (known.empty() ? "" : ", ") + std::string(q.name);
-    return invalid_argument("--quant: unknown preset '{}' (known: {})", preset, known);
+    return invalid_argument("--quant: unknown preset '{}' (known: {}, nf4)", preset, known);
   }
   if (act_order && p->group_size == 0)
     return invalid_argument("--act-order: preset '{}' is per-channel (one group, so g_idx carries nothing); use a "
@@ -293,7 +332,12 @@ void fill_synthetic_weights(Model& model, uint64_t seed, const WeightFill& fill,
   const QuantizationConfig* quant = model.quantization();
   uint64_t stream = mix64(seed);
   auto linear = [&](LinearWeight& lw) {
-    if (lw.quantized()) {
+    if (lw.format == Format::kNF4) {
+      COMPACTOR_ASSERT(fill_words != nullptr, "fill_synthetic_weights: packed linears need a word fill");
+      fill_words(lw.qweight, ++stream);  // every 4-bit pattern is a valid NF4 code
+      clear_code_padding(backend, lw);
+      fill_nf4_scales(backend, lw, ++stream);
+    } else if (lw.quantized()) {
       COMPACTOR_ASSERT(fill_words != nullptr, "fill_synthetic_weights: packed linears need a word fill");
       const bool symmetric = quant != nullptr && quant->default_module.spec.symmetric;
       QuantSpec spec;
@@ -341,7 +385,8 @@ namespace {
 // The packed tensors of a linear (LinearWeight::storage_bytes also counts the bias).
 int64_t view_bytes(const View& v) { return v.data != nullptr ? v.bytes() : 0; }
 int64_t packed_bytes(const LinearWeight& w) {
-  return view_bytes(w.qweight) + view_bytes(w.scales) + view_bytes(w.qzeros) + view_bytes(w.g_idx);
+  return view_bytes(w.qweight) + view_bytes(w.scales) + view_bytes(w.qzeros) + view_bytes(w.g_idx) +
+         view_bytes(w.nested_scales) + view_bytes(w.nested_offset);
 }
 
 // Calls f on every linear the model owns storage for (lm_head unless tied to the embeddings).

@@ -10,6 +10,8 @@
 // points 2^(bits-1) and scales N(0, s0²), with s0 (synthetic_scale) chosen so the dequantized
 // weights have mean 0 and std 0.02 like the dense ones. Embeddings and norms stay dense; lm_head
 // too unless SyntheticQuant::lm_head.
+// `--quant nf4` (formats/nf4.h, block 64): random code words, E4M3 scale codes of random sign around
+// 256 with nested scales a0/256 and offset 0, a0 chosen so the dequantized weights have std 0.02.
 // Test: build-*/tests/test_cuda_model --gtest_filter='*Synthetic*' (GPU), test_synthetic_model (CPU).
 #pragma once
 
@@ -47,7 +49,7 @@ void fill_words_host(Backend& backend, View out, uint64_t stream);
 
 // The weight format of a synthetic quantized model.
 struct SyntheticQuant {
-  std::string preset;  // kQuantPresets name, e.g. "w4g128"
+  std::string preset;  // kQuantPresets name, e.g. "w4g128", or "nf4"
   Format format = Format::kInt4;
   QuantSpec spec;      // bits, group_size (0 = per-channel), symmetric
   bool act_order = false;  // g_idx: a random permutation of the inputs cut into groups of group_size
@@ -60,6 +62,7 @@ struct SyntheticQuant {
 };
 
 // --quant PRESET [--sym] [--act-order] [--quant-lm-head]; errors name the flag and list the presets.
+// "nf4" gives Format::kNF4 with spec {4, 64, false} (no --sym / --act-order).
 Result<SyntheticQuant> synthetic_quant(std::string_view preset, bool symmetric, bool act_order, bool lm_head);
 
 // The quantization_config of such a model: every block linear (and lm_head when asked) by its HF
@@ -81,7 +84,8 @@ Result<std::unique_ptr<Model>> make_synthetic_model(const ModelConfig& config, B
                                                     const WordFill& fill_words);
 
 // Bytes of every weight the model holds on its backend (what decode reads per step, plus the
-// embedding table of which it reads B rows); packed linears count qweight + scales + qzeros (+ g_idx).
+// embedding table of which it reads B rows); packed linears count qweight + scales + qzeros (+ g_idx)
+// (NF4: qweight + scales + nested_scales + nested_offset).
 int64_t model_weight_bytes(const Model& model);
 // The packed part of that (0 for a dense model).
 int64_t model_quantized_bytes(const Model& model);
