@@ -29,6 +29,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -69,20 +70,17 @@ inline constexpr float kNF4Values[16] = {
 
 // FP8 E4M3 (OCP FP8, "fn" variant: bias 7, no infinities, S.1111.111 is NaN, max 448).
 COMPACTOR_NF4_HD inline float e4m3_to_float(uint8_t b) {
-  const int sign = b >> 7, e = (b >> 3) & 15, m = b & 7;
+  const uint32_t sign = (b & 0x80u) << 24, e = (b >> 3) & 15u, m = b & 7u;
+  if (e == 15 && m == 7) return __builtin_nanf("");
   float v;
   if (e == 0) {
     v = static_cast<float>(m) * (1.f / 512.f);  // subnormal: m/8 · 2^-6
-  } else if (e == 15 && m == 7) {
-    v = __builtin_nanf("");
-  } else {
-    // (1 + m/8) · 2^(e - 7), built exactly
-    float p = 1.f;
-    for (int i = 7; i < e; ++i) p *= 2.f;
-    for (int i = e; i < 7; ++i) p *= 0.5f;
-    v = (1.f + static_cast<float>(m) * 0.125f) * p;
+    return sign ? -v : v;
   }
-  return sign ? -v : v;
+  // (1 + m/8) · 2^(e - 7): the f32 with exponent e - 7 + 127 and the top 3 mantissa bits m
+  const uint32_t bits = sign | ((e + 120u) << 23) | (m << 20);
+  memcpy(&v, &bits, sizeof v);
+  return v;
 }
 
 // The first-level scale of one block from its stored parts (the formula above).

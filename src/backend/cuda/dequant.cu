@@ -86,11 +86,17 @@ __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restri
     const int64_t kb = u * kPerUnit;
     alignas(16) T o[kPerUnit];
     if constexpr (kNF4) {
+      // The absmax of the unit's block (every block of a multiple of 8 positions holds whole
+      // units), else per position.
+      auto absmax = [&](int64_t col) {
+        const int64_t i = (col / group_size) * n + row;
+        return nf4_absmax(nf4.codes[i], nf4.nested[i / kNF4NestedBlock], nf4.offset[0]);
+      };
+      const bool whole = group_size % kPerUnit == 0;
+      const float unit_absmax = absmax(kb);
 #pragma unroll
-      for (int e = 0; e < kPerUnit; ++e) {
-        const int64_t col = kb + e < k ? kb + e : k - 1, i = (col / group_size) * n + row;
-        o[e] = from_f32<T>(levels[code(e)] * nf4_absmax(nf4.codes[i], nf4.nested[i / kNF4NestedBlock], nf4.offset[0]));
-      }
+      for (int e = 0; e < kPerUnit; ++e)
+        o[e] = from_f32<T>(levels[code(e)] * (whole ? unit_absmax : absmax(kb + e < k ? kb + e : k - 1)));
     } else if (unit_group) {
       const int64_t grp = group_size != 0 ? kb / group_size : 0;
       const float s = __half2float(scales[grp * n + row]);

@@ -115,7 +115,8 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
       for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s2].x, xb[j][s2].y);
     }
     if (h == 1 || kSplit) {
-      const float s_lo = sz_scale(sz[2 * h]), s_hi = sz_scale(sz[2 * h + 1]);
+      const int i = kSplit ? 2 * h : 0;  // without kSplit, sz holds the words of the first half only
+      const float s_lo = sz_scale(sz[i]), s_hi = sz_scale(sz[i + 1]);
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
         acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
