@@ -1,6 +1,6 @@
 // CPU matmul on NF4 weights (backend/cpu/cpu_nf4.h via matmul_quantized_cpu) against the spec:
 // dequantize_nf4_ref + a naive double-precision GEMM, for rows M in {1, 3, 16, 64} (dots below 8
-// rows, sgemm from 8), odd shapes (partial last block, N not a multiple of the row block), block
+// rows, sgemm from 8; the fused GEMV below the dense GEMM threshold with a blocked tail), odd shapes (partial last block, N not a multiple of the row block), block
 // sizes 64 and 32, with and without bias, through matmul_quantized_cpu, the blocked entry point and
 // CpuBackend::matmul; plus the abort message for inconsistent views.
 // Run: build-*/tests/test_cpu_nf4
@@ -108,6 +108,26 @@ TEST(CpuNF4, LinearWeightOfCarriesTheContract) {
   dequantize_nf4_ref(p.ref(), all.data());
   dequantize_nf4_rows(nf4_ref(w), 4, 3, rows.data());
   EXPECT_EQ(rows, std::vector<float>(all.begin() + 4 * 70, all.begin() + 7 * 70));
+}
+
+TEST(CpuNF4, FusedGemvCoversWholeLaneGroups) {
+  const PackedNF4 p = random_nf4(37, 200, 64, 5);
+  const NF4Ref r = p.ref();
+  if (!nf4_fused_eligible(r)) GTEST_SKIP() << "no AVX2/AVX-512 fused path in this build";
+  std::vector<float> dense(37 * 200);
+  dequantize_nf4_ref(r, dense.data());
+  for (int64_t m : {1, 2, 3, 4, 5}) {
+    const std::vector<float> x = random_vector(m * 200, 40 + m);
+    std::vector<float> y(m * 37, NAN);
+    const int64_t done = nf4_fused_gemv(r, x.data(), m, y.data());
+    EXPECT_EQ(done % 8, 0);
+    EXPECT_GE(done, 32);  // two AVX-512 lane groups (four of AVX2)
+    const std::vector<double> ref = naive_gemm(x, dense, nullptr, m, 37, 200);
+    for (int64_t row = 0; row < m; ++row)
+      for (int64_t j = 0; j < done; ++j)
+        EXPECT_NEAR(y[row * 37 + j], ref[row * 37 + j], 1e-5 * (1 + std::fabs(ref[row * 37 + j])))
+            << "M " << m << " out[" << row << ", " << j << "]";
+  }
 }
 
 TEST(CpuNF4DeathTest, InconsistentViewsAbortWithTheTensorName) {

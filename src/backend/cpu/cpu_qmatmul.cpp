@@ -302,11 +302,24 @@ void blocked_matmul(const PackedRef& p, int64_t first_row, View x, View out) {
   });
 }
 
-// NF4: blocked path only (codebook lookup and double-quantized scales per row block).
-void nf4_matmul(const LinearWeight& w, View x, View out) {
+// NF4 rows first_row .. N through the blocked path (codebook lookup and double-quantized scales per
+// row block).
+void nf4_matmul(const LinearWeight& w, int64_t first_row, View x, View out) {
   const NF4Ref r = nf4_ref(w);
-  blocked_rows(r.out_features, r.in_features, 0, x, out,
+  blocked_rows(r.out_features, r.in_features, first_row, x, out,
                [&](int64_t n0, int64_t nb, float* buffer) { dequantize_nf4_rows(r, n0, nb, buffer); });
+}
+
+// NF4: the fused GEMV where the dense matmul would take its GEMV, the blocked path for the rest.
+void nf4_matmul_cpu(View out, View x, const LinearWeight& w) {
+  check_qmatmul(out, x, w);
+  if (x.rows() == 0 || w.out_features == 0) return;
+  const NF4Ref r = nf4_ref(w);
+  int64_t first_row = 0;
+  if (x.rows() < matmul_gemm_min_rows() && nf4_fused_eligible(r))
+    first_row = nf4_fused_gemv(r, x.as<const float>(), x.rows(), out.as<float>());
+  if (first_row < w.out_features) nf4_matmul(w, first_row, x, out);
+  add_bias(out, w);
 }
 
 }  // namespace
@@ -373,7 +386,7 @@ void matmul_quantized_blocked_cpu(View out, View x, const LinearWeight& w) {
   check_qmatmul(out, x, w);
   if (x.rows() == 0 || w.out_features == 0) return;
   if (w.format == Format::kNF4) {
-    nf4_matmul(w, x, out);
+    nf4_matmul(w, 0, x, out);
   } else {
     blocked_matmul(packed_ref(w), 0, x, out);
   }
@@ -381,7 +394,7 @@ void matmul_quantized_blocked_cpu(View out, View x, const LinearWeight& w) {
 }
 
 void matmul_quantized_cpu(View out, View x, const LinearWeight& w) {
-  if (w.format == Format::kNF4) return matmul_quantized_blocked_cpu(out, x, w);
+  if (w.format == Format::kNF4) return nf4_matmul_cpu(out, x, w);
   check_qmatmul(out, x, w);
   const PackedRef p = packed_ref(w);
   if (x.rows() == 0 || w.out_features == 0) return;

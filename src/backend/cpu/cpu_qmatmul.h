@@ -7,8 +7,8 @@
 //     with 4x fewer weight bytes at 4 bits);
 //   blocked (everything else): each OpenMP thread dequantizes a block of output rows to f32 in a
 //     thread-local buffer and multiplies it with SIMD dots (few rows) or single-threaded sgemm.
-// NF4 (formats/nf4.h, cpu_nf4.h) takes the blocked path with its own row dequantization; the
-// reference is dequantize_nf4_ref.
+// NF4 (formats/nf4.h, cpu_nf4.h): its own fused GEMV (levels looked up in registers) for few rows,
+// the blocked path with its own row dequantization otherwise; the reference is dequantize_nf4_ref.
 // CpuBackend::matmul calls matmul_quantized_cpu for quantized formats.
 // Test: build-*/tests/test_cpu_qmatmul.
 #pragma once
