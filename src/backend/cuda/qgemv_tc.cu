@@ -25,7 +25,7 @@ namespace compactor {
 namespace {
 
 constexpr int kTcWarps = 8;
-constexpr int kTcUnroll = 4;  // 64-position chunks per lane per batch (the register double buffer)
+constexpr int kTcUnroll = 2;  // 64-position chunks per lane per batch (the register double buffer)
 // Blocks per SM the register budget is set for (__launch_bounds__): the decode instance (M <= 8,
 // groups >= 64, no gather) fits 80 registers (3 blocks; ptxas: 8 bytes of spill), the others
 // would spill more there.
