@@ -9,16 +9,13 @@
 // of x: one 8-byte load, straight from x (L1-resident: every block reads all of it), no staging.
 // A block owns 16 output rows and up to 64 input rows (kTiles n8 tiles) and streams that row
 // tile's codes: its 8 warps split K by 64-position chunks (consecutive warps take consecutive 512-byte
-// chunks, so a block reads 4 KB of contiguous codes at a time). Each lane keeps kTcStages - 2 chunks
-// in flight through a per-warp cp.async ring in shared memory, which costs no registers (a register
-// double buffer held 2 chunks per lane at 71-96 registers and reached ~50% of HBM at M = 1), so
-// 4 blocks (32 warps) fit an SM; the warps' partial sums meet once, in shared memory, at the end.
-// One block per row tile (no persistence).
+// chunks, so a block reads 4 KB of contiguous codes per batch), each lane keeping the next batch of
+// kTcUnroll chunks in flight in registers while it multiplies the current one; the warps' partial
+// sums meet once, in shared memory, at the end. One block per row tile (no persistence): the
+// multiply is only a few instructions per code, so there is no per-block setup to amortise.
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (four
 // indices and four 16-bit loads per B fragment pair) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
-#include <atomic>
-
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
@@ -28,11 +25,11 @@ namespace compactor {
 namespace {
 
 constexpr int kTcWarps = 8;
-// Chunk slots per warp in the shared-memory ring: kTcStages - 2 chunks (512 bytes each) stay in
-// flight while one is multiplied, without holding registers.
-constexpr int kTcStages = 8;
-// Blocks per SM the register budget is set for (__launch_bounds__).
-template <int kTiles> inline constexpr int kTcMinBlocks = kTiles == 1 ? 4 : kTiles == 2 ? 2 : 1;
+constexpr int kTcUnroll = 2;  // 64-position chunks per lane per batch (the register double buffer)
+// Blocks per SM the register budget is set for (__launch_bounds__): the decode instance (M <= 8,
+// groups >= 64, no gather) fits 80 registers (3 blocks; ptxas: 8 bytes of spill), the others
+// would spill more there.
+template <int kTiles, bool kPlain> inline constexpr int kTcMinBlocks = kTiles == 1 ? (kPlain ? 3 : 2) : kTiles == 2 ? 2 : 1;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 
 struct QgemvTcArgs {
@@ -143,38 +140,51 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
   }
 }
 
-// 4 bytes global -> shared (cp.async.ca: the scale/zero words are re-read by neighbouring warps).
-__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(mma::smem_addr(dst)), "l"(src) : "memory");
-}
+// Where one lane's weights live: its 16 bytes of the row tile's chunk 0, and the scale/zero rows
+// of rows g and g + 8. Indices below are 32-bit (the launcher checks the sizes).
+struct TcLane {
+  const uint4* wt;
+  const uint32_t* sz_lo;
+  const uint32_t* sz_hi;
+};
 
-// Dynamic shared memory of one block: the code ring, then the scale/zero ring (kSz words per lane
-// and slot).
-constexpr size_t tc_ring_bytes(int sz_words) { return static_cast<size_t>(kTcWarps) * kTcStages * 32 * (16 + 4 * sz_words); }
+// Codes and scale/zero words of chunks first + u·kTcWarps (u < kTcUnroll): kSz words per chunk
+// (rows g, g+8; kSplit: for both halves).
+template <int kSz>
+__device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane& l, int first, uint4 (&wv)[kTcUnroll],
+                                              uint32_t (&szv)[kTcUnroll][kSz]) {
+#pragma unroll
+  for (int u = 0; u < kTcUnroll; ++u) {
+    const int c = first + u * kTcWarps;
+    const bool ok = c < a.chunks;
+    wv[u] = ok ? __ldg(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
+#pragma unroll
+    for (int hf = 0; hf < kSz / 2; ++hf) {
+      const int grp = (c * kTcChunkK + 32 * hf) >> a.group_shift;
+      szv[u][2 * hf] = ok ? __ldg(l.sz_lo + grp) : 0u;
+      szv[u][2 * hf + 1] = ok ? __ldg(l.sz_hi + grp) : 0u;
+    }
+  }
+}
 
 }  // namespace
 
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
-// w, w + 8, w + 16, .. of the row tile (i-th chunk of the warp: c = w + 8i). Each lane copies its
-// 16 bytes of a chunk (and the chunk's scale/zero words) with cp.async into slot i % kTcStages of
-// its warp's ring and reads back only what it copied itself, so no barrier is needed: chunk i is
-// multiplied once the lane's copy group i has landed, then chunk i + kTcStages - 1 is issued into
-// the slot multiplied in the previous step.
+// w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
+// other is multiplied) without copies between them.
 template <typename T, int kTiles, bool kGather, bool kSplit>
-__global__ void __launch_bounds__(kTcWarps * 32, kTcMinBlocks<kTiles>) qgemv_tc_kernel(const QgemvTcArgs a) {
+__global__ void __launch_bounds__(kTcWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit>)) qgemv_tc_kernel(const QgemvTcArgs a) {
   constexpr int kSz = kSplit ? 4 : 2;
   __shared__ float partial[kTcWarps][kTiles][4][32];
-  extern __shared__ uint4 tc_ring[];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
   const int64_t row_tile = blockIdx.x / m_blocks;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x % m_blocks) * kTcMaxRowsM;
   const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
-  const uint4* wt = a.tc + row_tile * a.chunks * 32 + lane;
-  const uint32_t* sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
-  const uint32_t* sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
-  uint4* codes = tc_ring + warp * kTcStages * 32 + lane;  // slot s: codes[32 s]
-  uint32_t* szs = reinterpret_cast<uint32_t*>(tc_ring + kTcWarps * kTcStages * 32) + (warp * kTcStages * 32 + lane) * kSz;
+  TcLane l;
+  l.wt = a.tc + row_tile * a.chunks * 32 + lane;
+  l.sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
+  l.sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
   const unsigned short* xr[kTiles];
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
@@ -183,35 +193,26 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcMinBlocks<kTiles>) qgemv_tc_
     // does not mix into the others, so no predicate (and no branch) is needed on the x loads.
     xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + (kGather ? 0 : 4 * t);
   }
-  const int my_chunks = (a.chunks - warp + kTcWarps - 1) / kTcWarps;
-  // Copy group i: chunk i of the warp (empty past the last, so that the group count stays in step).
-  auto issue = [&](int i) {
-    if (i < my_chunks) {
-      const int c = warp + i * kTcWarps, slot = i % kTcStages;
-      mma::cp_async16(codes + slot * 32, wt + c * 32, true);
-#pragma unroll
-      for (int hf = 0; hf < kSz / 2; ++hf) {
-        const int grp = (c * kTcChunkK + 32 * hf) >> a.group_shift;
-        cp_async4(szs + slot * 32 * kSz + 2 * hf, sz_lo + grp);
-        cp_async4(szs + slot * 32 * kSz + 2 * hf + 1, sz_hi + grp);
-      }
-    }
-    mma::cp_async_commit();
-  };
-#pragma unroll
-  for (int i = 0; i < kTcStages - 1; ++i) issue(i);
+  constexpr int kBatch = kTcWarps * kTcUnroll;  // chunks per batch of the block
+  uint4 w0[kTcUnroll], w1[kTcUnroll];
+  uint32_t s0[kTcUnroll][kSz], s1[kTcUnroll][kSz];
   float acc[kTiles][4] = {};
-  for (int i = 0; i < my_chunks; ++i) {
-    mma::cp_async_wait<kTcStages - 2>();  // groups 0..i of this lane have landed
-    const int slot = i % kTcStages;
-    const uint4 w = codes[slot * 32];
-    uint32_t sz[kSz];
+  auto multiply = [&](const uint4 (&wv)[kTcUnroll], const uint32_t (&sv)[kTcUnroll][kSz], int first) {
 #pragma unroll
-    for (int e = 0; e < kSz; ++e) sz[e] = szs[slot * 32 * kSz + e];
-    tc_chunk<T, kTiles, kGather, kSplit>(w, sz, xr, a.perm, (warp + i * kTcWarps) * kTcChunkK, t, acc);
-    issue(i + kTcStages - 1);  // into the slot of chunk i - 1, read in the previous step
+    for (int u = 0; u < kTcUnroll; ++u) {
+      const int c = first + u * kTcWarps;
+      if (c >= a.chunks) break;  // warp-uniform
+      tc_chunk<T, kTiles, kGather, kSplit>(wv[u], sv[u], xr, a.perm, c * kTcChunkK, t, acc);
+    }
+  };
+  tc_load_batch<kSz>(a, l, warp, w0, s0);
+  for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
+    if (base + kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + kBatch + warp, w1, s1);
+    multiply(w0, s0, base + warp);
+    if (base + kBatch >= a.chunks) break;
+    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + 2 * kBatch + warp, w0, s0);
+    multiply(w1, s1, base + kBatch + warp);
   }
-  mma::cp_async_wait<0>();
 #pragma unroll
   for (int j = 0; j < kTiles; ++j)
 #pragma unroll
@@ -235,21 +236,6 @@ __global__ void __launch_bounds__(kTcWarps * 32, kTcMinBlocks<kTiles>) qgemv_tc_
 
 namespace {
 
-// The ring's dynamic shared memory may exceed 48 KB, which needs an opt-in per device and kernel.
-template <typename T, int kTiles, bool kGather, bool kSplit>
-Status allow_ring() {
-  int device = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  static std::atomic<uint64_t> configured{0};  // bit d: device d done
-  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-  if (bit != 0 && (configured.load(std::memory_order_acquire) & bit) != 0) return Status::ok();
-  CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(qgemv_tc_kernel<T, kTiles, kGather, kSplit>,
-                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                            static_cast<int>(tc_ring_bytes(kSplit ? 4 : 2))));
-  configured.fetch_or(bit, std::memory_order_acq_rel);
-  return Status::ok();
-}
-
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t blocks = ceil_div(a.n, kTcRows) * ceil_div(a.m, kTcMaxRowsM);
@@ -259,11 +245,9 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", static_cast<int64_t>(a.chunks) * kTcChunkK);
   const unsigned grid = static_cast<unsigned>(blocks);
   if (a.group_shift == 5) {
-    RETURN_IF_ERROR((allow_ring<T, kTiles, kGather, true>()));
-    qgemv_tc_kernel<T, kTiles, kGather, true><<<grid, kTcWarps * 32, tc_ring_bytes(4), stream>>>(a);
+    qgemv_tc_kernel<T, kTiles, kGather, true><<<grid, kTcWarps * 32, 0, stream>>>(a);
   } else {
-    RETURN_IF_ERROR((allow_ring<T, kTiles, kGather, false>()));
-    qgemv_tc_kernel<T, kTiles, kGather, false><<<grid, kTcWarps * 32, tc_ring_bytes(2), stream>>>(a);
+    qgemv_tc_kernel<T, kTiles, kGather, false><<<grid, kTcWarps * 32, 0, stream>>>(a);
   }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
