@@ -30,8 +30,10 @@ namespace compactor {
 // the crossover is between 8 and 16 rows.
 inline constexpr int64_t kQgemvAutoMaxRows = 8;
 // Tensor cores (int4): the conversion of a code is shared by the 8-64 rows of a block and the
-// products are mma, so the kernel stays close to the weight stream up to its 64-row block.
-inline constexpr int64_t kQgemvTcAutoMaxRows = 64;
+// products are mma, so the kernel stays close to the weight stream at decode sizes; H100 bench_qgemm
+// (w4g128): at M = 32 it beats dequantize + cuBLAS on every Llama-2 shape (gate/up 56 vs 92 us),
+// at M = 64 it loses on every one (down 125 vs 95 us): the switch is at 32 rows.
+inline constexpr int64_t kQgemvTcAutoMaxRows = 32;
 
 // kCudaCores: qgemv.cu (every format; f32 FMAs). kTensorCores: qgemv_tc.cu for int4 (mma.sync on
 // exact c - z fragments, f32 accumulation), the CUDA-core kernel for the other formats.
