@@ -24,7 +24,10 @@ namespace compactor {
 
 namespace {
 
-constexpr int kTcWarps = 8;
+// Warps per block (they split the row tile's K). Tall weights at M <= 8 use 4: each warp then
+// streams twice the chunks (the first batch's latency is paid once per warp) and twice the blocks
+// fit an SM; short weights use 8 so that enough warps run.
+constexpr int kTcWarps = 8, kTcWarpsTall = 4;
 constexpr int kTcUnroll = 2;  // 64-position chunks per lane per batch (the register double buffer)
 // Blocks per SM the register budget is set for (__launch_bounds__): the decode instance (M <= 8,
 // groups >= 64, no gather) fits 80 registers (3 blocks; ptxas: 8 bytes of spill), the others
@@ -148,14 +151,14 @@ struct TcLane {
   const uint32_t* sz_hi;
 };
 
-// Codes and scale/zero words of chunks first + u·kTcWarps (u < kTcUnroll): kSz words per chunk
+// Codes and scale/zero words of chunks first + u·kWarps (u < kTcUnroll): kSz words per chunk
 // (rows g, g+8; kSplit: for both halves).
-template <int kSz>
+template <int kSz, int kWarps>
 __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane& l, int first, uint4 (&wv)[kTcUnroll],
                                               uint32_t (&szv)[kTcUnroll][kSz]) {
 #pragma unroll
   for (int u = 0; u < kTcUnroll; ++u) {
-    const int c = first + u * kTcWarps;
+    const int c = first + u * kWarps;
     const bool ok = c < a.chunks;
     wv[u] = ok ? __ldg(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
 #pragma unroll
@@ -172,10 +175,11 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
 // w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
 // other is multiplied) without copies between them.
-template <typename T, int kTiles, bool kGather, bool kSplit>
-__global__ void __launch_bounds__(kTcWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit>)) qgemv_tc_kernel(const QgemvTcArgs a) {
+template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps>
+__global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit> * kTcWarps / kWarps))
+    qgemv_tc_kernel(const QgemvTcArgs a) {
   constexpr int kSz = kSplit ? 4 : 2;
-  __shared__ float partial[kTcWarps][kTiles][4][32];
+  __shared__ float partial[kWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
   const int64_t row_tile = blockIdx.x / m_blocks;
@@ -193,24 +197,24 @@ __global__ void __launch_bounds__(kTcWarps * 32, (kTcMinBlocks<kTiles, !kGather 
     // does not mix into the others, so no predicate (and no branch) is needed on the x loads.
     xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + (kGather ? 0 : 4 * t);
   }
-  constexpr int kBatch = kTcWarps * kTcUnroll;  // chunks per batch of the block
+  constexpr int kBatch = kWarps * kTcUnroll;  // chunks per batch of the block
   uint4 w0[kTcUnroll], w1[kTcUnroll];
   uint32_t s0[kTcUnroll][kSz], s1[kTcUnroll][kSz];
   float acc[kTiles][4] = {};
   auto multiply = [&](const uint4 (&wv)[kTcUnroll], const uint32_t (&sv)[kTcUnroll][kSz], int first) {
 #pragma unroll
     for (int u = 0; u < kTcUnroll; ++u) {
-      const int c = first + u * kTcWarps;
+      const int c = first + u * kWarps;
       if (c >= a.chunks) break;  // warp-uniform
       tc_chunk<T, kTiles, kGather, kSplit>(wv[u], sv[u], xr, a.perm, c * kTcChunkK, t, acc);
     }
   };
-  tc_load_batch<kSz>(a, l, warp, w0, s0);
+  tc_load_batch<kSz, kWarps>(a, l, warp, w0, s0);
   for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
-    if (base + kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + kBatch + warp, w1, s1);
+    if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps>(a, l, base + kBatch + warp, w1, s1);
     multiply(w0, s0, base + warp);
     if (base + kBatch >= a.chunks) break;
-    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz>(a, l, base + 2 * kBatch + warp, w0, s0);
+    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz, kWarps>(a, l, base + 2 * kBatch + warp, w0, s0);
     multiply(w1, s1, base + kBatch + warp);
   }
 #pragma unroll
@@ -227,7 +231,7 @@ __global__ void __launch_bounds__(kTcWarps * 32, (kTcMinBlocks<kTiles, !kGather 
     if (row >= a.n || m >= a.m) continue;
     float v = 0.f;
 #pragma unroll
-    for (int w = 0; w < kTcWarps; ++w) v += partial[w][j][e][ln];
+    for (int w = 0; w < kWarps; ++w) v += partial[w][j][e][ln];
     T* o = out + m * a.n + row;
     *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
                      (a.accumulate ? to_f32(*o) : 0.f));
@@ -244,10 +248,26 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   if (static_cast<int64_t>(a.chunks) * kTcChunkK > 0x3fffffff || a.groups_padded > 0x3fffffff)
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", static_cast<int64_t>(a.chunks) * kTcChunkK);
   const unsigned grid = static_cast<unsigned>(blocks);
+  // Tall: at least 4 row tiles per SM (H100: Llama-2 gate/up's 688, lm_head's 2000; not the 256 of
+  // 4096-row weights), so that 4-warp blocks (6 per SM at 71 registers) still fill every SM.
+  if constexpr (kTiles == 1 && !kGather) {
+    int device = 0, sms = 0;
+    CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+    CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    if (blocks >= 4 * static_cast<int64_t>(sms)) {
+      if (a.group_shift == 5) {
+        qgemv_tc_kernel<T, 1, false, true, kTcWarpsTall><<<grid, kTcWarpsTall * 32, 0, stream>>>(a);
+      } else {
+        qgemv_tc_kernel<T, 1, false, false, kTcWarpsTall><<<grid, kTcWarpsTall * 32, 0, stream>>>(a);
+      }
+      CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      return Status::ok();
+    }
+  }
   if (a.group_shift == 5) {
-    qgemv_tc_kernel<T, kTiles, kGather, true><<<grid, kTcWarps * 32, 0, stream>>>(a);
+    qgemv_tc_kernel<T, kTiles, kGather, true, kTcWarps><<<grid, kTcWarps * 32, 0, stream>>>(a);
   } else {
-    qgemv_tc_kernel<T, kTiles, kGather, false><<<grid, kTcWarps * 32, 0, stream>>>(a);
+    qgemv_tc_kernel<T, kTiles, kGather, false, kTcWarps><<<grid, kTcWarps * 32, 0, stream>>>(a);
   }
   CUDA_RETURN_IF_ERROR(cudaGetLastError());
   return Status::ok();
