@@ -313,6 +313,51 @@ void CudaQgemm::backend_paths(int64_t fused_max_rows) {
   }
 }
 
+// q/k/v- and gate/up-like groups in one launch (qgemv_group_cuda, through CudaBackend::matmul_group):
+// weights of different N (not multiples of 16) and one K, a bias on one of them, M around the
+// kernel's row tiles; every output against its own reference. A group with an act-order member
+// is not groupable and runs weight by weight, with the same results.
+TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
+  uint32_t seed = 800;
+  for (int group : {128, 32})
+    for (bool act_order_member : {false, true}) {
+      const int64_t k = 384;
+      const int64_t ns[] = {96, 37, 130};
+      std::vector<Tensor> keep;
+      std::vector<LinearWeight> ws;
+      std::vector<std::vector<float>> dq;
+      Tensor bias_host = Tensor::empty(Shape{ns[1]}, DType::kF32);
+      for (int64_t i = 0; i < ns[1]; ++i) bias_host.as<float>()[i] = 0.01f * static_cast<float>(i % 7);
+      for (int i = 0; i < 3; ++i) {
+        auto packed = pack_linear(random_linear(4, group, i == 2, act_order_member && i == 2, ns[i], k, seed++));
+        ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+        dq.emplace_back(ns[i] * k);
+        dequantize_ref(packed->ref(), dq.back().data());
+        ws.push_back(upload_weight(*packed, keep, i == 1 ? bias_host.view() : View{}));
+      }
+      const LinearWeight* wp[] = {&ws[0], &ws[1], &ws[2]};
+      for (int64_t m : {1, 3, 16, 32}) {
+        auto [x, xf] = random_x(m, k, seed++);
+        std::vector<Tensor> outs;
+        View ov[3];
+        for (int i = 0; i < 3; ++i) {
+          outs.push_back(be_->alloc(Shape{m, ns[i]}, act()));
+          ov[i] = outs.back().view();
+        }
+        be_->matmul_group(ov, x, wp, 3);
+        for (int i = 0; i < 3; ++i) {
+          Reference ref = reference(xf, dq[i], m, ns[i], k);
+          if (i == 1)
+            for (int64_t t = 0; t < m; ++t)
+              for (int64_t j = 0; j < ns[i]; ++j) ref.y[t * ns[i] + j] += bias_host.as<float>()[j];
+          const std::string what = fmt::format("group g{} act-order member {} weight {} M {} {}", group,
+                                               act_order_member, i, m, dtype_name(act()));
+          EXPECT_TRUE(close_to(download(outs[i]), ref.y, ref.magnitude, act(), what, dequant_coef(act())));
+        }
+      }
+    }
+}
+
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
   const int64_t n = 128, k = 256;
   for (uint32_t seed = 500; seed < 504; ++seed) {  // same shapes: the allocator likely reuses addresses

@@ -344,7 +344,7 @@ void CudaBackend::matmul_group(const View* outs, View x, const LinearWeight* con
   bool dense = options_.fuse == FuseOps::kOn && n <= 3;
   for (int i = 0; i < n && dense; ++i) dense = !ws[i]->quantized();
   if (!dense) {
-    Backend::matmul_group(outs, x, ws, n);
+    if (!(options_.fuse == FuseOps::kOn && matmul_group_quantized(outs, x, ws, n))) Backend::matmul_group(outs, x, ws, n);
     return;
   }
   check(matmul_group_cuda(outs, x, ws, n, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
@@ -475,6 +475,21 @@ const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   }
   auto placed = entries.insert_or_assign(src[0], std::move(e)).first;
   return placed->second.ok ? &placed->second.view : nullptr;
+}
+
+// Quantized q/k/v or gate/up in one launch of the tensor-core kernel (qgemv_group_cuda) when every
+// weight takes the fused path and they can share it; false (nothing run) otherwise.
+bool CudaBackend::matmul_group_quantized(const View* outs, View x, const LinearWeight* const* ws, int n) {
+  if (n < 2 || n > kQgemvMaxGroup) return false;
+  const QgemvWeight* qs[kQgemvMaxGroup];
+  View biases[kQgemvMaxGroup];
+  for (int i = 0; i < n; ++i) {
+    if (!ws[i]->quantized() || (qs[i] = fused_quantized(*ws[i], x)) == nullptr) return false;
+    biases[i] = ws[i]->bias;
+  }
+  if (!qgemv_groupable(x, qs, n)) return false;
+  check(qgemv_group_cuda(outs, x, qs, biases, n, stream_));
+  return true;
 }
 
 void CudaBackend::run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate) {

@@ -206,6 +206,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer qgemv_scratch_;  // [M, Kp] act: x gathered/padded for the fused kernel
   // The repacked weight for the fused kernel, or nullptr when the dequantize path must run.
   const QgemvWeight* fused_quantized(const LinearWeight& w, View x);
+  bool matmul_group_quantized(const View* outs, View x, const LinearWeight* const* ws, int n);
   void run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate);
   UploadBuffer ids_, targets_, past_, inv_freq_;
   std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)

@@ -472,7 +472,8 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
     }
     if (w.tc != nullptr) {
       const bool gather = tc_gathers(w, m);
-      return qgemv_tc_launch<T>(out, a.x, gather ? plan.k : plan.k_padded, m, w, gather, bias, accumulate, stream);
+      const QgemvWeight* ws[] = {&w};
+      return qgemv_tc_launch<T>(&out, ws, &bias, 1, a.x, gather ? plan.k : plan.k_padded, m, gather, accumulate, stream);
     }
     switch (plan.bits) {
       case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, stream);
@@ -482,6 +483,31 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
       case 3: a.tiles = static_cast<int>(plan.k_padded / tile_codes<3>()); return launch_bits<T, 3>(a, stream);
       default: a.tiles = static_cast<int>(plan.k_padded / tile_codes<2>()); return launch_bits<T, 2>(a, stream);
     }
+  });
+}
+
+bool qgemv_groupable(View x, const QgemvWeight* const* ws, int n) {
+  if (n < 1 || n > kQgemvMaxGroup) return false;
+  for (int i = 0; i < n; ++i) {
+    const RepackPlan& p = ws[i]->plan;
+    if (ws[i]->tc == nullptr || p.permuted || p.k != ws[0]->plan.k || p.k_padded != ws[0]->plan.k_padded ||
+        p.group_shift != ws[0]->plan.group_shift || !x_in_place(*ws[i], x.rows(), x.data))
+      return false;
+  }
+  return true;
+}
+
+Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, const View* biases, int n,
+                        cudaStream_t stream) {
+  if (!qgemv_groupable(x, ws, n)) return invalid_argument("qgemv_group: these {} weights cannot share a launch", n);
+  for (int i = 0; i < n; ++i) {
+    const Status st = check_qgemv(outs[i], x, *ws[i], biases[i], false);
+    if (!st.is_ok()) return invalid_argument("qgemv_group: weight {}: {}", i, st.message());
+  }
+  if (x.rows() == 0) return Status::ok();
+  return dispatch_act(x.dtype, "qgemv_group", [&](auto tag) -> Status {
+    using T = decltype(tag);
+    return qgemv_tc_launch<T>(outs, ws, biases, n, x.data, ws[0]->plan.k_padded, x.rows(), false, false, stream);
   });
 }
 

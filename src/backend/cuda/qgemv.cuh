@@ -77,4 +77,18 @@ size_t qgemv_scratch_bytes(const QgemvWeight& w, int64_t rows, DType act, const 
 Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumulate, void* scratch,
                   cudaStream_t stream);
 
+// Weights of one grouped launch at most (q/k/v; gate/up).
+inline constexpr int kQgemvMaxGroup = 3;
+
+// True when qgemv_group_cuda can multiply x by these weights in one launch: 1..kQgemvMaxGroup
+// weights in the tensor-core layout with one K and group size, no act-order, x read in place.
+bool qgemv_groupable(View x, const QgemvWeight* const* ws, int n);
+
+// outs[i] = x · dq(ws[i])ᵀ (+ biases[i]) for i < n in one launch of the tensor-core kernel (their row
+// tiles one after the other): q/k/v or gate/up at decode sizes, which as separate launches leave
+// the GPU part-empty (4096-row weights fill a third of the H100's block slots). Requires
+// qgemv_groupable; argument errors name the weight.
+Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, const View* biases, int n,
+                        cudaStream_t stream);
+
 }  // namespace compactor

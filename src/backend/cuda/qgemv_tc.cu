@@ -35,15 +35,24 @@ constexpr int kTcUnroll = 2;  // 64-position chunks per lane per batch (the regi
 template <int kTiles, bool kPlain> inline constexpr int kTcMinBlocks = kTiles == 1 ? (kPlain ? 3 : 2) : kTiles == 2 ? 2 : 1;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
 
-struct QgemvTcArgs {
+// One weight of a launch: grouped launches (qgemv_group_cuda) multiply the same x by up to
+// kQgemvMaxGroup weights of one K and group size, their row tiles numbered one after the other.
+struct TcSegment {
   const uint4* tc;             // [N/16][Kp/64][32][4] u32 (tc layout)
   const uint32_t* scale_zero;  // [N, Gp]
-  const void* x;               // [M, ldx] act (kGather: x itself, ldx = K)
-  const int32_t* perm;         // kGather: [Kp] column of each position (-1: padding)
   void* out;                   // [M, N] act
   const void* bias;            // [N] or nullptr
+  int64_t n;                   // N
+  int64_t first_tile;          // row tiles of the segments before this one
+};
+
+struct QgemvTcArgs {
+  TcSegment seg[kQgemvMaxGroup];
+  int segments;
+  const void* x;               // [M, ldx] act (kGather: x itself, ldx = K)
+  const int32_t* perm;         // kGather: [Kp] column of each position (-1: padding)
   DType bias_dtype;
-  int64_t n, m, ldx, groups_padded;
+  int64_t m, ldx, groups_padded;
   int chunks;       // Kp / 64
   int group_shift;  // position p is in group p >> group_shift
   bool accumulate;
@@ -182,13 +191,16 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
   __shared__ float partial[kWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
-  const int64_t row_tile = blockIdx.x / m_blocks;
+  int si = 0;
+  while (si + 1 < a.segments && static_cast<int64_t>(blockIdx.x / m_blocks) >= a.seg[si + 1].first_tile) ++si;
+  const TcSegment sg = a.seg[si];
+  const int64_t row_tile = blockIdx.x / m_blocks - sg.first_tile;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x % m_blocks) * kTcMaxRowsM;
   const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
   TcLane l;
-  l.wt = a.tc + row_tile * a.chunks * 32 + lane;
-  l.sz_lo = a.scale_zero + (row_lo < a.n ? row_lo : a.n - 1) * a.groups_padded;
-  l.sz_hi = a.scale_zero + (row_hi < a.n ? row_hi : a.n - 1) * a.groups_padded;
+  l.wt = sg.tc + row_tile * a.chunks * 32 + lane;
+  l.sz_lo = sg.scale_zero + (row_lo < sg.n ? row_lo : sg.n - 1) * a.groups_padded;
+  l.sz_hi = sg.scale_zero + (row_hi < sg.n ? row_hi : sg.n - 1) * a.groups_padded;
   const unsigned short* xr[kTiles];
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
@@ -223,17 +235,17 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     for (int e = 0; e < 4; ++e) partial[warp][j][e][lane] = acc[j][e];
   __syncthreads();
   // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
-  T* out = static_cast<T*>(a.out);
+  T* out = static_cast<T*>(sg.out);
   for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x) {
     const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
     const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
     const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
-    if (row >= a.n || m >= a.m) continue;
+    if (row >= sg.n || m >= a.m) continue;
     float v = 0.f;
 #pragma unroll
     for (int w = 0; w < kWarps; ++w) v += partial[w][j][e][ln];
-    T* o = out + m * a.n + row;
-    *o = from_f32<T>(v + (a.bias != nullptr ? load_any(a.bias, a.bias_dtype, row) : 0.f) +
+    T* o = out + m * sg.n + row;
+    *o = from_f32<T>(v + (sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f) +
                      (a.accumulate ? to_f32(*o) : 0.f));
   }
 }
@@ -242,7 +254,8 @@ namespace {
 
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
-  const int64_t blocks = ceil_div(a.n, kTcRows) * ceil_div(a.m, kTcMaxRowsM);
+  const int64_t tiles = a.seg[a.segments - 1].first_tile + ceil_div(a.seg[a.segments - 1].n, kTcRows);
+  const int64_t blocks = tiles * ceil_div(a.m, kTcMaxRowsM);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", blocks);
   // 32-bit chunk, group and position indices inside the kernel.
   if (static_cast<int64_t>(a.chunks) * kTcChunkK > 0x3fffffff || a.groups_padded > 0x3fffffff)
@@ -276,18 +289,27 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
 }  // namespace
 
 template <typename T>
-Status qgemv_tc_launch(View out, const void* x, int64_t ldx, int64_t m, const QgemvWeight& w, bool gather, View bias,
-                       bool accumulate, cudaStream_t stream) {
-  const RepackPlan& plan = w.plan;
+Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const View* biases, int n, const void* x,
+                       int64_t ldx, int64_t m, bool gather, bool accumulate, cudaStream_t stream) {
+  if (n < 1 || n > kQgemvMaxGroup) return invalid_argument("qgemv (tensor cores): {} weights in one launch", n);
+  const RepackPlan& plan = ws[0]->plan;
   QgemvTcArgs a{};
-  a.tc = reinterpret_cast<const uint4*>(w.tc);
-  a.scale_zero = w.scale_zero;
+  a.segments = n;
+  int64_t tiles = 0;
+  for (int i = 0; i < n; ++i) {
+    const RepackPlan& p = ws[i]->plan;
+    if (p.k_padded != plan.k_padded || p.group_shift != plan.group_shift || p.groups_padded != plan.groups_padded ||
+        ws[i]->tc == nullptr)
+      return invalid_argument("qgemv (tensor cores): weight {} of a group differs in K, group size or layout", i);
+    if (i > 0 && biases[i].data != nullptr && biases[0].data != nullptr && biases[i].dtype != biases[0].dtype)
+      return invalid_argument("qgemv (tensor cores): biases of one group have different dtypes");
+    a.seg[i] = TcSegment{reinterpret_cast<const uint4*>(ws[i]->tc), ws[i]->scale_zero, outs[i].data, biases[i].data,
+                         p.n, tiles};
+    if (biases[i].data != nullptr) a.bias_dtype = biases[i].dtype;
+    tiles += ceil_div(p.n, kTcRows);
+  }
   a.x = x;
-  a.perm = gather ? w.perm : nullptr;
-  a.out = out.data;
-  a.bias = bias.data;
-  a.bias_dtype = bias.dtype;
-  a.n = plan.n;
+  a.perm = gather ? ws[0]->perm : nullptr;
   a.m = m;
   a.ldx = ldx;
   a.groups_padded = plan.groups_padded;
@@ -295,8 +317,9 @@ Status qgemv_tc_launch(View out, const void* x, int64_t ldx, int64_t m, const Qg
   a.group_shift = plan.group_shift;
   a.accumulate = accumulate;
   if (gather) {
-    if (m > kQgemvTcGatherMaxRows || w.perm == nullptr)
-      return invalid_argument("qgemv (tensor cores): gathering x needs a permutation and at most {} rows", kQgemvTcGatherMaxRows);
+    if (n != 1 || m > kQgemvTcGatherMaxRows || ws[0]->perm == nullptr)
+      return invalid_argument("qgemv (tensor cores): gathering x needs one weight with a permutation and at most {} rows",
+                              kQgemvTcGatherMaxRows);
     return launch_tc<T, 1, true>(a, stream);
   }
   if (m <= 8) return launch_tc<T, 1>(a, stream);
@@ -305,9 +328,9 @@ Status qgemv_tc_launch(View out, const void* x, int64_t ldx, int64_t m, const Qg
   return launch_tc<T, 8>(a, stream);
 }
 
-template Status qgemv_tc_launch<__half>(View, const void*, int64_t, int64_t, const QgemvWeight&, bool, View, bool,
-                                        cudaStream_t);
-template Status qgemv_tc_launch<__nv_bfloat16>(View, const void*, int64_t, int64_t, const QgemvWeight&, bool, View,
-                                               bool, cudaStream_t);
+template Status qgemv_tc_launch<__half>(const View*, const QgemvWeight* const*, const View*, int, const void*, int64_t,
+                                        int64_t, bool, bool, cudaStream_t);
+template Status qgemv_tc_launch<__nv_bfloat16>(const View*, const QgemvWeight* const*, const View*, int, const void*,
+                                               int64_t, int64_t, bool, bool, cudaStream_t);
 
 }  // namespace compactor
