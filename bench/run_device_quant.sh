@@ -41,7 +41,7 @@ done
 [[ -x $D/bin/test_cuda_model ]] && step test_cuda_model timeout 300 "$D/bin/test_cuda_model" --gtest_filter='-*bpe*'
 grep -E "FAILED|Failure" "$log" | head -20
 
-formats=w4g128,w4g32,w4,w8,w3g128,w2g64,nf4
+formats=${FORMATS:-w4g128,w4g32,w4,w8,w3g128,w2g64,nf4}
 [[ -n ${QUICK:-} ]] && formats=w4g128,w8,nf4
 step bench_qgemm timeout 500 "$D/bin/bench_qgemm" --formats "$formats" --m 1,2,4,8,16,32,64,128 --quick \
   --json "$OUT/$machine-qgemm.json"
