@@ -10,30 +10,7 @@
 # graphs at batch 1, the bad-input cases, and prints a short table last. QUICK=1 keeps the tests,
 # the main benchmark and the bad-input cases.
 set -uo pipefail
-D=${D:-/tmp/d}
-export LD_LIBRARY_PATH=$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export COMPACTOR_SHARED_DIR=${COMPACTOR_SHARED_DIR:-$D/shared} COMPACTOR_BINARY=${COMPACTOR_BINARY:-$D/bin/compactor}
-OUT=${OUT:-bench/results}
-mkdir -p "$OUT"
-B=$D/bin/compactor
-machine=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-machine=${machine:-unknown-gpu}
-log=$OUT/device-run.log
-: > "$log"
-summary=()
-
-step() {  # step NAME CMD...: runs, logs, records pass/fail
-  local name=$1; shift
-  echo "=== $name: $*" | tee -a "$log"
-  local t0=$SECONDS
-  "$@" > "$OUT/$name.out" 2>&1
-  local rc=$?
-  cat "$OUT/$name.out" >> "$log"
-  summary+=("$(printf '%-34s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
-  return $rc
-}
-
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >> "$log" 2>&1
+source "$(dirname "$0")/device_run_common.sh" device-run.log
 step test_cuda_ops timeout 300 "$D/bin/test_cuda_ops"
 step test_cuda_model timeout 300 "$D/bin/test_cuda_model" --gtest_filter='-*bpe*'
 [[ -x $D/bin/test_bench_plan ]] && step test_bench_plan timeout 60 "$D/bin/test_bench_plan"

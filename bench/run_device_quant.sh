@@ -11,30 +11,7 @@
 #   bash bench/run_device_quant.sh            (results under $OUT, default bench/results/)
 # QUICK=1: tests, bench_qgemm on w4g128/w8/nf4 only, and the w4g128 end-to-end run.
 set -uo pipefail
-D=${D:-/tmp/d}
-export LD_LIBRARY_PATH=$D/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export COMPACTOR_SHARED_DIR=${COMPACTOR_SHARED_DIR:-$D/shared} COMPACTOR_BINARY=${COMPACTOR_BINARY:-$D/bin/compactor}
-OUT=${OUT:-bench/results}
-mkdir -p "$OUT"
-B=$D/bin/compactor
-machine=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
-machine=${machine:-unknown-gpu}
-log=$OUT/quant-run.log
-: > "$log"
-summary=()
-
-step() {  # step NAME CMD...: runs, logs, records pass/fail
-  local name=$1; shift
-  echo "=== $name: $*" | tee -a "$log"
-  local t0=$SECONDS
-  "$@" > "$OUT/$name.out" 2>&1
-  local rc=$?
-  cat "$OUT/$name.out" >> "$log"
-  summary+=("$(printf '%-34s rc=%-3s %4ss' "$name" "$rc" "$((SECONDS - t0))")")
-  return $rc
-}
-
-nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,clocks.max.mem --format=csv >> "$log" 2>&1
+source "$(dirname "$0")/device_run_common.sh" quant-run.log
 for t in test_cuda_qgemm test_cuda_nf4 test_cuda_dequant test_cuda_synthetic_quant; do
   [[ -x $D/bin/$t ]] && step "$t" timeout 300 "$D/bin/$t"
 done

@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include <memory>
+#include <random>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -46,6 +47,17 @@ class CudaBackendTest : public ::testing::TestWithParam<DType> {
     std::vector<float> out(dev.numel());
     copy_to_host_f32(*be_, dev, out.data());
     return out;
+  }
+  // Random N(0, 1) x [m, k] rounded to the activation dtype: the device copy and its exact f32 values.
+  std::pair<Tensor, std::vector<float>> random_x(int64_t m, int64_t k, uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::normal_distribution<float> d(0.f, 1.f);
+    std::vector<float> x(m * k);
+    for (float& v : x) v = d(rng);
+    Tensor host = Tensor::empty(Shape{m, k}, act());
+    convert_from_f32(x.data(), x.size(), act(), host.data());
+    convert_to_f32(host.data(), act(), x.size(), x.data());
+    return {upload(host), x};
   }
   // The packed tensors of `p` (and the bias) as device tensors, owned by `keep`.
   LinearWeight upload_weight(const PackedLinear& p, std::vector<Tensor>& keep, View bias_host = View{}) {

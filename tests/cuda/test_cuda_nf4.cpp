@@ -13,6 +13,7 @@
 #include <random>
 #include <vector>
 
+#include "backend/cpu/cpu_nf4.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/qgemv.cuh"
@@ -46,27 +47,12 @@ HostNF4 random_nf4(int64_t n, int64_t k, int block, uint32_t seed) {
 
 class CudaNF4 : public test::CudaBackendTest {
  protected:
-  std::pair<Tensor, std::vector<float>> random_x(int64_t m, int64_t k, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.f, 1.f);
-    std::vector<float> x(m * k);
-    for (float& v : x) v = d(rng);
-    Tensor host = Tensor::empty(Shape{m, k}, act());
-    convert_from_f32(x.data(), x.size(), act(), host.data());
-    convert_to_f32(host.data(), act(), x.size(), x.data());
-    return {upload(host), x};
-  }
   // The device LinearWeight of a packed NF4 linear; `keep` owns the device tensors.
   LinearWeight upload_nf4(const PackedNF4& p, std::vector<Tensor>& keep) {
-    LinearWeight w;
-    w.format = Format::kNF4;
-    w.out_features = p.out_features;
-    w.in_features = p.in_features;
-    w.group_size = p.block_size;
-    for (auto [dst, src] : {std::pair<View*, const Tensor*>{&w.qweight, &p.qweight}, {&w.scales, &p.scales},
-                            {&w.nested_scales, &p.nested_scales}, {&w.nested_offset, &p.nested_offset}}) {
-      keep.push_back(upload(src->view()));
-      *dst = keep.back().view();
+    LinearWeight w = linear_weight_of(p);
+    for (View* v : {&w.qweight, &w.scales, &w.nested_scales, &w.nested_offset}) {
+      keep.push_back(upload(*v));
+      *v = keep.back().view();
     }
     return w;
   }

@@ -58,17 +58,6 @@ template <typename W>
 
 class CudaQgemm : public test::CudaBackendTest {
  protected:
-  // Random x [m, k] rounded to the activation dtype: the device copy and its exact f32 values.
-  std::pair<Tensor, std::vector<float>> random_x(int64_t m, int64_t k, uint32_t seed) {
-    std::mt19937 rng(seed);
-    std::normal_distribution<float> d(0.f, 1.f);
-    std::vector<float> x(m * k);
-    for (float& v : x) v = d(rng);
-    Tensor host = Tensor::empty(Shape{m, k}, act());
-    convert_from_f32(x.data(), x.size(), act(), host.data());
-    convert_to_f32(host.data(), act(), x.size(), x.data());
-    return {upload(host), x};
-  }
   void use_kernel(QuantKernel kernel) {
     CudaBackendOptions o{GetParam()};
     o.quant_kernel = kernel;
