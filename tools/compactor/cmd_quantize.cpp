@@ -92,25 +92,8 @@ Result<PtqOptions> ptq_options(const QuantizeOptions& o) {
   return p;
 }
 
-Result<nlohmann::json> measure_ppl(LoadedModel& lm, const QuantizeOptions& o, const std::string& dataset) {
-  ASSIGN_OR_RETURN(std::filesystem::path path, resolve_dataset(dataset));
-  ASSIGN_OR_RETURN(std::string text, read_text_file(path));
-  PerplexityOptions p;
-  p.ctx = o.eval_ctx;
-  p.limit_windows = o.limit_windows;
-  p.quiet = o.common.quiet;
-  ASSIGN_OR_RETURN(PerplexityResult r, evaluate_perplexity(*lm.model, lm.tokenizer->encode(text, false),
-                                                           lm.tokenizer->bos_id(), p));
-  return nlohmann::json{{"data", dataset}, {"path", path.string()}, {"ppl", r.ppl}, {"mean_nll", r.mean_nll},
-                        {"windows", r.windows}, {"tokens", r.predictions}, {"ctx", o.eval_ctx}};
-}
-
 Result<nlohmann::json> measure_all(LoadedModel& lm, const QuantizeOptions& o) {
-  nlohmann::json out = nlohmann::json::object();
-  for (const std::string& d : o.eval) {
-    ASSIGN_OR_RETURN(out[d], measure_ppl(lm, o, d));
-  }
-  return out;
+  return perplexity_records(lm, o.eval, o.eval_ctx, o.limit_windows, o.common.quiet);
 }
 
 nlohmann::json report_json(const LinearReport& r) {

@@ -5,8 +5,11 @@
 #include <cblas.h>
 #include <omp.h>
 
+#include "datasets.h"
+#include "eval/perplexity.h"
 #include "exp/recipe.h"
 #include "exp/run_store.h"
+#include "io/text_file.h"
 
 namespace compactor::cli {
 
@@ -65,6 +68,24 @@ Status save_record(RunRecord& record, const CommonOptions& o, const std::string&
 int fail(const Status& status) {
   std::fprintf(stderr, "compactor: error: %s\n", status.message().c_str());
   return 1;
+}
+
+Result<nlohmann::json> perplexity_records(LoadedModel& lm, const std::vector<std::string>& datasets, int ctx,
+                                          int64_t limit_windows, bool quiet) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const std::string& d : datasets) {
+    ASSIGN_OR_RETURN(std::filesystem::path path, resolve_dataset(d));
+    ASSIGN_OR_RETURN(std::string text, read_text_file(path));
+    PerplexityOptions p;
+    p.ctx = ctx;
+    p.limit_windows = limit_windows;
+    p.quiet = quiet;
+    ASSIGN_OR_RETURN(PerplexityResult r, evaluate_perplexity(*lm.model, lm.tokenizer->encode(text, false),
+                                                             lm.tokenizer->bos_id(), p));
+    out[d] = {{"data", d}, {"path", path.string()}, {"ppl", r.ppl}, {"mean_nll", r.mean_nll},
+              {"windows", r.windows}, {"tokens", r.predictions}, {"ctx", ctx}};
+  }
+  return out;
 }
 
 }  // namespace compactor::cli

@@ -5,6 +5,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
@@ -41,6 +42,11 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 Result<LoadedModel> load_model(const std::string& dir, const CommonOptions& o);
+
+// WikiText-style perplexity of a loaded model on each named dataset (resolve_dataset), as the
+// commands record it: {dataset: {data, path, ppl, mean_nll, windows, tokens, ctx}}.
+Result<nlohmann::json> perplexity_records(LoadedModel& lm, const std::vector<std::string>& datasets, int ctx,
+                                          int64_t limit_windows, bool quiet);
 
 // Fills model path/hash, args, metrics-independent fields, then writes the record JSON (when
 // --record-dir is set) and appends it to the run store (unless --no-record).

@@ -107,20 +107,7 @@ Result<std::vector<NF4Report>> quantize_all(const Model& base, const NF4Quantize
 
 Result<nlohmann::json> perplexity_json(const std::string& dir, const NF4QuantizeOptions& o) {
   ASSIGN_OR_RETURN(LoadedModel lm, load_model(dir, o.common));
-  nlohmann::json out = nlohmann::json::object();
-  for (const std::string& d : o.eval) {
-    ASSIGN_OR_RETURN(std::filesystem::path path, resolve_dataset(d));
-    ASSIGN_OR_RETURN(std::string text, read_text_file(path));
-    PerplexityOptions p;
-    p.ctx = o.eval_ctx;
-    p.limit_windows = o.limit_windows;
-    p.quiet = o.common.quiet;
-    ASSIGN_OR_RETURN(PerplexityResult r, evaluate_perplexity(*lm.model, lm.tokenizer->encode(text, false),
-                                                             lm.tokenizer->bos_id(), p));
-    out[d] = {{"data", d}, {"path", path.string()}, {"ppl", r.ppl}, {"mean_nll", r.mean_nll},
-              {"windows", r.windows}, {"tokens", r.predictions}, {"ctx", o.eval_ctx}};
-  }
-  return out;
+  return perplexity_records(lm, o.eval, o.eval_ctx, o.limit_windows, o.common.quiet);
 }
 
 nlohmann::json layers_json(const std::vector<NF4Report>& reports, int block) {
