@@ -11,8 +11,8 @@
 // Last, per model (Llama-2-7B, Llama-3-8B), format and M: the summed time of all linears of one
 // decode step, quantized layers (best of fused, tc and dequant) + dense lm_head vs all dense.
 // Weights are random bit patterns filled on the device (every bit pattern is a valid code).
-// --formats nf4 benchmarks NF4 (formats/nf4.h, block 64): the fused kernel is the CUDA-core one
-// (levels from shared memory; no tc column), dequant is its NF4 dequantize.
+// --formats nf4 benchmarks NF4 (formats/nf4.h, block 64): "fused" is the CUDA-core kernel, "tc" the
+// tensor-core one (level pairs from a shared-memory table), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
 #include <cuda_runtime_api.h>
@@ -219,7 +219,7 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
     auto r = qgemv_repack_cuda(packed.back().w, be.stream());
     die_if(r.status(), "repack " + s.name);
     repacked.push_back(std::move(r).value());
-    if (p.bits != 4 || nf4) continue;
+    if (p.bits != 4) continue;
     auto tc = qgemv_repack_cuda(packed.back().w, be.stream(), QgemvKernel::kTensorCores);
     die_if(tc.status(), "tc repack " + s.name);
     repacked_tc.push_back(std::move(tc).value());

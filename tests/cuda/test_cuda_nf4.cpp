@@ -67,13 +67,17 @@ TEST_P(CudaNF4, FusedKernelMatchesReferenceEveryShapeBlockAndM) {
       const HostNF4 h = random_nf4(n, k, block, seed++);
       std::vector<Tensor> keep;
       const LinearWeight dev_w = upload_nf4(h.packed, keep);
-      auto repacked = qgemv_repack_cuda(dev_w, be_->stream());
+      for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
+      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
       ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
       ASSERT_TRUE(repacked->plan.nf4);
+      ASSERT_EQ(repacked->tc.defined(), kernel == QgemvKernel::kTensorCores);
       for (int64_t m : {1, 3, 16, 64, 200}) {
         auto [x, xf] = random_x(m, k, seed++);
         const test::Reference ref = test::reference(xf, h.w, m, n, k);
-        const std::string what = fmt::format("nf4 block {} [N {}, K {}] M {} {}", block, n, k, m, dtype_name(act()));
+        const std::string what = fmt::format("nf4 {} block {} [N {}, K {}] M {} {}",
+                                             kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores", block,
+                                             n, k, m, dtype_name(act()));
         const size_t bytes = qgemv_scratch_bytes(repacked->view(), m, act(), x.data());
         Tensor scratch;
         if (bytes > 0) scratch = be_->alloc(Shape{static_cast<int64_t>(bytes)}, DType::kU8);
@@ -81,7 +85,10 @@ TEST_P(CudaNF4, FusedKernelMatchesReferenceEveryShapeBlockAndM) {
         const Status st = qgemv_cuda(out, x, repacked->view(), View{}, false, bytes > 0 ? scratch.data() : nullptr,
                                      be_->stream());
         ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
-        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+        // Tensor cores: the levels are rounded to the activation dtype (bf16: 2^-9 relative).
+        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what,
+                             kernel == QgemvKernel::kTensorCores ? dequant_coef(act()) : test::kFusedCoef));
+      }
       }
     }
 }

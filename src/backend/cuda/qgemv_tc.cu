@@ -16,8 +16,11 @@
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (four
 // indices and four 16-bit loads per B fragment pair) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include <type_traits>
+
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/nf4_levels.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
 
 namespace compactor {
@@ -56,6 +59,7 @@ struct QgemvTcArgs {
   int chunks;       // Kp / 64
   int group_shift;  // position p is in group p >> group_shift
   bool accumulate;
+  bool nf4;         // NF4 codes (levels × f32 absmax) instead of int4 (c - z) × f16 scale
 };
 
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
@@ -103,15 +107,18 @@ __device__ __forceinline__ uint2 x_quad_gather(const unsigned short* xrow, const
 // One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
 // (kSplit, group size 32: for each half of the chunk). xr[j]: the x row of tile j, already offset
 // by 4t; p0: the chunk's first position.
-template <typename T, int kTiles, bool kGather, bool kSplit>
+// kNF4: a fragment register is the pair of levels of its two codes, looked up in nf4_pairs (256
+// entries, one per code byte: level[low nibble] in the low half); sz holds f32 absmax bits.
+template <typename T, int kTiles, bool kGather, bool kSplit, bool kNF4>
 __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
-                                         const int32_t* perm, int p0, int t, float (&acc)[kTiles][4]) {
+                                         const int32_t* perm, const uint32_t* nf4_pairs, int p0, int t,
+                                         float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   float d[kTiles][4] = {};
   uint32_t z_lo = 0, z_hi = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    if (h == 0 || kSplit) {
+    if (!kNF4 && (h == 0 || kSplit)) {
       z_lo = zero_pair<T>(sz[2 * h]);
       z_hi = zero_pair<T>(sz[2 * h + 1]);
     }
@@ -129,16 +136,22 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
     for (int s2 = 0; s2 < 2; ++s2) {
       const uint32_t word = words[2 * h + s2];
       uint32_t a[4];
-      a[0] = sub2<T>(nibbles_or(word, tc_magic<T>()), z_lo);        // row g,   positions 4t, 4t+1
-      a[1] = sub2<T>(nibbles_or(word >> 4, tc_magic<T>()), z_hi);   // row g+8, positions 4t, 4t+1
-      a[2] = sub2<T>(nibbles_or(word >> 8, tc_magic<T>()), z_lo);   // row g,   positions 4t+2, 4t+3
-      a[3] = sub2<T>(nibbles_or(word >> 12, tc_magic<T>()), z_hi);  // row g+8, positions 4t+2, 4t+3
+      if constexpr (kNF4) {
+#pragma unroll
+        for (int q = 0; q < 4; ++q) a[q] = nf4_pairs[((word >> (4 * q)) & 0xFu) | ((word >> (4 * q + 12)) & 0xF0u)];
+      } else {
+        a[0] = sub2<T>(nibbles_or(word, tc_magic<T>()), z_lo);        // row g,   positions 4t, 4t+1
+        a[1] = sub2<T>(nibbles_or(word >> 4, tc_magic<T>()), z_hi);   // row g+8, positions 4t, 4t+1
+        a[2] = sub2<T>(nibbles_or(word >> 8, tc_magic<T>()), z_lo);   // row g,   positions 4t+2, 4t+3
+        a[3] = sub2<T>(nibbles_or(word >> 12, tc_magic<T>()), z_hi);  // row g+8, positions 4t+2, 4t+3
+      }
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s2].x, xb[j][s2].y);
     }
     if (h == 1 || kSplit) {
       const int i = kSplit ? 2 * h : 0;  // without kSplit, sz holds the words of the first half only
-      const float s_lo = sz_scale(sz[i]), s_hi = sz_scale(sz[i + 1]);
+      const float s_lo = kNF4 ? __uint_as_float(sz[i]) : sz_scale(sz[i]);
+      const float s_hi = kNF4 ? __uint_as_float(sz[i + 1]) : sz_scale(sz[i + 1]);
 #pragma unroll
       for (int j = 0; j < kTiles; ++j) {
         acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
@@ -184,9 +197,15 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
 // w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
 // other is multiplied) without copies between them.
-template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps>
+template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false>
 __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit> * kTcWarps / kWarps))
     qgemv_tc_kernel(const QgemvTcArgs a) {
+  static_assert(!kNF4 || (!kGather && !kSplit), "NF4 on tensor cores: blocks >= 64, no act-order");
+  __shared__ uint32_t nf4_pairs[kNF4 ? 256 : 1];
+  if constexpr (kNF4) {
+    for (int i = threadIdx.x; i < 256; i += blockDim.x) nf4_pairs[i] = mma::pack2<T>(kNF4LevelsDev[i & 15], kNF4LevelsDev[i >> 4]);
+    __syncthreads();
+  }
   constexpr int kSz = kSplit ? 4 : 2;
   __shared__ float partial[kWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -218,7 +237,7 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     for (int u = 0; u < kTcUnroll; ++u) {
       const int c = first + u * kWarps;
       if (c >= a.chunks) break;  // warp-uniform
-      tc_chunk<T, kTiles, kGather, kSplit>(wv[u], sv[u], xr, a.perm, c * kTcChunkK, t, acc);
+      tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kTcChunkK, t, acc);
     }
   };
   tc_load_batch<kSz, kWarps>(a, l, warp, w0, s0);
@@ -261,6 +280,18 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   if (static_cast<int64_t>(a.chunks) * kTcChunkK > 0x3fffffff || a.groups_padded > 0x3fffffff)
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", static_cast<int64_t>(a.chunks) * kTcChunkK);
   const unsigned grid = static_cast<unsigned>(blocks);
+  auto run = [&](auto split, auto nf4, auto warps) -> Status {
+    qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value, decltype(nf4)::value>
+        <<<grid, decltype(warps)::value * 32, 0, stream>>>(a);
+    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    return Status::ok();
+  };
+  using Yes = std::true_type;
+  using No = std::false_type;
+  using Normal = std::integral_constant<int, kTcWarps>;
+  using Tall = std::integral_constant<int, kTcWarpsTall>;
+  if (a.nf4 && (kGather || a.group_shift == 5))
+    return invalid_argument("qgemv (tensor cores): NF4 needs blocks of >= 64 positions and no act-order");
   // Tall: at least 4 row tiles per SM (H100: Llama-2 gate/up's 688, lm_head's 2000; not the 256 of
   // 4096-row weights), so that 4-warp blocks (6 per SM at 71 registers) still fill every SM.
   if constexpr (kTiles == 1 && !kGather) {
@@ -268,22 +299,14 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
     CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
     CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     if (blocks >= 4 * static_cast<int64_t>(sms)) {
-      if (a.group_shift == 5) {
-        qgemv_tc_kernel<T, 1, false, true, kTcWarpsTall><<<grid, kTcWarpsTall * 32, 0, stream>>>(a);
-      } else {
-        qgemv_tc_kernel<T, 1, false, false, kTcWarpsTall><<<grid, kTcWarpsTall * 32, 0, stream>>>(a);
-      }
-      CUDA_RETURN_IF_ERROR(cudaGetLastError());
-      return Status::ok();
+      if (a.nf4) return run(No{}, Yes{}, Tall{});
+      return a.group_shift == 5 ? run(Yes{}, No{}, Tall{}) : run(No{}, No{}, Tall{});
     }
   }
-  if (a.group_shift == 5) {
-    qgemv_tc_kernel<T, kTiles, kGather, true, kTcWarps><<<grid, kTcWarps * 32, 0, stream>>>(a);
-  } else {
-    qgemv_tc_kernel<T, kTiles, kGather, false, kTcWarps><<<grid, kTcWarps * 32, 0, stream>>>(a);
+  if constexpr (!kGather) {
+    if (a.nf4) return run(No{}, Yes{}, Normal{});
   }
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
-  return Status::ok();
+  return a.group_shift == 5 ? run(Yes{}, No{}, Normal{}) : run(No{}, No{}, Normal{});
 }
 
 }  // namespace
@@ -316,6 +339,9 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
   a.chunks = static_cast<int>(tc_chunks(plan));
   a.group_shift = plan.group_shift;
   a.accumulate = accumulate;
+  a.nf4 = plan.nf4;
+  for (int i = 1; i < n; ++i)
+    if (ws[i]->plan.nf4 != plan.nf4) return invalid_argument("qgemv (tensor cores): a group mixes NF4 and int4 weights");
   if (gather) {
     if (n != 1 || m > kQgemvTcGatherMaxRows || ws[0]->perm == nullptr)
       return invalid_argument("qgemv (tensor cores): gathering x needs one weight with a permutation and at most {} rows",
