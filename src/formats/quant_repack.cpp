@@ -122,27 +122,37 @@ QuantizedLinear unpack_repacked_ref(const RepackedLinear& r, bool symmetric) {
   return q;
 }
 
-std::vector<uint32_t> repack_tc_int4_ref(const RepackedLinear& r) {
+std::vector<uint32_t> repack_tc_ref(const RepackedLinear& r) {
   const RepackPlan& plan = r.plan;
-  COMPACTOR_ASSERT(plan.bits == 4, "repack_tc_int4_ref: bits {} (int4 only)", plan.bits);
+  COMPACTOR_ASSERT(plan.bits == 4 || plan.bits == 8, "repack_tc_ref: bits {} (int4 or int8)", plan.bits);
+  const int per_word = 32 / plan.bits;
   const int64_t chunks = tc_chunks(plan);
-  std::vector<uint32_t> tc(tc_padded_rows(plan.n) * plan.k_padded / 8, 0);
+  std::vector<uint32_t> tc(tc_padded_rows(plan.n) * plan.k_padded * plan.bits / 32, 0);
   for (int64_t word = 0; word < static_cast<int64_t>(tc.size()); ++word) {
-    for (int q = 0; q < 8; ++q) {
+    for (int q = 0; q < per_word; ++q) {
       int64_t row = 0, pos = 0;
-      tc_int4_source(word, q, chunks, &row, &pos);
+      if (plan.bits == 4) {
+        tc_int4_source(word, q, chunks, &row, &pos);
+      } else {
+        tc_int8_source(word, q, chunks, &row, &pos);
+      }
       if (row >= plan.n) continue;
-      const uint32_t* block = &r.qweight[row * plan.words_per_row + (pos / kRepackBlockK) * 4];
-      tc[word] |= repacked_code(block, 4, static_cast<int>(pos % kRepackBlockK)) << (4 * q);
+      const uint32_t* block = &r.qweight[row * plan.words_per_row + (pos / kRepackBlockK) * plan.bits];
+      tc[word] |= repacked_code(block, plan.bits, static_cast<int>(pos % kRepackBlockK)) << (plan.bits * q);
     }
   }
   return tc;
 }
 
-uint32_t tc_int4_code(const std::vector<uint32_t>& tc, int64_t chunks, int64_t row, int64_t pos) {
-  const int64_t tile = (row / kTcRows) * chunks + pos / kTcChunkK;
-  const int r = static_cast<int>(row % kTcRows), kk = static_cast<int>(pos % kTcChunkK);
+uint32_t tc_code(const std::vector<uint32_t>& tc, int bits, int64_t chunks, int64_t row, int64_t pos) {
+  const int chunk_k = tc_chunk_positions(bits);
+  const int64_t tile = (row / kTcRows) * chunks + pos / chunk_k;
+  const int r = static_cast<int>(row % kTcRows), kk = static_cast<int>(pos % chunk_k);
   const int g = r % 8, s = kk / 16, kq = kk % 16, t = kq / 4;
+  if (bits == 8) {
+    const int64_t word = (tile * 32 + 4 * g + t) * 4 + 2 * s + r / 8;
+    return (tc[word] >> (8 * (kq % 4))) & 0xFFu;
+  }
   const int p = (r / 8) + 2 * ((kq % 4) / 2), second = kq % 2;
   const int64_t word = (tile * 32 + 4 * g + t) * 4 + s;
   return (tc[word] >> (4 * (p + 4 * second))) & 15u;

@@ -135,12 +135,34 @@ COMPACTOR_HOST_DEVICE inline uint32_t repacked_code(const uint32_t* words, int b
 // subtraction of 1024 + zero. Tiles are ordered [N/16 row tiles][Kp/64 chunks]; rows past N are
 // padding (code 0). Positions are the repacked ones (act-order permutation applied). A step never
 // straddles a 32-position group, so per-group scales can be applied to the f32 products.
+//
+// int8 (the same kernel, 16-row × 32-position tiles of 512 bytes, 2 k16 steps, the same k mapping):
+// lane L = 4g + t owns bytes 16L .. 16L+15; word 2s + h (s = step 0..1, h = 0..1) holds the codes of
+// row g + 8h at positions 16s + 4t .. 16s + 4t + 3, byte i = position 16s + 4t + i:
+//   word 2s + h:  bit 31   24 23   16 15    8 7     0
+//                    +-------+-------+-------+-------+
+//                    | p+3   | p+2   | p+1   | p     |   p = 16s + 4t, row g + 8h
+//                    +-------+-------+-------+-------+
+// so bytes 0-1 are the A register (row g + 8h, k = 2t, 2t+1) and bytes 2-3 the one at k = 2t+8, 2t+9.
 inline constexpr int kTcRows = 16;
-inline constexpr int kTcChunkK = 64;
+inline constexpr int kTcChunkK = 64;   // int4 (and NF4) positions per tile
+inline constexpr int kTcChunkK8 = 32;  // int8 positions per tile
 
-// Rows padded to whole tiles, and 64-position chunks per row tile.
+// Rows padded to whole tiles; positions per tile and tiles per row tile for a bit width (4 or 8).
 inline int64_t tc_padded_rows(int64_t n) { return (n + kTcRows - 1) / kTcRows * kTcRows; }
-inline int64_t tc_chunks(const RepackPlan& plan) { return plan.k_padded / kTcChunkK; }
+COMPACTOR_HOST_DEVICE inline int tc_chunk_positions(int bits) { return bits == 8 ? kTcChunkK8 : kTcChunkK; }
+inline int64_t tc_chunks(const RepackPlan& plan) { return plan.k_padded / tc_chunk_positions(plan.bits); }
+
+// The (row, position) of byte q (0..3) of int8 tc word `word`.
+COMPACTOR_HOST_DEVICE inline void tc_int8_source(int64_t word, int q, int64_t chunks, int64_t* row, int64_t* pos) {
+  const int w = static_cast<int>(word & 3);
+  const int lane = static_cast<int>((word >> 2) & 31);
+  const int64_t tile = word >> 7;  // row tile * chunks + chunk
+  const int64_t row_tile = tile / chunks, chunk = tile - row_tile * chunks;
+  const int g = lane >> 2, t = lane & 3, s = w >> 1, h = w & 1;
+  *row = row_tile * kTcRows + g + 8 * h;
+  *pos = chunk * kTcChunkK8 + 16 * s + 4 * t + q;
+}
 
 // The (row, position) of nibble q (0..7) of tc word `word` (u32 index into the layout).
 COMPACTOR_HOST_DEVICE inline void tc_int4_source(int64_t word, int q, int64_t chunks, int64_t* row, int64_t* pos) {
@@ -153,9 +175,10 @@ COMPACTOR_HOST_DEVICE inline void tc_int4_source(int64_t word, int q, int64_t ch
   *pos = chunk * kTcChunkK + 16 * s + 4 * t + 2 * (p >> 1) + second;
 }
 
-// Host reference: the tc words [tc_padded_rows(N) * Kp / 8] of an int4 linear from its row layout.
-std::vector<uint32_t> repack_tc_int4_ref(const RepackedLinear& r);
-// Code at (row, position) of a tc layout (the inverse, for tests).
-uint32_t tc_int4_code(const std::vector<uint32_t>& tc, int64_t chunks, int64_t row, int64_t pos);
+// Host reference: the tc words [tc_padded_rows(N) * Kp * bits / 32] of an int4 or int8 linear from
+// its row layout.
+std::vector<uint32_t> repack_tc_ref(const RepackedLinear& r);
+// Code at (row, position) of an int4 or int8 tc layout (the inverse, for tests).
+uint32_t tc_code(const std::vector<uint32_t>& tc, int bits, int64_t chunks, int64_t row, int64_t pos);
 
 }  // namespace compactor

@@ -1,6 +1,6 @@
 // The fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) against the CPU reference, for
 // both kernels (CUDA cores: every format; tensor cores: int4):
-//   - the device repacks are byte-identical to repack_linear_ref / repack_tc_int4_ref
+//   - the device repacks are byte-identical to repack_linear_ref / repack_tc_ref
 //     (formats/quant_repack.h);
 //   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
 //     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
@@ -127,12 +127,13 @@ TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
         be_->copy_to_host(got->perm, perm.data());
         EXPECT_TRUE(same_words(perm, want->perm, what + " perm"));
       }
-      if (c.bits != 4) continue;
+      if (c.bits != 4 && c.bits != 8) continue;
+      if (c.bits == 8 && c.act_order) continue;  // int8 act-order stays on the CUDA-core layout
       auto got_tc = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream(), QgemvKernel::kTensorCores);
       ASSERT_TRUE(got_tc.is_ok()) << what << ": " << got_tc.status().message();
       ASSERT_TRUE(got_tc->tc.defined()) << what;
       EXPECT_FALSE(got_tc->qweight.defined()) << what;
-      const std::vector<uint32_t> want_tc = repack_tc_int4_ref(*want);
+      const std::vector<uint32_t> want_tc = repack_tc_ref(*want);
       std::vector<uint32_t> tc(want_tc.size());
       ASSERT_EQ(got_tc->tc.bytes(), static_cast<int64_t>(tc.size() * 4)) << what;
       be_->copy_to_host(got_tc->tc, tc.data());
@@ -155,7 +156,7 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
     const LinearWeight dev_w = upload_weight(*packed, keep);
     std::vector<std::pair<const char*, QgemvRepacked>> kernels;
     for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
-      if (kernel == QgemvKernel::kTensorCores && c.bits != 4) continue;
+      if (kernel == QgemvKernel::kTensorCores && c.bits != 4 && c.bits != 8) continue;
       auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
       ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
       kernels.emplace_back(kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores",
@@ -193,7 +194,7 @@ TEST_P(CudaQgemm, FusedPersistentGridsRunSeveralRowsPerWarp) {
     std::vector<Tensor> keep;
     const LinearWeight dev_w = upload_weight(*packed, keep);
     for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
-      if (kernel == QgemvKernel::kTensorCores && c.bits != 4) continue;
+      if (kernel == QgemvKernel::kTensorCores && c.bits != 4 && c.bits != 8) continue;
       auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
       ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
       for (int64_t m : {int64_t{1}, int64_t{2}}) {

@@ -127,33 +127,40 @@ TEST(QuantRepack, PlanSizesAndShift) {
   EXPECT_EQ(int3->groups_padded, 4);
 }
 
-TEST(QuantRepack, TensorCoreInt4LayoutHoldsEveryCodeOnce) {
+TEST(QuantRepack, TensorCoreLayoutsHoldEveryCodeOnce) {
   uint32_t seed = 40;
-  for (bool act : {false, true})
-    for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 64}, {37, 200}, {5, 300}}) {
-      const QuantizedLinear q = random_linear(4, 32, false, act, n, k, seed++);
-      auto packed = pack_linear(q);
-      ASSERT_TRUE(packed.is_ok());
-      auto r = repack_linear_ref(packed->ref());
-      ASSERT_TRUE(r.is_ok());
-      const std::vector<uint32_t> tc = repack_tc_int4_ref(*r);
-      const int64_t chunks = tc_chunks(r->plan), rows = tc_padded_rows(n);
-      ASSERT_EQ(static_cast<int64_t>(tc.size()), rows * r->plan.k_padded / 8);
-      for (int64_t row = 0; row < rows; ++row)
-        for (int64_t pos = 0; pos < r->plan.k_padded; ++pos) {
-          const int64_t col = act ? r->perm[pos] : (pos < k ? pos : -1);
-          const uint32_t want = row < n && col >= 0 ? q.codes[row * k + col] : 0u;
-          ASSERT_EQ(tc_int4_code(tc, chunks, row, pos), want) << "row " << row << " pos " << pos << " act " << act;
-        }
-      // tc_int4_source is the inverse of tc_int4_code's addressing.
-      for (int64_t word = 0; word < static_cast<int64_t>(tc.size()); word += 7)
-        for (int q4 = 0; q4 < 8; ++q4) {
-          int64_t row = 0, pos = 0;
-          tc_int4_source(word, q4, chunks, &row, &pos);
-          EXPECT_EQ(tc_int4_code(tc, chunks, row, pos), (tc[word] >> (4 * q4)) & 15u);
-        }
-    }
-  // Lane 5 (g 1, t 1), step 0 of the first tile: pair 0 = row 1 positions 4, 5; pair 1 = row 9.
+  for (int bits : {4, 8})
+    for (bool act : {false, true})
+      for (const auto& [n, k] : {std::pair<int64_t, int64_t>{16, 64}, {37, 200}, {5, 300}}) {
+        const QuantizedLinear q = random_linear(bits, 32, false, act, n, k, seed++);
+        auto packed = pack_linear(q);
+        ASSERT_TRUE(packed.is_ok());
+        auto r = repack_linear_ref(packed->ref());
+        ASSERT_TRUE(r.is_ok());
+        const std::vector<uint32_t> tc = repack_tc_ref(*r);
+        const int64_t chunks = tc_chunks(r->plan), rows = tc_padded_rows(n);
+        ASSERT_EQ(static_cast<int64_t>(tc.size()), rows * r->plan.k_padded * bits / 32);
+        for (int64_t row = 0; row < rows; ++row)
+          for (int64_t pos = 0; pos < r->plan.k_padded; ++pos) {
+            const int64_t col = act ? r->perm[pos] : (pos < k ? pos : -1);
+            const uint32_t want = row < n && col >= 0 ? q.codes[row * k + col] : 0u;
+            ASSERT_EQ(tc_code(tc, bits, chunks, row, pos), want)
+                << "int" << bits << " row " << row << " pos " << pos << " act " << act;
+          }
+        // The source functions are the inverse of tc_code's addressing.
+        const int per_word = 32 / bits;
+        for (int64_t word = 0; word < static_cast<int64_t>(tc.size()); word += 7)
+          for (int qi = 0; qi < per_word; ++qi) {
+            int64_t row = 0, pos = 0;
+            if (bits == 4) {
+              tc_int4_source(word, qi, chunks, &row, &pos);
+            } else {
+              tc_int8_source(word, qi, chunks, &row, &pos);
+            }
+            EXPECT_EQ(tc_code(tc, bits, chunks, row, pos), (tc[word] >> (bits * qi)) & ((1u << bits) - 1u));
+          }
+      }
+  // int4, lane 5 (g 1, t 1), step 0 of the first tile: pair 0 = row 1 positions 4, 5; pair 1 = row 9.
   int64_t row = 0, pos = 0;
   tc_int4_source(5 * 4, 0, 1, &row, &pos);
   EXPECT_EQ(row, 1);
@@ -161,6 +168,10 @@ TEST(QuantRepack, TensorCoreInt4LayoutHoldsEveryCodeOnce) {
   tc_int4_source(5 * 4 + 2, 7, 1, &row, &pos);  // step 2, pair 3 second: row 9, position 32 + 4 + 2 + 1
   EXPECT_EQ(row, 9);
   EXPECT_EQ(pos, 39);
+  // int8, lane 5, word 3 (step 1, row g + 8), byte 2: row 9, position 16 + 4 + 2.
+  tc_int8_source(5 * 4 + 3, 2, 1, &row, &pos);
+  EXPECT_EQ(row, 9);
+  EXPECT_EQ(pos, 22);
 }
 
 TEST(QuantRepack, UnsupportedGroupSizesAndIrregularActOrder) {

@@ -364,8 +364,10 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
     return invalid_argument("qgemv: the repacked weight [{}, {}] has no device data", plan.n, plan.k);
   if (plan.bits != 2 && plan.bits != 3 && plan.bits != 4 && plan.bits != 8)
     return invalid_argument("qgemv: bits {} (expected 2, 3, 4 or 8)", plan.bits);
-  if (w.tc != nullptr && (plan.bits != 4 || (plan.nf4 && plan.group_size < kTcChunkK)))
-    return invalid_argument("qgemv: the tc layout holds int4, or NF4 with blocks of >= {}", kTcChunkK);
+  if (w.tc != nullptr && !((plan.bits == 4 && !(plan.nf4 && plan.group_size < kTcChunkK)) ||
+                            (plan.bits == 8 && !plan.permuted)))
+    return invalid_argument("qgemv: the tc layout holds int4, int8 without act-order, or NF4 with blocks of >= {}",
+                            kTcChunkK);
   if (plan.nf4 && plan.bits != 4) return invalid_argument("qgemv: nf4 with {} bits", plan.bits);
   if (plan.k_padded % kRepackTileK != 0 || plan.k_padded / kRepackBlockK > 0x7fffffff)
     return invalid_argument("qgemv: padded K {} is not a multiple of {} or too large", plan.k_padded, kRepackTileK);

@@ -36,20 +36,24 @@ __global__ void qgemv_repack_codes_kernel(uint32_t* __restrict__ out,           
   }
 }
 
-// The tc layout of int4 (quant_repack.h): one thread per output word gathers its 8 codes.
-__global__ void qgemv_repack_tc_kernel(uint32_t* __restrict__ out,           // [Np * Kp / 8]
+// The tc layouts of int4 and int8 (quant_repack.h): one thread per output word gathers its codes.
+__global__ void qgemv_repack_tc_kernel(uint32_t* __restrict__ out,           // [Np * Kp * bits / 32]
                                        const int32_t* __restrict__ qweight,  // [W(K), N]
                                        const int32_t* __restrict__ perm,     // [Kp] or nullptr
-                                       int64_t n, int64_t k, int64_t chunks, int64_t words) {
+                                       int bits, int64_t n, int64_t k, int64_t chunks, int64_t words) {
   for (int64_t idx = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; idx < words;
        idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     uint32_t v = 0;
-    for (int q = 0; q < 8; ++q) {
+    for (int q = 0; q < 32 / bits; ++q) {
       int64_t row = 0, pos = 0;
-      tc_int4_source(idx, q, chunks, &row, &pos);
+      if (bits == 4) {
+        tc_int4_source(idx, q, chunks, &row, &pos);
+      } else {
+        tc_int8_source(idx, q, chunks, &row, &pos);
+      }
       if (row >= n) continue;
       const int64_t col = perm != nullptr ? perm[pos] : (pos < k ? pos : -1);
-      if (col >= 0) v |= packed_value(qweight + row, n, 4, col) << (4 * q);
+      if (col >= 0) v |= packed_value(qweight + row, n, bits, col) << (bits * q);
     }
     out[idx] = v;
   }
@@ -143,10 +147,12 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
                                        &perm_host));
   const RepackPlan& plan = r.plan;
   r.plan.nf4 = w.format == Format::kNF4;
-  // NF4 takes the tensor-core layout too when its blocks hold whole 64-position chunks.
-  const bool tc = kernel == QgemvKernel::kTensorCores && plan.bits == 4 && (!plan.nf4 || plan.group_size >= kTcChunkK);
+  // NF4 takes the tensor-core layout too when its blocks hold whole 64-position chunks; int8
+  // without act-order (the kernel gathers act-order x for int4 only).
+  const bool tc = kernel == QgemvKernel::kTensorCores &&
+                  ((plan.bits == 4 && (!plan.nf4 || plan.group_size >= kTcChunkK)) || (plan.bits == 8 && !plan.permuted));
   if (tc) {
-    ASSIGN_OR_RETURN(r.tc, device_tensor(Shape{tc_padded_rows(n) * plan.k_padded / 8}, DType::kI32));
+    ASSIGN_OR_RETURN(r.tc, device_tensor(Shape{tc_padded_rows(n) * plan.k_padded * plan.bits / 32}, DType::kI32));
   } else {
     ASSIGN_OR_RETURN(r.qweight, device_tensor(Shape{n, plan.words_per_row}, DType::kI32));
   }
@@ -162,7 +168,7 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
   if (tc) {
     const int64_t words = r.tc.numel();
     qgemv_repack_tc_kernel<<<grid_for(words, kThreads), kThreads, 0, stream>>>(
-        r.tc.as<uint32_t>(), w.qweight.as<const int32_t>(), perm, n, k, tc_chunks(plan), words);
+        r.tc.as<uint32_t>(), w.qweight.as<const int32_t>(), perm, plan.bits, n, k, tc_chunks(plan), words);
   } else {
     qgemv_repack_codes_kernel<<<grid_for(n * blocks_per_row, kThreads), kThreads, 0, stream>>>(
         r.qweight.as<uint32_t>(), w.qweight.as<const int32_t>(), perm, plan.bits, n, k, blocks_per_row,

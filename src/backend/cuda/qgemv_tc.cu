@@ -60,6 +60,7 @@ struct QgemvTcArgs {
   int group_shift;  // position p is in group p >> group_shift
   bool accumulate;
   bool nf4;         // NF4 codes (levels × f32 absmax) instead of int4 (c - z) × f16 scale
+  bool int8;        // int8 codes (the int8 tc layout: 32-position chunks)
 };
 
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
@@ -165,6 +166,53 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
   }
 }
 
+// int8: one 32-position chunk, two k16 steps; word 2s holds row g's codes of step s, word 2s + 1
+// row g + 8's (quant_repack.h). A register is (c - z) of two codes: f16 through the bits of 1024 + c
+// (one byte permute, one packed subtraction); bf16, whose 8 significant bits cannot hold 128 + c, through
+// f32 (2^23 + c by a byte permute, minus 2^23 + z, exact) and one packing conversion (|c - z| <= 255
+// is exact in bf16). sz: the scale/zero words of rows g and g + 8 (a chunk lies in one group).
+template <typename T, int kTiles>
+__device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
+                                          int p0, float (&acc)[kTiles][4]) {
+  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
+  float d[kTiles][4] = {};
+  uint2 xb[kTiles][2];
+#pragma unroll
+  for (int s = 0; s < 2; ++s)
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) xb[j][s] = __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
+  // out[0]: (c - z) of bytes 0-1 of `word`, out[1]: of bytes 2-3.
+  auto pairs = [](uint32_t word, uint32_t szw, uint32_t (&out)[2]) {
+    if constexpr (std::is_same_v<T, __half>) {
+      const uint32_t z2 = zero_pair<T>(szw);  // 1024 + z in both halves
+      out[0] = sub2<T>(__byte_perm(word, 0x64646464u, 0x5150), z2);
+      out[1] = sub2<T>(__byte_perm(word, 0x64646464u, 0x5352), z2);
+    } else {
+      const float zf = 8388608.f + __half2float(__ushort_as_half(static_cast<unsigned short>(szw >> 16)));
+      auto f = [&](uint32_t sel) { return __uint_as_float(__byte_perm(word, 0x4B00u, sel)) - zf; };
+      out[0] = mma::pack2<T>(f(0x5440), f(0x5441));
+      out[1] = mma::pack2<T>(f(0x5442), f(0x5443));
+    }
+  };
+#pragma unroll
+  for (int s = 0; s < 2; ++s) {
+    uint32_t lo[2], hi[2];
+    pairs(words[2 * s], sz[0], lo);
+    pairs(words[2 * s + 1], sz[1], hi);
+    const uint32_t a[4] = {lo[0], hi[0], lo[1], hi[1]};
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s].x, xb[j][s].y);
+  }
+  const float s_lo = sz_scale(sz[0]), s_hi = sz_scale(sz[1]);
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j) {
+    acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
+    acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
+    acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
+    acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
+  }
+}
+
 // Where one lane's weights live: its 16 bytes of the row tile's chunk 0, and the scale/zero rows
 // of rows g and g + 8. Indices below are 32-bit (the launcher checks the sizes).
 struct TcLane {
@@ -175,7 +223,7 @@ struct TcLane {
 
 // Codes and scale/zero words of chunks first + u·kWarps (u < kTcUnroll): kSz words per chunk
 // (rows g, g+8; kSplit: for both halves).
-template <int kSz, int kWarps>
+template <int kSz, int kWarps, int kChunk>
 __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane& l, int first, uint4 (&wv)[kTcUnroll],
                                               uint32_t (&szv)[kTcUnroll][kSz]) {
 #pragma unroll
@@ -185,7 +233,7 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
     wv[u] = ok ? __ldg(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int hf = 0; hf < kSz / 2; ++hf) {
-      const int grp = (c * kTcChunkK + 32 * hf) >> a.group_shift;
+      const int grp = (c * kChunk + 32 * hf) >> a.group_shift;
       szv[u][2 * hf] = ok ? __ldg(l.sz_lo + grp) : 0u;
       szv[u][2 * hf + 1] = ok ? __ldg(l.sz_hi + grp) : 0u;
     }
@@ -197,10 +245,12 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
 // w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
 // other is multiplied) without copies between them.
-template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false>
+template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false, bool kInt8 = false>
 __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit> * kTcWarps / kWarps))
     qgemv_tc_kernel(const QgemvTcArgs a) {
   static_assert(!kNF4 || (!kGather && !kSplit), "NF4 on tensor cores: blocks >= 64, no act-order");
+  static_assert(!kInt8 || (!kGather && !kSplit && !kNF4), "int8 on tensor cores: no act-order");
+  constexpr int kChunk = kInt8 ? kTcChunkK8 : kTcChunkK;  // positions per chunk
   __shared__ uint32_t nf4_pairs[kNF4 ? 256 : 1];
   if constexpr (kNF4) {
     for (int i = threadIdx.x; i < 256; i += blockDim.x) nf4_pairs[i] = mma::pack2<T>(kNF4LevelsDev[i & 15], kNF4LevelsDev[i >> 4]);
@@ -237,15 +287,19 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     for (int u = 0; u < kTcUnroll; ++u) {
       const int c = first + u * kWarps;
       if (c >= a.chunks) break;  // warp-uniform
-      tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kTcChunkK, t, acc);
+      if constexpr (kInt8) {
+        tc_chunk8<T, kTiles>(wv[u], sv[u], xr, c * kChunk, acc);
+      } else {
+        tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kChunk, t, acc);
+      }
     }
   };
-  tc_load_batch<kSz, kWarps>(a, l, warp, w0, s0);
+  tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
   for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
-    if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps>(a, l, base + kBatch + warp, w1, s1);
+    if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
     multiply(w0, s0, base + warp);
     if (base + kBatch >= a.chunks) break;
-    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz, kWarps>(a, l, base + 2 * kBatch + warp, w0, s0);
+    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + 2 * kBatch + warp, w0, s0);
     multiply(w1, s1, base + kBatch + warp);
   }
 #pragma unroll
@@ -277,12 +331,13 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t blocks = tiles * ceil_div(a.m, kTcMaxRowsM);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", blocks);
   // 32-bit chunk, group and position indices inside the kernel.
-  if (static_cast<int64_t>(a.chunks) * kTcChunkK > 0x3fffffff || a.groups_padded > 0x3fffffff)
-    return invalid_argument("qgemv (tensor cores): K = {} positions is too large", static_cast<int64_t>(a.chunks) * kTcChunkK);
+  const int64_t positions = static_cast<int64_t>(a.chunks) * (a.int8 ? kTcChunkK8 : kTcChunkK);
+  if (positions > 0x3fffffff || a.groups_padded > 0x3fffffff)
+    return invalid_argument("qgemv (tensor cores): K = {} positions is too large", positions);
   const unsigned grid = static_cast<unsigned>(blocks);
-  auto run = [&](auto split, auto nf4, auto warps) -> Status {
-    qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value, decltype(nf4)::value>
-        <<<grid, decltype(warps)::value * 32, 0, stream>>>(a);
+  auto run = [&](auto split, auto nf4, auto warps, auto int8) -> Status {
+    qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value, decltype(nf4)::value,
+                    decltype(int8)::value><<<grid, decltype(warps)::value * 32, 0, stream>>>(a);
     CUDA_RETURN_IF_ERROR(cudaGetLastError());
     return Status::ok();
   };
@@ -292,6 +347,7 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   using Tall = std::integral_constant<int, kTcWarpsTall>;
   if (a.nf4 && (kGather || a.group_shift == 5))
     return invalid_argument("qgemv (tensor cores): NF4 needs blocks of >= 64 positions and no act-order");
+  if (a.int8 && kGather) return invalid_argument("qgemv (tensor cores): int8 with act-order is not supported");
   // Tall: at least 4 row tiles per SM (H100: Llama-2 gate/up's 688, lm_head's 2000; not the 256 of
   // 4096-row weights), so that 4-warp blocks (6 per SM at 71 registers) still fill every SM.
   if constexpr (kTiles == 1 && !kGather) {
@@ -299,14 +355,16 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
     CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
     CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
     if (blocks >= 4 * static_cast<int64_t>(sms)) {
-      if (a.nf4) return run(No{}, Yes{}, Tall{});
-      return a.group_shift == 5 ? run(Yes{}, No{}, Tall{}) : run(No{}, No{}, Tall{});
+      if (a.int8) return run(No{}, No{}, Tall{}, Yes{});
+      if (a.nf4) return run(No{}, Yes{}, Tall{}, No{});
+      return a.group_shift == 5 ? run(Yes{}, No{}, Tall{}, No{}) : run(No{}, No{}, Tall{}, No{});
     }
   }
   if constexpr (!kGather) {
-    if (a.nf4) return run(No{}, Yes{}, Normal{});
+    if (a.int8) return run(No{}, No{}, Normal{}, Yes{});
+    if (a.nf4) return run(No{}, Yes{}, Normal{}, No{});
   }
-  return a.group_shift == 5 ? run(Yes{}, No{}, Normal{}) : run(No{}, No{}, Normal{});
+  return a.group_shift == 5 ? run(Yes{}, No{}, Normal{}, No{}) : run(No{}, No{}, Normal{}, No{});
 }
 
 }  // namespace
@@ -340,8 +398,10 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
   a.group_shift = plan.group_shift;
   a.accumulate = accumulate;
   a.nf4 = plan.nf4;
+  a.int8 = plan.bits == 8;
   for (int i = 1; i < n; ++i)
-    if (ws[i]->plan.nf4 != plan.nf4) return invalid_argument("qgemv (tensor cores): a group mixes NF4 and int4 weights");
+    if (ws[i]->plan.nf4 != plan.nf4 || ws[i]->plan.bits != plan.bits)
+      return invalid_argument("qgemv (tensor cores): a group mixes formats");
   if (gather) {
     if (n != 1 || m > kQgemvTcGatherMaxRows || ws[0]->perm == nullptr)
       return invalid_argument("qgemv (tensor cores): gathering x needs one weight with a permutation and at most {} rows",
