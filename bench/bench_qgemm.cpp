@@ -1,7 +1,7 @@
 // Kernel benchmark of the fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) on real
 // Llama-2-7B / Llama-3-8B layer shapes: for each shape × format × M it times
 //   fused     qgemv_cuda on the repacked weight (what CudaBackend::matmul runs for M <= kQgemvAutoMaxRows)
-//   tc        int4 only: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout)
+//   tc        int4, int8, NF4: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout)
 //   dequant   dequantize_cuda + cuBLAS (the path above that, and the previous quantized path)
 //   cublas    cuBLAS GEMM with a dense weight in the activation dtype (allow_gemv off)
 //   dense     our dense decode path (matmul_cuda: the GEMV kernel for M <= 4, else cuBLAS)
@@ -219,7 +219,7 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
     auto r = qgemv_repack_cuda(packed.back().w, be.stream());
     die_if(r.status(), "repack " + s.name);
     repacked.push_back(std::move(r).value());
-    if (p.bits != 4) continue;
+    if (p.bits != 4 && p.bits != 8) continue;  // tensor-core layouts: int4 (NF4), int8
     auto tc = qgemv_repack_cuda(packed.back().w, be.stream(), QgemvKernel::kTensorCores);
     die_if(tc.status(), "tc repack " + s.name);
     repacked_tc.push_back(std::move(tc).value());
