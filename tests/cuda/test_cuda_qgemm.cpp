@@ -1,11 +1,12 @@
 // The fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) against the CPU reference, for
-// both kernels (CUDA cores: every format; tensor cores: int4):
+// both kernels (CUDA cores: every format; tensor cores: int4, int8 without act-order):
 //   - the device repacks are byte-identical to repack_linear_ref / repack_tc_ref
 //     (formats/quant_repack.h);
 //   - qgemv_cuda vs x · dequantize_ref(w)ᵀ in double for int8/4/3/2 × group 32/64/128/per-channel
 //     × sym/asym × act-order (int4) × M in {1, 3, 16, 64, 200} × odd shapes (N = 4097, K not a
 //     multiple of 128 or of the group), plus bias and accumulate (out +=); N = 20000 at M = 1, 2
-//     so that the persistent grids run several jobs per warp/block (cross-job prefetch);
+//     (many row tiles: the tensor cores' 4-warp blocks, the CUDA cores' persistent grid);
+//   - grouped launches (q/k/v-like weights in one launch) match each weight;
 //   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= kQgemvAutoMaxRows / kQgemvTcAutoMaxRows) or dequantize + cuBLAS and
 //     both agree with the reference; a weight freed and replaced at the same address is not served
 //     from a stale repack; group 16 and irregular act-order fall back to the dequantize path.

@@ -8,7 +8,8 @@
 //   qgemv_repack_cuda   once per weight: the packed LinearWeight (quant_pack.h layout) -> the
 //                       repacked tensors, on the device (qgemv_repack.cu)
 //   qgemv_cuda          per matmul: the product (qgemv.cu)
-//   qgemv_tc.cu         the tensor-core variant for int4 and NF4 with blocks >= 64 (QgemvKernel::kTensorCores)
+//   qgemv_tc.cu         the tensor-core variant for int4, int8 without act-order and NF4 with blocks >= 64
+//                       (QgemvKernel::kTensorCores), single or grouped (qgemv_group_cuda)
 // CudaBackend::matmul picks this path for quantized weights up to kQgemvAutoMaxRows input rows
 // (int4 on tensor cores: kQgemvTcAutoMaxRows) and keeps the repacked copy of each weight in a
 // cache; above that it dequantizes and calls cuBLAS.
