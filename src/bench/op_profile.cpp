@@ -67,12 +67,9 @@ Result<double> time_op(CudaBackend& be, const std::function<void()>& op) {
   return us[us.size() / 2];
 }
 
-// Bytes of a linear's weight as stored: dense, or packed (qweight + scales + qzeros + g_idx).
+// Bytes of a linear's weight as stored (dense, or every packed tensor), without the bias.
 double weight_bytes(const LinearWeight& w) {
-  if (!w.quantized()) return static_cast<double>(w.weight.bytes());
-  double b = static_cast<double>(w.qweight.bytes() + w.scales.bytes() + w.qzeros.bytes());
-  if (w.g_idx.data != nullptr) b += static_cast<double>(w.g_idx.bytes());
-  return b;
+  return static_cast<double>(w.storage_bytes() - (w.bias.data != nullptr ? w.bias.bytes() : 0));
 }
 double params(const LinearWeight& w) { return static_cast<double>(w.out_features * w.in_features); }
 
