@@ -54,8 +54,8 @@ int64_t repacked_linear_bytes(int bits, int group_size, int64_t n, int64_t k, bo
   auto plan = plan_repack(bits, group_size, n, k, nullptr, nullptr);
   if (!plan.is_ok()) return 0;
   const RepackPlan& p = *plan;
-  // int4 and int8 (without act-order) take the tensor-core layout (padded rows)
-  const int64_t rows = bits == 4 || (bits == 8 && !act_order) ? tc_padded_rows(n) : n;
+  // The tensor-core layouts pad the rows to whole tiles.
+  const int64_t rows = tc_layout_supported(bits, false, group_size, act_order) ? tc_padded_rows(n) : n;
   return rows * p.words_per_row * 4 + n * p.groups_padded * 4 + (act_order ? p.k_padded * 4 : 0);
 }
 

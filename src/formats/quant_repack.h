@@ -148,6 +148,14 @@ inline constexpr int kTcRows = 16;
 inline constexpr int kTcChunkK = 64;   // int4 (and NF4) positions per tile
 inline constexpr int kTcChunkK8 = 32;  // int8 positions per tile
 
+// Whether a linear takes a tensor-core layout (backend/cuda/qgemv_tc.cu): int4; NF4 with blocks
+// of at least one 64-position tile; int8 without act-order (the kernel gathers x for int4 only).
+// The one rule the repack, the kernel's checks, the backend and the memory plan follow.
+inline bool tc_layout_supported(int bits, bool nf4, int group_size, bool act_order) {
+  if (bits == 4) return !nf4 || (group_size >= kTcChunkK && !act_order);
+  return bits == 8 && !nf4 && !act_order;
+}
+
 // Rows padded to whole tiles; positions per tile and tiles per row tile for a bit width (4 or 8).
 inline int64_t tc_padded_rows(int64_t n) { return (n + kTcRows - 1) / kTcRows * kTcRows; }
 COMPACTOR_HOST_DEVICE inline int tc_chunk_positions(int bits) { return bits == 8 ? kTcChunkK8 : kTcChunkK; }

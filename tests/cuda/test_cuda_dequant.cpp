@@ -19,6 +19,7 @@
 #include "backend/cuda/dequant.cuh"
 #include "compress/compressed_model.h"
 #include "formats/quant_pack.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
 #include "support/quant_fixtures.h"
 
@@ -39,15 +40,6 @@ QuantizedLinear random_linear(int bits, int group, bool act_order, int64_t n, in
   std::vector<float> w(n * k);
   for (float& x : w) x = d(rng);
   return test::rtn_quantize(w, n, k, test::RtnSpec{{bits, group, false}, act_order}, seed);
-}
-
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
 class CudaDequant : public test::CudaBackendTest {
@@ -118,7 +110,7 @@ TEST_P(CudaDequant, MatmulWithQuantizedWeightMatchesReference) {
       matmul_quantized_ref(View{ref.data(), Shape{m, c.n}}, View{x.data(), Shape{m, c.k}}, host_w);
       Tensor out = be_->alloc(Shape{m, c.n}, act());
       be_->matmul(out, upload(x_act), dev_w);
-      EXPECT_LT(rel_error(download(out), ref), matmul_tol(act())) << what;
+      EXPECT_LT(test::rel_l2_error(download(out), ref), matmul_tol(act())) << what;
     }
   }
 }
@@ -152,7 +144,7 @@ TEST_P(CudaDequant, CompressedStoriesOnCudaMatchesCpu) {
     copy_to_host_f32(m.backend(), *out, v.data());
     return v;
   };
-  const double err = rel_error(logits(**on_gpu), logits(**on_cpu));
+  const double err = test::rel_l2_error(logits(**on_gpu), logits(**on_cpu));
   EXPECT_LT(err, logits_tol(act())) << "compressed stories260K logits, cuda " << dtype_name(act()) << " vs cpu";
   std::filesystem::remove_all(tmp);
 }

@@ -24,6 +24,7 @@
 #include "model/model.h"
 #include "model/sampler.h"
 #include "model/synthetic.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
 
 namespace compactor {
@@ -45,15 +46,6 @@ std::vector<std::vector<int32_t>> reference_prompts(const std::string& model) {
   if (!in.good()) return out;
   for (const auto& p : nlohmann::json::parse(in)) out.push_back(p["input_ids"].get<std::vector<int32_t>>());
   return out;
-}
-
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
 struct PromptRun {
@@ -83,7 +75,7 @@ TEST_P(CudaModel, LogitsAndNllMatchCpu) {
   for (const auto& ids : reference_prompts(name())) {
     const PromptRun g = run_prompt(*gpu_, ids), c = run_prompt(*cpu_, ids);
     ASSERT_EQ(g.logits.size(), c.logits.size());
-    const double err = rel_error(g.logits, c.logits);
+    const double err = test::rel_l2_error(g.logits, c.logits);
     EXPECT_LE(err, logits_tol(dtype())) << name() << " T=" << ids.size();
     EXPECT_NEAR(g.mean_nll, c.mean_nll, nll_tol(dtype())) << name() << " T=" << ids.size();
     std::printf("  %s %s T=%zu: logits rel err %.3e, mean NLL gpu %.5f cpu %.5f\n", name().c_str(),
@@ -111,7 +103,7 @@ TEST_P(CudaModel, IncrementalDecodeMatchesPrefill) {
     std::vector<float> got(vocab);
     copy_to_host_f32(*gpu_be_, *out, got.data());
     const std::vector<float> want(full.logits.begin() + pos * vocab, full.logits.begin() + (pos + 1) * vocab);
-    const double err = rel_error(got, want);
+    const double err = test::rel_l2_error(got, want);
     EXPECT_LE(err, decode_tol(dtype())) << name() << " position " << pos;
     if (step == k - 1) std::printf("  %s decode at position %d: rel err %.3e vs prefill\n", name().c_str(), pos, err);
   }

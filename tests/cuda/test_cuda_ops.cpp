@@ -21,6 +21,7 @@
 #include "backend/cuda/matmul.cuh"
 #include "model/sampler.h"
 #include "model/synthetic.h"
+#include "support/compare.h"
 
 namespace compactor {
 namespace {
@@ -63,15 +64,6 @@ std::vector<float> values_of(View host) {
   std::vector<float> out(host.numel());
   convert_to_f32(host.data, host.dtype, host.numel(), out.data());
   return out;
-}
-
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
 }
 
 int64_t count_non_finite(const std::vector<float>& v) {
@@ -133,7 +125,7 @@ class CudaOps : public ::testing::TestWithParam<DType> {
     ASSERT_EQ(got.size(), want.size()) << what;
     ASSERT_EQ(count_non_finite(want), 0) << what << ": reference is not finite";
     EXPECT_EQ(count_non_finite(got), 0) << what << ": elements left unwritten (NaN poison) or not finite";
-    const double err = rel_error(got, want);
+    const double err = test::rel_l2_error(got, want);
     EXPECT_LE(err, tolerance) << what << " (" << dtype_name(act()) << ")";
     std::printf("  %-48s rel err %.3e (tol %.0e)\n", what.c_str(), err, tolerance);
   }
@@ -688,7 +680,7 @@ TEST_P(CudaOps, CrossEntropy) {
     Tensor got = Tensor::empty(Shape{tokens}, DType::kF32);
     std::memcpy(got.data(), nll.data(), tokens * sizeof(float));
     EXPECT_EQ(count_non_finite(nll), 0);
-    const double err = rel_error(values_of(got), values_of(ref));
+    const double err = test::rel_l2_error(values_of(got), values_of(ref));
     EXPECT_LE(err, kNllTol) << "cross_entropy V=" << vocab;
     std::printf("  %-48s rel err %.3e (tol %.0e)\n", fmt::format("cross_entropy V={}", vocab).c_str(), err, kNllTol);
   }

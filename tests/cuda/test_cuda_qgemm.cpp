@@ -57,8 +57,35 @@ template <typename W>
   return ::testing::AssertionSuccess();
 }
 
+struct Config {
+  int bits, group;
+  bool sym, act_order;
+};
+
+// A random packed linear on the device, its reference weights [N, K] and its repack for each kernel
+// that takes it (CUDA cores always; tensor cores for the tc layouts).
+struct PreparedLinear {
+  std::vector<float> w;
+  std::vector<Tensor> keep;
+  std::vector<std::pair<const char*, QgemvRepacked>> kernels;
+};
+
 class CudaQgemm : public test::CudaBackendTest {
  protected:
+  void prepare(const Config& c, int64_t n, int64_t k, uint32_t seed, PreparedLinear* p) {
+    auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed));
+    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+    p->w.resize(n * k);
+    dequantize_ref(packed->ref(), p->w.data());
+    const LinearWeight dev_w = upload_weight(*packed, p->keep);
+    for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
+      if (kernel == QgemvKernel::kTensorCores && !tc_layout_supported(c.bits, false, c.group, c.act_order)) continue;
+      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
+      ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+      p->kernels.emplace_back(kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores",
+                              std::move(repacked).value());
+    }
+  }
   void use_kernel(QuantKernel kernel) {
     CudaBackendOptions o{GetParam()};
     o.quant_kernel = kernel;
@@ -79,11 +106,6 @@ class CudaQgemm : public test::CudaBackendTest {
 
   void bias_and_accumulate(QgemvKernel kernel);
   void backend_paths(int64_t fused_max_rows);
-};
-
-struct Config {
-  int bits, group;
-  bool sym, act_order;
 };
 
 std::vector<Config> all_configs() {
@@ -128,8 +150,7 @@ TEST_P(CudaQgemm, DeviceRepackMatchesHostReference) {
         be_->copy_to_host(got->perm, perm.data());
         EXPECT_TRUE(same_words(perm, want->perm, what + " perm"));
       }
-      if (c.bits != 4 && c.bits != 8) continue;
-      if (c.bits == 8 && c.act_order) continue;  // int8 act-order stays on the CUDA-core layout
+      if (!tc_layout_supported(c.bits, false, c.group, c.act_order)) continue;
       auto got_tc = qgemv_repack_cuda(upload_weight(*packed, keep), be_->stream(), QgemvKernel::kTensorCores);
       ASSERT_TRUE(got_tc.is_ok()) << what << ": " << got_tc.status().message();
       ASSERT_TRUE(got_tc->tc.defined()) << what;
@@ -148,25 +169,12 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
   int index = 0;
   for (const Config& c : all_configs()) {
     const auto [n, k] = kShapes[index++ % std::size(kShapes)];
-    const QuantizedLinear q = random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++);
-    auto packed = pack_linear(q);
-    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
-    std::vector<float> w(n * k);
-    dequantize_ref(packed->ref(), w.data());
-    std::vector<Tensor> keep;
-    const LinearWeight dev_w = upload_weight(*packed, keep);
-    std::vector<std::pair<const char*, QgemvRepacked>> kernels;
-    for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
-      if (kernel == QgemvKernel::kTensorCores && c.bits != 4 && c.bits != 8) continue;
-      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
-      ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
-      kernels.emplace_back(kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores",
-                           std::move(repacked).value());
-    }
+    PreparedLinear p;
+    ASSERT_NO_FATAL_FAILURE(prepare(c, n, k, seed++, &p));
     for (int64_t m : {1, 3, 16, 64, 200}) {
       auto [x, xf] = random_x(m, k, seed++);
-      const Reference ref = reference(xf, w, m, n, k);
-      for (const auto& [kname, repacked] : kernels) {
+      const Reference ref = reference(xf, p.w, m, n, k);
+      for (const auto& [kname, repacked] : p.kernels) {
         const std::string what = fmt::format("{}: int{} group {} sym {} act {} [N {}, K {}] M {} {}", kname, c.bits,
                                              c.group, c.sym, c.act_order, n, k, m, dtype_name(act()));
         Tensor out = be_->alloc(Shape{m, n}, act());
@@ -178,34 +186,24 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
   }
 }
 
-// Tall weights at M = 1: more row pairs / row tiles than the persistent grids hold warps / blocks
-// (H100: 2112 warps, 264 blocks), so each warp or block runs several jobs and the prefetch (the
-// tensor cores' cp.async ring) crosses from one job into the next.
+// Tall weights at M = 1: more row pairs than the CUDA cores' persistent grid holds warps (H100:
+// 2112), so each warp runs several jobs and its prefetch crosses from one job into the next; the
+// tensor cores run their 4-warp "tall" blocks here (int4 and int8 without act-order).
 TEST_P(CudaQgemm, FusedPersistentGridsRunSeveralRowsPerWarp) {
   const int64_t n = 20000, k = 256;
   uint32_t seed = 700;
-  // (int4 without act-order at N = 20000 also runs the tensor cores' 4-warp "tall" blocks.)
   for (const Config& c : {Config{8, 0, true, false}, Config{4, 128, false, false}, Config{4, 32, false, false},
                           Config{4, 64, true, true}, Config{3, 128, false, false}, Config{2, 64, false, false}}) {
-    const QuantizedLinear q = random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed++);
-    auto packed = pack_linear(q);
-    ASSERT_TRUE(packed.is_ok()) << packed.status().message();
-    std::vector<float> w(n * k);
-    dequantize_ref(packed->ref(), w.data());
-    std::vector<Tensor> keep;
-    const LinearWeight dev_w = upload_weight(*packed, keep);
-    for (QgemvKernel kernel : {QgemvKernel::kCudaCores, QgemvKernel::kTensorCores}) {
-      if (kernel == QgemvKernel::kTensorCores && c.bits != 4 && c.bits != 8) continue;
-      auto repacked = qgemv_repack_cuda(dev_w, be_->stream(), kernel);
-      ASSERT_TRUE(repacked.is_ok()) << repacked.status().message();
+    PreparedLinear p;
+    ASSERT_NO_FATAL_FAILURE(prepare(c, n, k, seed++, &p));
+    for (const auto& [kname, repacked] : p.kernels) {
       for (int64_t m : {int64_t{1}, int64_t{2}}) {
         auto [x, xf] = random_x(m, k, seed++);
-        const Reference ref = reference(xf, w, m, n, k);
+        const Reference ref = reference(xf, p.w, m, n, k);
         Tensor out = be_->alloc(Shape{m, n}, act());
-        const std::string what = fmt::format("{} int{} group {} act {} [N {}, K {}] M {} {}",
-                                             kernel == QgemvKernel::kTensorCores ? "tensor cores" : "cuda cores",
-                                             c.bits, c.group, c.act_order, n, k, m, dtype_name(act()));
-        ASSERT_TRUE(run_qgemv(out, x, *repacked, View{}, false).is_ok()) << what;
+        const std::string what = fmt::format("{} int{} group {} act {} [N {}, K {}] M {} {}", kname, c.bits, c.group,
+                                             c.act_order, n, k, m, dtype_name(act()));
+        ASSERT_TRUE(run_qgemv(out, x, repacked, View{}, false).is_ok()) << what;
         EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
       }
     }

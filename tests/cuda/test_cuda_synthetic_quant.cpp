@@ -20,20 +20,12 @@
 #include "bench/bench.h"
 #include "bench/memory_plan.h"
 #include "model/synthetic.h"
+#include "support/compare.h"
 
 namespace compactor {
 namespace {
 
 using test::gpu_present;
-
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-}
 
 SyntheticQuant quant_of(const std::string& preset, bool sym, bool act_order, bool lm_head) {
   auto q = synthetic_quant(preset, sym, act_order, lm_head);
@@ -214,7 +206,7 @@ TEST_P(CudaSyntheticQuantModel, MatchesCpuOnTheSamePackedWeights) {
       if (!std::isfinite(got[i])) ++nonfinite;
       sq += double(want[i]) * want[i];
     }
-    const double err = rel_error(got, want);
+    const double err = test::rel_l2_error(got, want);
     std::printf("  %-36s %-34s logits rms %.3f, rel err gpu vs cpu %.3e (tol %.0e)\n", name.c_str(), p.what,
                 std::sqrt(sq / want.size()), err, tol);
     EXPECT_EQ(nonfinite, 0) << name << " " << p.what;

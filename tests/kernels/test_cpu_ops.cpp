@@ -13,6 +13,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_matmul.h"
 #include "backend/cpu/ops_ref.h"
+#include "support/compare.h"
 
 namespace compactor {
 namespace {
@@ -45,20 +46,11 @@ Tensor clone(View v) {
   return t;
 }
 
-double rel_error(const std::vector<float>& got, const std::vector<float>& want) {
-  double diff = 0, norm = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    diff += (double(got[i]) - want[i]) * (double(got[i]) - want[i]);
-    norm += double(want[i]) * want[i];
-  }
-  return std::sqrt(diff) / std::max(std::sqrt(norm), 1e-30);
-}
-
 void expect_close(View got, View want, double tol, const std::string& what) {
   ASSERT_EQ(got.numel(), want.numel()) << what;
   const std::vector<float> g = values_of(got), w = values_of(want);
   for (float x : g) ASSERT_TRUE(std::isfinite(x)) << what;
-  EXPECT_LE(rel_error(g, w), tol) << what;
+  EXPECT_LE(test::rel_l2_error(g, w), tol) << what;
 }
 
 const DType kFloatTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
@@ -312,7 +304,7 @@ TEST(CpuOps, CrossEntropyMatchesReferenceAndIsStable) {
     cross_entropy_ref(want.data(), logits, targets.data());
     be.cross_entropy(got.data(), logits, targets.data());
     for (float x : got) ASSERT_TRUE(std::isfinite(x)) << "offset " << offset;
-    EXPECT_LE(rel_error(got, want), kNllTol) << "offset " << offset;
+    EXPECT_LE(test::rel_l2_error(got, want), kNllTol) << "offset " << offset;
   }
 }
 

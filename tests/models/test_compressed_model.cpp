@@ -18,6 +18,7 @@
 #include "formats/quant_pack.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
 #include "support/quant_fixtures.h"
 
@@ -92,16 +93,6 @@ void make_reference(DequantizedReference& ref, const fs::path& base_dir,
   }
 }
 
-// max |a - b| / max |b| over all logits.
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return diff / scale;
-}
-
 class CompressedModel : public ::testing::Test {
  protected:
   void SetUp() override { tmp_ = test::make_temp_dir("compactor-compressed"); }
@@ -150,8 +141,8 @@ TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
   const std::vector<float> got = logits(*q.model, ids), want = logits(*ref.base.model, ids);
-  EXPECT_LT(max_rel_diff(got, want), 1e-5);
-  EXPECT_GT(max_rel_diff(got, logits(*base.model, ids)), 1e-3);  // quantization did change the model
+  EXPECT_LT(test::max_rel_diff(got, want), 1e-5);
+  EXPECT_GT(test::max_rel_diff(got, logits(*base.model, ids)), 1e-3);  // quantization did change the model
 
   std::ifstream in(out / "compactor.json");
   const auto record = nlohmann::json::parse(in);
@@ -182,7 +173,7 @@ TEST_F(CompressedModel, FixtureLlamaSpInt4G128ReloadWithDequantizedLogits) {
   DequantizedReference ref;
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
-  EXPECT_LT(max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_LT(test::max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
 }
 
 struct CliRun {
@@ -294,7 +285,7 @@ TEST_F(CompressedModel, CompressedBaseKeepsItsPackedModules) {
   EXPECT_EQ(record["weights"]["quantized_bytes"].get<int64_t>(), bits.quantized_bytes);
   const std::vector<int32_t> ids = {1, 403, 261, 378};
   const std::vector<float> a = logits(*q.model, ids), b = logits(*base.model, ids);
-  EXPECT_GT(max_rel_diff(a, b), 0.0);  // the int8 head replaced the f32 embeddings as the output layer
+  EXPECT_GT(test::max_rel_diff(a, b), 0.0);  // the int8 head replaced the f32 embeddings as the output layer
 }
 
 // Rewrites dir's config.json through `edit`.

@@ -16,6 +16,7 @@
 #include "formats/quant_pack.h"
 #include "io/safetensors.h"
 #include "model/model.h"
+#include "support/compare.h"
 #include "support/fixtures.h"
 #include "support/quant_fixtures.h"
 
@@ -107,15 +108,6 @@ void make_reference(DenseReference& ref, const fs::path& base_dir, const std::ma
   }
 }
 
-double max_rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, scale = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
-    scale = std::max(scale, std::fabs(double(b[i])));
-  }
-  return diff / scale;
-}
-
 class CompressedModelNF4 : public ::testing::Test {
  protected:
   void SetUp() override { tmp_ = test::make_temp_dir("compactor-nf4"); }
@@ -153,8 +145,8 @@ TEST_F(CompressedModelNF4, FixtureLlamaSpReloadsWithDequantizedLogits) {
   make_reference(ref, base_dir, nf4);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
   const std::vector<float> got = logits(*q.model, ids);
-  EXPECT_LT(max_rel_diff(got, logits(*ref.base.model, ids)), 1e-5);
-  EXPECT_GT(max_rel_diff(got, logits(*base.model, ids)), 1e-4);  // quantization did change the model
+  EXPECT_LT(test::max_rel_diff(got, logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_GT(test::max_rel_diff(got, logits(*base.model, ids)), 1e-4);  // quantization did change the model
 }
 
 TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
@@ -181,7 +173,7 @@ TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
   DenseReference ref;
   make_reference(ref, base_dir, nf4, intn);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
-  EXPECT_LT(max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_LT(test::max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
 
   // a module in both maps is refused
   const std::string down0 = "model.layers.0.mlp.down_proj";

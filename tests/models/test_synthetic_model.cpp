@@ -61,6 +61,24 @@ TEST(SyntheticQuant, PresetsAndErrors) {
   EXPECT_NE(bad.status().message().find("--quant"), std::string::npos) << bad.status().message();
 }
 
+// Prefill 2 × 6 tokens into `cache`: finite logits of a sensible spread (rms in (1e-3, 100)).
+// host: the logits, for the caller's decode step.
+void expect_sane_prefill(Model& m, Backend& be, KvCache& cache, std::vector<float>& host) {
+  std::vector<int32_t> ids{1, 17, 300, 42, 5, 99, 2, 511, 8, 64, 128, 256};
+  auto logits = m.forward({ids.data(), BatchLayout{2, 6}, LogitsMode::kLast}, cache);
+  ASSERT_TRUE(logits.is_ok()) << logits.status().message();
+  host.resize(logits->numel());
+  copy_to_host_f32(be, *logits, host.data());
+  double sq = 0;
+  for (float v : host) {
+    ASSERT_TRUE(std::isfinite(v));
+    sq += double(v) * v;
+  }
+  const double rms = std::sqrt(sq / host.size());
+  EXPECT_GT(rms, 1e-3);
+  EXPECT_LT(rms, 100.0);
+}
+
 TEST(SyntheticQuant, TinyModelIsPackedAndRunsFinite) {
   auto be = make_backend(BackendKind::kCpu);
   ASSERT_TRUE(be.is_ok());
@@ -91,19 +109,8 @@ TEST(SyntheticQuant, TinyModelIsPackedAndRunsFinite) {
 
   // Prefill 2 × 6 then one decode step: finite logits of a sensible spread.
   KvCache cache = m->make_kv_cache(2, 16);
-  std::vector<int32_t> ids{1, 17, 300, 42, 5, 99, 2, 511, 8, 64, 128, 256};
-  auto logits = m->forward({ids.data(), BatchLayout{2, 6}, LogitsMode::kLast}, cache);
-  ASSERT_TRUE(logits.is_ok()) << logits.status().message();
-  std::vector<float> host(logits->numel());
-  copy_to_host_f32(**be, *logits, host.data());
-  double sq = 0;
-  for (float v : host) {
-    ASSERT_TRUE(std::isfinite(v));
-    sq += double(v) * v;
-  }
-  const double rms = std::sqrt(sq / host.size());
-  EXPECT_GT(rms, 1e-3);
-  EXPECT_LT(rms, 100.0);
+  std::vector<float> host;
+  ASSERT_NO_FATAL_FAILURE(expect_sane_prefill(*m, **be, cache, host));
   std::vector<int32_t> step{3, 4};
   auto next = m->forward({step.data(), BatchLayout{2, 1}, LogitsMode::kLast}, cache);
   ASSERT_TRUE(next.is_ok()) << next.status().message();
@@ -179,19 +186,8 @@ TEST(SyntheticQuant, Nf4TinyModelIsPackedLooksDenseAndRunsFinite) {
     EXPECT_LT(std::abs(mean), 0.001);
   }
   KvCache cache = m->make_kv_cache(2, 16);
-  std::vector<int32_t> ids{1, 17, 300, 42, 5, 99, 2, 511, 8, 64, 128, 256};
-  auto logits = m->forward({ids.data(), BatchLayout{2, 6}, LogitsMode::kLast}, cache);
-  ASSERT_TRUE(logits.is_ok()) << logits.status().message();
-  std::vector<float> host(logits->numel());
-  copy_to_host_f32(**be, *logits, host.data());
-  double sq = 0;
-  for (float v : host) {
-    ASSERT_TRUE(std::isfinite(v));
-    sq += double(v) * v;
-  }
-  const double rms = std::sqrt(sq / host.size());
-  EXPECT_GT(rms, 1e-3);
-  EXPECT_LT(rms, 100.0);
+  std::vector<float> host;
+  ASSERT_NO_FATAL_FAILURE(expect_sane_prefill(*m, **be, cache, host));
 }
 
 TEST(SyntheticQuant, ActOrderGroupsArePermutedAndFull) {

@@ -454,8 +454,8 @@ Command make_bench_command(CLI::App& root) {
                   "CUDA: key splits of decode attention (flash-decoding); 0 = the planner's choice")
       ->capture_default_str();
   app->add_option("--quant-kernel", opts->quant_kernel,
-                  "CUDA: fused kernel for packed int4 weights up to 64 rows: tc (tensor cores) or cuda-cores "
-                  "(up to 8 rows; more rows dequantize + cuBLAS)")
+                  "CUDA: fused kernel for packed int4, int8 (no act-order) and NF4 (blocks >= 64) weights: tc "
+                  "(tensor cores, up to 32 rows) or cuda-cores (up to 8 rows); more rows dequantize + cuBLAS")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--quant", opts->quant,

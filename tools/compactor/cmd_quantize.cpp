@@ -111,14 +111,6 @@ nlohmann::json report_json(const LinearReport& r) {
   return j;
 }
 
-int64_t directory_bytes(const std::filesystem::path& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
-    if (e.is_regular_file()) total += static_cast<int64_t>(e.file_size());
-  return total;
-}
-
 void print_table(const PtqResult& r, const nlohmann::json& summary) {
   std::printf("%-42s %6s %12s %12s %8s\n", "module", "spec", "rel_error", "rtn_error", "seconds");
   for (const LinearReport& l : r.linears) {

@@ -70,6 +70,14 @@ int fail(const Status& status) {
   return 1;
 }
 
+int64_t directory_bytes(const std::filesystem::path& dir) {
+  int64_t total = 0;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
+    if (e.is_regular_file()) total += static_cast<int64_t>(e.file_size());
+  return total;
+}
+
 Result<nlohmann::json> perplexity_records(LoadedModel& lm, const std::vector<std::string>& datasets, int ctx,
                                           int64_t limit_windows, bool quiet) {
   nlohmann::json out = nlohmann::json::object();

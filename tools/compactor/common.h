@@ -2,6 +2,7 @@
 // loading on a backend, run records, and error reporting.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <memory>
 #include <string>
@@ -42,6 +43,9 @@ struct LoadedModel {
   std::unique_ptr<Tokenizer> tokenizer;
 };
 Result<LoadedModel> load_model(const std::string& dir, const CommonOptions& o);
+
+// Bytes of every regular file below `dir` (0 where it cannot be read).
+int64_t directory_bytes(const std::filesystem::path& dir);
 
 // WikiText-style perplexity of a loaded model on each named dataset (resolve_dataset), as the
 // commands record it: {dataset: {data, path, ppl, mean_nll, windows, tokens, ctx}}.

@@ -131,14 +131,6 @@ nlohmann::json summary_json(const NF4QuantizeOptions& o, const std::vector<NF4Re
           {"bits_per_weight_linears", weights > 0 ? bits / weights : 16.0}};
 }
 
-int64_t directory_bytes(const std::filesystem::path& dir) {
-  int64_t total = 0;
-  std::error_code ec;
-  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec))
-    if (e.is_regular_file()) total += static_cast<int64_t>(e.file_size());
-  return total;
-}
-
 // Saves OUT (or a temporary directory for --no-save --eval), measures, fills the summary.
 Status save_and_measure(const Model& base, const std::map<std::string, NF4Linear>& nf4, const NF4QuantizeOptions& o,
                         const nlohmann::json& provenance, nlohmann::json& summary) {

@@ -100,4 +100,13 @@ inline Status expect_same(const char* op, const char* name, const View& v, const
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
+// Streaming multiprocessors of the current device (the kernels that size their grid by it).
+inline Result<int> current_sm_count() {
+  int device = 0, sms = 0;
+  if (cudaError_t err = cudaGetDevice(&device); err != cudaSuccess) return cuda_status(err, "cudaGetDevice");
+  if (cudaError_t err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device); err != cudaSuccess)
+    return cuda_status(err, "cudaDeviceGetAttribute");
+  return sms > 0 ? sms : 1;
+}
+
 }  // namespace compactor

@@ -436,8 +436,7 @@ void qgemv_sources(const LinearWeight& w, const void* (&src)[kQgemvSources], uin
 
 const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   const bool tc = options_.quant_kernel == QuantKernel::kTensorCores &&
-                  (w.format == Format::kInt4 || (w.format == Format::kInt8 && w.g_idx.data == nullptr) ||
-                   (w.format == Format::kNF4 && w.group_size >= kTcChunkK));
+                  tc_layout_supported(w.bits(), w.format == Format::kNF4, w.group_size, w.g_idx.data != nullptr);
   const int64_t max_rows = tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
   if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > max_rows) return nullptr;
   const void* src[kQgemvSources];

@@ -34,8 +34,9 @@ enum class AttentionKernel { kAuto, kCudaCores };
 // kAuto: the GEMV kernel for T <= 4 rows; quantized weights: the fused kernel (qgemv.cuh) for
 // T <= kQgemvAutoMaxRows. kCublas: cuBLAS (quantized weights dequantized first).
 enum class MatmulKernel { kAuto, kCublas };
-// The fused kernel for int4 weights (qgemv.cuh): tensor cores (mma.sync, up to kQgemvTcAutoMaxRows
-// rows) or CUDA-core FMAs (up to kQgemvAutoMaxRows); other formats always use the CUDA-core one.
+// The fused kernel for the weights that have a tensor-core layout (tc_layout_supported: int4, int8
+// without act-order, NF4 with blocks >= 64): tensor cores (mma.sync, up to kQgemvTcAutoMaxRows rows)
+// or CUDA-core FMAs (up to kQgemvAutoMaxRows); the other formats always use the CUDA-core one.
 enum class QuantKernel { kCudaCores, kTensorCores };
 enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
 

@@ -126,16 +126,15 @@ __device__ __forceinline__ void block_product(const uint32_t (&w)[kRowsPerWarp][
   uint32_t t[kRowsPerWarp];
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {
-    if constexpr (kNF4) {
-      scale[r] = __uint_as_float(sz[r]);
-      t[r] = 0u;
-      continue;
-    }
-    scale[r] = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] & 0xffffu)));
-    const float z = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] >> 16)));
-#pragma unroll
-    for (int p = 0; p < kDirect; ++p) add[r][p] = -z - pow2f(23 - kBits * p);
     t[r] = kBits == 3 ? (w[r][0] >> 30) | ((w[r][1] >> 30) << 2) | ((w[r][2 % kBits] >> 30) << 4) : 0u;
+    if constexpr (kNF4) {
+      scale[r] = __uint_as_float(sz[r]);  // the block's absmax; the levels carry the sign and shape
+    } else {
+      scale[r] = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] & 0xffffu)));
+      const float z = __half2float(__ushort_as_half(static_cast<unsigned short>(sz[r] >> 16)));
+#pragma unroll
+      for (int p = 0; p < kDirect; ++p) add[r][p] = -z - pow2f(23 - kBits * p);
+    }
   }
   float dot[kRowsM][kRowsPerWarp] = {};
 #pragma unroll
@@ -364,8 +363,7 @@ Status check_qgemv(View out, View x, const QgemvWeight& w, View bias, bool accum
     return invalid_argument("qgemv: the repacked weight [{}, {}] has no device data", plan.n, plan.k);
   if (plan.bits != 2 && plan.bits != 3 && plan.bits != 4 && plan.bits != 8)
     return invalid_argument("qgemv: bits {} (expected 2, 3, 4 or 8)", plan.bits);
-  if (w.tc != nullptr && !((plan.bits == 4 && !(plan.nf4 && plan.group_size < kTcChunkK)) ||
-                            (plan.bits == 8 && !plan.permuted)))
+  if (w.tc != nullptr && !tc_layout_supported(plan.bits, plan.nf4, plan.group_size, plan.permuted))
     return invalid_argument("qgemv: the tc layout holds int4, int8 without act-order, or NF4 with blocks of >= {}",
                             kTcChunkK);
   if (plan.nf4 && plan.bits != 4) return invalid_argument("qgemv: nf4 with {} bits", plan.bits);
@@ -400,10 +398,8 @@ Result<unsigned> persistent_blocks(int64_t jobs, size_t smem) {
     per_sm = std::max(b, 1);
     slot.store(per_sm, std::memory_order_relaxed);
   }
-  int device = 0, sms = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  const int64_t slots = static_cast<int64_t>(per_sm) * std::max(sms, 1) * kQgemvWarps;
+  ASSIGN_OR_RETURN(const int sms, current_sm_count());
+  const int64_t slots = static_cast<int64_t>(per_sm) * sms * kQgemvWarps;
   const int64_t per_warp = ceil_div(jobs, slots);
   const int64_t blocks = ceil_div(ceil_div(jobs, per_warp), kQgemvWarps);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv: {} blocks exceed one grid", blocks);

@@ -36,8 +36,9 @@ inline constexpr int64_t kQgemvAutoMaxRows = 8;
 // at M = 64 it loses on every one (down 125 vs 95 us): the switch is at 32 rows.
 inline constexpr int64_t kQgemvTcAutoMaxRows = 32;
 
-// kCudaCores: qgemv.cu (every format; f32 FMAs). kTensorCores: qgemv_tc.cu for int4 (mma.sync on
-// exact c - z fragments, f32 accumulation), the CUDA-core kernel for the other formats.
+// kCudaCores: qgemv.cu (every format; f32 FMAs). kTensorCores: qgemv_tc.cu for the formats
+// tc_layout_supported accepts (mma.sync on exact c - z or NF4-level fragments, f32 accumulation),
+// the CUDA-core kernel for the others.
 enum class QgemvKernel { kCudaCores, kTensorCores };
 
 // Device views of a repacked linear (owned elsewhere).

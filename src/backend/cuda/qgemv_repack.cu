@@ -147,10 +147,8 @@ Result<QgemvRepacked> qgemv_repack_cuda(const LinearWeight& w, cudaStream_t stre
                                        &perm_host));
   const RepackPlan& plan = r.plan;
   r.plan.nf4 = w.format == Format::kNF4;
-  // NF4 takes the tensor-core layout too when its blocks hold whole 64-position chunks; int8
-  // without act-order (the kernel gathers act-order x for int4 only).
   const bool tc = kernel == QgemvKernel::kTensorCores &&
-                  ((plan.bits == 4 && (!plan.nf4 || plan.group_size >= kTcChunkK)) || (plan.bits == 8 && !plan.permuted));
+                  tc_layout_supported(plan.bits, plan.nf4, plan.group_size, plan.permuted);
   if (tc) {
     ASSIGN_OR_RETURN(r.tc, device_tensor(Shape{tc_padded_rows(n) * plan.k_padded * plan.bits / 32}, DType::kI32));
   } else {

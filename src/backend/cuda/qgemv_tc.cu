@@ -105,6 +105,20 @@ __device__ __forceinline__ uint2 x_quad_gather(const unsigned short* xrow, const
   return make_uint2(v0 | (v1 << 16), v2 | (v3 << 16));
 }
 
+// acc += s · d for the D fragments of every n8 tile (rows g: s_lo, rows g + 8: s_hi), then d = 0.
+template <int kTiles>
+__device__ __forceinline__ void scale_into(float (&acc)[kTiles][4], float (&d)[kTiles][4], float s_lo, float s_hi) {
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j) {
+    acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
+    acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
+    acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
+    acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
+#pragma unroll
+    for (int e = 0; e < 4; ++e) d[j][e] = 0.f;
+  }
+}
+
 // One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
 // (kSplit, group size 32: for each half of the chunk). xr[j]: the x row of tile j, already offset
 // by 4t; p0: the chunk's first position.
@@ -151,17 +165,8 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
     }
     if (h == 1 || kSplit) {
       const int i = kSplit ? 2 * h : 0;  // without kSplit, sz holds the words of the first half only
-      const float s_lo = kNF4 ? __uint_as_float(sz[i]) : sz_scale(sz[i]);
-      const float s_hi = kNF4 ? __uint_as_float(sz[i + 1]) : sz_scale(sz[i + 1]);
-#pragma unroll
-      for (int j = 0; j < kTiles; ++j) {
-        acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
-        acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
-        acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
-        acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) d[j][e] = 0.f;
-      }
+      scale_into(acc, d, kNF4 ? __uint_as_float(sz[i]) : sz_scale(sz[i]),
+                 kNF4 ? __uint_as_float(sz[i + 1]) : sz_scale(sz[i + 1]));
     }
   }
 }
@@ -203,14 +208,7 @@ __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, co
 #pragma unroll
     for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s].x, xb[j][s].y);
   }
-  const float s_lo = sz_scale(sz[0]), s_hi = sz_scale(sz[1]);
-#pragma unroll
-  for (int j = 0; j < kTiles; ++j) {
-    acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
-    acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
-    acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
-    acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
-  }
+  scale_into(acc, d, sz_scale(sz[0]), sz_scale(sz[1]));
 }
 
 // Where one lane's weights live: its 16 bytes of the row tile's chunk 0, and the scale/zero rows
@@ -351,9 +349,7 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   // Tall: at least 4 row tiles per SM (H100: Llama-2 gate/up's 688, lm_head's 2000; not the 256 of
   // 4096-row weights), so that 4-warp blocks (6 per SM at 71 registers) still fill every SM.
   if constexpr (kTiles == 1 && !kGather) {
-    int device = 0, sms = 0;
-    CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-    CUDA_RETURN_IF_ERROR(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    ASSIGN_OR_RETURN(const int sms, current_sm_count());
     if (blocks >= 4 * static_cast<int64_t>(sms)) {
       if (a.int8) return run(No{}, No{}, Tall{}, Yes{});
       if (a.nf4) return run(No{}, Yes{}, Tall{}, No{});
