@@ -15,6 +15,8 @@
 // tensor-core one (level pairs from a shared-memory table), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
+//                    [--pdl on|off]   (on: programmatic dependent launches, as the backend decodes:
+//                    each timed launch may start while the previous one drains)
 #include <cuda_runtime_api.h>
 
 #include <CLI/CLI.hpp>
@@ -52,7 +54,8 @@ const LayerShape kShapes[] = {
 };
 
 struct Options {
-  std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128";
+  std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128",
+              pdl = "on";
   bool quick = false;
 };
 
@@ -310,7 +313,9 @@ nlohmann::json model_estimates(const std::vector<Row>& rows) {
 int run(const Options& o) {
   DType act = DType::kBF16;
   if (o.act == "f16") act = DType::kF16;
-  auto be_or = CudaBackend::create(CudaBackendOptions{act});
+  CudaBackendOptions be_opts{act};
+  be_opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
+  auto be_or = CudaBackend::create(be_opts);
   die_if(be_or.status(), "CUDA backend");
   CudaBackend& be = **be_or;
   cublasHandle_t handle = nullptr;
@@ -350,7 +355,7 @@ int run(const Options& o) {
   cublasDestroy(handle);
   const nlohmann::json estimates = model_estimates(all);
   if (!o.json_path.empty()) {
-    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs},
+    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"pdl", o.pdl},
                           {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records},
                           {"model_linear_estimates", estimates}};
     std::ofstream(o.json_path) << doc.dump(2) << "\n";
@@ -371,6 +376,10 @@ int main(int argc, char** argv) {
   app.add_option("--shapes", o.shapes, "comma-separated shape names (default: all)");
   app.add_option("--m", o.m_list, "comma-separated input row counts");
   app.add_flag("--quick", o.quick, "fewer repetitions");
+  app.add_option("--pdl", o.pdl,
+                 "programmatic dependent launches (each launch starts while the previous drains, as in a decode "
+                 "step): on or off")
+      ->check(CLI::IsMember({"on", "off"}));
   CLI11_PARSE(app, argc, argv);
   return compactor::run(o);
 }

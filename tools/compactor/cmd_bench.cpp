@@ -1,7 +1,8 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
 //   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--fuse on|off]
-//   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores] [--out FILE.json]
+//   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores]
+//   [--pdl on|off] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
@@ -33,7 +34,7 @@ namespace compactor::cli {
 namespace {
 struct BenchCliOptions {
   std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc", fuse = "on",
-              quant_kernel = "tc";
+              quant_kernel = "tc", pdl = "on";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -153,6 +154,8 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.attention_splits < 0) return invalid_argument("--attention-splits {}: expected 0 (auto) or more", o.attention_splits);
   opts.attention_splits = o.attention_splits;
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
+  if (o.pdl != "on" && o.pdl != "off") return invalid_argument("--pdl {}: expected on or off", o.pdl);
+  opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
@@ -333,7 +336,8 @@ Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const 
                          {"fuse", o.fuse}, {"prompt", run.cfg.prompt}, {"gen", run.cfg.gen},
                          {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
                          {"quant", quant != nullptr ? quant->preset : std::string("none")},
-                         {"quant_kernel", o.quant_kernel}, {"attention_splits", o.attention_splits}};
+                         {"quant_kernel", o.quant_kernel}, {"attention_splits", o.attention_splits},
+                         {"pdl", o.pdl}};
   if (quant != nullptr) {
     run.json["options"]["sym"] = quant->spec.symmetric;
     run.json["options"]["act_order"] = quant->act_order;
@@ -456,6 +460,10 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--quant-kernel", opts->quant_kernel,
                   "CUDA: fused kernel for packed int4, int8 (no act-order) and NF4 (blocks >= 64) weights: tc "
                   "(tensor cores, up to 32 rows) or cuda-cores (up to 8 rows); more rows dequantize + cuBLAS")
+      ->capture_default_str();
+  app->add_option("--pdl", opts->pdl,
+                  "CUDA (compute capability >= 9.0): programmatic dependent launches, each kernel starting while "
+                  "the previous one drains: on or off")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--quant", opts->quant,

@@ -2,6 +2,7 @@
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Add*' (on a GPU machine).
 #include "backend/cuda/add.cuh"
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace compactor {
 
@@ -9,6 +10,8 @@ template <typename T>
 __global__ void add_kernel(T* x,            // [n]
                            const T* delta,  // [n]
                            int64_t n) {
+  wait_for_prior_grids();
+  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(delta[i]));
@@ -18,6 +21,8 @@ template <typename T>
 __global__ void add_vec_kernel(T* x,            // [n]
                                const T* delta,  // [n]
                                int64_t vecs) {
+  wait_for_prior_grids();
+  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float a[8], d[8];
@@ -39,10 +44,11 @@ Status add_cuda(View x, View delta, cudaStream_t stream) {
   return dispatch_act(x.dtype, "add", [&](auto tag) {
     using T = decltype(tag);
     if (vec8_ok(n, {x.data, delta.data}))
-      add_vec_kernel<T><<<grid_for(n / 8, kThreads), kThreads, 0, stream>>>(x.as<T>(), delta.as<T>(), n / 8);
+      CUDA_RETURN_IF_ERROR(launch_kernel(add_vec_kernel<T>, grid_for(n / 8, kThreads), kThreads, 0, stream, x.as<T>(),
+                                         delta.as<T>(), n / 8));
     else
-      add_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(x.as<T>(), delta.as<T>(), n);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(
+          launch_kernel(add_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream, x.as<T>(), delta.as<T>(), n));
     return Status::ok();
   });
 }

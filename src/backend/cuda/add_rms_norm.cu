@@ -4,6 +4,7 @@
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*AddRmsNorm*' (on a GPU machine).
 #include "backend/cuda/add_rms_norm.cuh"
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/rms_norm.cuh"
 
 namespace compactor {
@@ -14,6 +15,8 @@ __global__ void add_rms_norm_kernel(T* out,                           // [T, D]
                                     const T* delta,                   // [T, D]
                                     const void* __restrict__ weight,  // [D] weight_dtype
                                     DType weight_dtype, int64_t dim, float eps) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
@@ -34,6 +37,8 @@ __global__ void add_rms_norm_vec_kernel(T* out,                           // [T,
                                         const T* delta,                   // [T, D]
                                         const void* __restrict__ weight,  // [D] weight_dtype
                                         DType weight_dtype, int64_t dim, float eps) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   const int chunks = static_cast<int>(dim / 8);
   float v[kNormChunks][8];
@@ -78,12 +83,13 @@ Status add_rms_norm_cuda(View out, View residual, View delta, View weight, float
   return dispatch_act(residual.dtype, "add_rms_norm", [&](auto tag) {
     using T = decltype(tag);
     if (norm_vec_ok(dim, {out.data, residual.data, delta.data}))
-      add_rms_norm_vec_kernel<T><<<static_cast<unsigned>(rows), norm_vec_threads(dim), 0, stream>>>(
-          out.as<T>(), residual.as<T>(), delta.as<T>(), weight.data, weight.dtype, dim, eps);
+      CUDA_RETURN_IF_ERROR(launch_kernel(add_rms_norm_vec_kernel<T>, static_cast<unsigned>(rows), norm_vec_threads(dim),
+                                         0, stream, out.as<T>(), residual.as<T>(), delta.as<T>(), weight.data,
+                                         weight.dtype, dim, eps));
     else
-      add_rms_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(
-          out.as<T>(), residual.as<T>(), delta.as<T>(), weight.data, weight.dtype, dim, eps);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(add_rms_norm_kernel<T>, static_cast<unsigned>(rows), norm_threads(dim), 0,
+                                         stream, out.as<T>(), residual.as<T>(), delta.as<T>(), weight.data,
+                                         weight.dtype, dim, eps));
     return Status::ok();
   });
 }

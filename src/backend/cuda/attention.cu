@@ -19,6 +19,7 @@
 #include "backend/cuda/attention.cuh"
 #include "backend/cuda/attention_tc.cuh"
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace compactor {
 
@@ -214,6 +215,8 @@ __device__ void write_rows(const AttentionArgs<T>& a, const RowState<kChunks>& s
 
 template <typename T, int kMaxDh>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs<T> a) {
+  wait_for_prior_grids();
+  allow_next_grid();
   constexpr int kChunks = kMaxDh / 32;
   extern __shared__ float4 smem4[];
   const int dp = padded_dim(a.head_dim), ks = key_stride(a.head_dim);
@@ -261,6 +264,8 @@ __global__ void attention_combine_kernel(T* __restrict__ out,                // 
                                          const float* __restrict__ part_o,    // [splits, B*T*H, Dh]
                                          const float* __restrict__ part_lse,  // [splits, B*T*H]
                                          int64_t total_rows, int splits, int head_dim) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t row = blockIdx.x;
   float mx = -INFINITY;
   for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_lse[s * total_rows + row]);
@@ -345,8 +350,7 @@ Status launch_attention(const AttentionArgs<T>& a, int batch, cudaStream_t strea
   const int64_t gx = row_tiles * a.splits;
   if (gx > 0x7fffffff) return invalid_argument("attention: {} row tiles x {} splits exceed one grid", row_tiles, a.splits);
   const dim3 grid(static_cast<unsigned>(gx), a.kv_heads, batch);
-  attention_kernel<T, kMaxDh><<<grid, kThreads, smem, stream>>>(a);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(attention_kernel<T, kMaxDh>, grid, kThreads, smem, stream, a));
   return Status::ok();
 }
 
@@ -354,9 +358,8 @@ template <typename T>
 Status launch_combine(const AttentionArgs<T>& a, int batch, cudaStream_t stream) {
   const int64_t total_rows = static_cast<int64_t>(batch) * a.tokens * a.heads;
   const int threads = a.head_dim > 64 ? 128 : (a.head_dim > 32 ? 64 : 32);
-  attention_combine_kernel<T><<<static_cast<unsigned>(total_rows), threads, 0, stream>>>(
-      a.out, a.part_o, a.part_lse, total_rows, a.splits, a.head_dim);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(attention_combine_kernel<T>, static_cast<unsigned>(total_rows), threads, 0, stream,
+                                     a.out, a.part_o, a.part_lse, total_rows, a.splits, a.head_dim));
   return Status::ok();
 }
 

@@ -13,6 +13,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/attention_tc.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
 
 namespace compactor {
@@ -198,6 +199,8 @@ __device__ __forceinline__ void write_rows(const AttentionTcArgs& a, const TcBlo
 
 template <typename T, int kDh>
 __global__ void __launch_bounds__(kThreads) attention_tc_kernel(const AttentionTcArgs a) {
+  wait_for_prior_grids();
+  allow_next_grid();
   constexpr int kStride = kDh + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* q_s = reinterpret_cast<T*>(smem_raw);  // [64][kStride]
@@ -267,8 +270,7 @@ Status launch_tc(const AttentionTcArgs& a, cudaStream_t stream) {
   const int64_t gx = row_tiles * a.splits;
   if (gx > 0x7fffffff) return invalid_argument("attention: {} row tiles x {} splits exceed one grid", row_tiles, a.splits);
   const dim3 grid(static_cast<unsigned>(gx), a.kv_heads, a.batch);
-  attention_tc_kernel<T, kDh><<<grid, kThreads, kSmem, stream>>>(a);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(attention_tc_kernel<T, kDh>, grid, kThreads, kSmem, stream, a));
   return Status::ok();
 }
 

@@ -18,6 +18,7 @@
 #include "backend/cuda/embedding.cuh"
 #include "backend/cuda/fill.cuh"
 #include "backend/cuda/kv_store.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/matmul.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/rms_norm.cuh"
@@ -178,6 +179,7 @@ Status CudaBackend::init() {
   cudaDeviceProp prop{};
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
   sm_count_ = prop.multiProcessorCount;
+  set_dependent_launch(options_.dependent_launch == DependentLaunch::kOn && prop.major >= 9);
   name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} activations)", options_.device, prop.name, prop.major, prop.minor,
                       dtype_name(options_.activation_dtype));
   set_device_allocator(Device::kCuda, DeviceAllocator{cuda_alloc, cuda_free, cuda_memset_zero});

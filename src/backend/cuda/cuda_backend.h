@@ -39,6 +39,10 @@ enum class MatmulKernel { kAuto, kCublas };
 // or CUDA-core FMAs (up to kQgemvAutoMaxRows); the other formats always use the CUDA-core one.
 enum class QuantKernel { kCudaCores, kTensorCores };
 enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch each where supported
+// kOn: the op kernels go out as programmatic dependent launches (launch.cuh) on devices of compute
+// capability 9.0 and up: a kernel's blocks start while its predecessor drains, and the GEMVs fetch
+// their first weights before waiting for x. Process-wide (the last backend created sets it).
+enum class DependentLaunch { kOn, kOff };
 
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
@@ -48,6 +52,7 @@ struct CudaBackendOptions {
   MatmulKernel matmul_kernel = MatmulKernel::kAuto;
   QuantKernel quant_kernel = QuantKernel::kTensorCores;
   FuseOps fuse = FuseOps::kOn;
+  DependentLaunch dependent_launch = DependentLaunch::kOn;
 };
 
 // A device allocation that only grows (scratch for op results and workspaces).

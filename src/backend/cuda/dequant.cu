@@ -14,6 +14,7 @@
 // (the "deq+cuBLAS" column).
 #include "backend/cuda/dequant.cuh"
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/nf4_levels.cuh"
 #include "formats/quant_pack.h"
 
@@ -65,6 +66,9 @@ __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restri
     tile[wl][nl] = w < words && col < n ? static_cast<uint32_t>(__ldg(qweight + w * n + col)) : 0u;
   }
   __syncthreads();
+  // The codes above are constant; the output buffer may still be read by the previous matmul.
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t zero_words = (n * kBits + 31) / 32;
   // Every position of a unit shares its group unless act-order or a group size that is not a
   // multiple of the unit's positions.
@@ -146,10 +150,10 @@ Status launch_tiles(View out, const LinearWeight& w, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(tiles_n), static_cast<unsigned>(tiles_w));
   Nf4Scales nf4;
   if (kNF4) nf4 = {w.scales.as<const uint8_t>(), w.nested_scales.as<const float>(), w.nested_offset.as<const float>()};
-  dequantize_tile_kernel<T, kBits, kNF4><<<grid, kDqThreads, 0, stream>>>(
-      out.as<T>(), w.qweight.as<const int32_t>(), kNF4 ? nullptr : w.scales.as<const __half>(),
-      w.qzeros.as<const int32_t>(), w.g_idx.as<const int32_t>(), nf4, w.group_size, n, k, vec);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(dequantize_tile_kernel<T, kBits, kNF4>, grid, kDqThreads, 0, stream, out.as<T>(),
+                                     w.qweight.as<const int32_t>(), kNF4 ? nullptr : w.scales.as<const __half>(),
+                                     w.qzeros.as<const int32_t>(), w.g_idx.as<const int32_t>(), nf4, w.group_size, n, k,
+                                     vec));
   return Status::ok();
 }
 

@@ -2,6 +2,7 @@
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Embedding*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/embedding.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace compactor {
 
@@ -10,6 +11,8 @@ __global__ void embedding_kernel(T* __restrict__ out,            // [T, D]
                                  const int32_t* __restrict__ ids,  // [T]
                                  const void* __restrict__ table,   // [V, D] table_dtype
                                  DType table_dtype, int64_t dim) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t row = blockIdx.x;
   const int64_t src = static_cast<int64_t>(ids[row]) * dim;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)
@@ -30,9 +33,8 @@ Status embedding_cuda(View out, const int32_t* ids_dev, View table, cudaStream_t
   const int threads = dim >= 256 ? 256 : 64;
   return dispatch_act(out.dtype, "embedding", [&](auto tag) {
     using T = decltype(tag);
-    embedding_kernel<T><<<static_cast<unsigned>(rows), threads, 0, stream>>>(out.as<T>(), ids_dev, table.data,
-                                                                              table.dtype, dim);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    CUDA_RETURN_IF_ERROR(launch_kernel(embedding_kernel<T>, static_cast<unsigned>(rows), threads, 0, stream,
+                                       out.as<T>(), ids_dev, table.data, table.dtype, dim));
     return Status::ok();
   });
 }

@@ -3,6 +3,7 @@
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*KvStore*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/kv_store.cuh"
+#include "backend/cuda/launch.cuh"
 
 namespace compactor {
 
@@ -13,6 +14,8 @@ __global__ void kv_store_kernel(Word* __restrict__ k_cache,        // [B, S_max,
                                 const Word* __restrict__ v,        // [B*T, W]
                                 const int32_t* __restrict__ past,  // [B]
                                 int tokens, int64_t s_max, int64_t words_per_row) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t row = blockIdx.x;
   const int64_t b = row / tokens, t = row % tokens;
   const int64_t dst_row = b * s_max + past[b] + t;
@@ -51,10 +54,9 @@ Status launch(View k_cache, View v_cache, View k, View v, const DeviceBatch& bat
   const int64_t words = row_bytes / static_cast<int64_t>(sizeof(Word));
   const dim3 grid(static_cast<unsigned>(static_cast<int64_t>(batch.batch) * batch.tokens), 2);
   const int threads = words >= 128 ? 128 : 32;
-  kv_store_kernel<Word><<<grid, threads, 0, stream>>>(k_cache.as<Word>(), v_cache.as<Word>(), k.as<Word>(),
-                                                      v.as<Word>(), batch.past_dev, batch.tokens, k_cache.shape[1],
-                                                      words);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(kv_store_kernel<Word>, grid, threads, 0, stream, k_cache.as<Word>(),
+                                     v_cache.as<Word>(), k.as<Word>(), v.as<Word>(), batch.past_dev, batch.tokens,
+                                     k_cache.shape[1], words));
   return Status::ok();
 }
 

@@ -9,6 +9,7 @@
 #include <climits>
 
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/matmul.cuh"
 
 namespace compactor {
@@ -17,6 +18,8 @@ template <typename T>
 __global__ void matmul_bias_kernel(T* __restrict__ out,            // [T, N]
                                    const void* __restrict__ bias,  // [N] bias_dtype
                                    DType bias_dtype, int64_t rows, int64_t n) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t total = rows * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -127,6 +130,8 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
   };
   uint4 cur[kGemvUnroll][kGemvRowsPerWarp], nxt[kGemvUnroll][kGemvRowsPerWarp];
   load_batch(cur, lane);
+  wait_for_prior_grids();  // x (and out, for accumulate) come from the previous kernels
+  allow_next_grid();
   load_gemv_input<T, kRows>(g, x, xs, vecs);  // every thread: it holds barriers
   if (!active) return;
   float acc[kRows][kGemvRowsPerWarp] = {};
@@ -176,8 +181,8 @@ Status launch_gemv(const GemvGroup& g, View x, cudaStream_t stream) {
   if (blocks > 0x7fffffff) return invalid_argument("matmul: {} GEMV blocks exceed one grid", blocks);
   const int64_t k = x.cols();
   const size_t smem = static_cast<size_t>(kRows * k * 2);
-  gemv_kernel<T, kRows><<<static_cast<unsigned>(blocks), kGemvWarps * 32, smem, stream>>>(g, x.as<T>(), k);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(gemv_kernel<T, kRows>, static_cast<unsigned>(blocks), kGemvWarps * 32, smem,
+                                     stream, g, x.as<T>(), k));
   return Status::ok();
 }
 
@@ -259,9 +264,8 @@ Status matmul_cuda(View out, View x, const LinearWeight& w, cublasHandle_t handl
     constexpr int kThreads = 256;
     RETURN_IF_ERROR(dispatch_act(out.dtype, "matmul", [&](auto tag) {
       using T = decltype(tag);
-      matmul_bias_kernel<T><<<grid_for(static_cast<int64_t>(rows) * n, kThreads), kThreads, 0, stream>>>(
-          out.as<T>(), w.bias.data, w.bias.dtype, rows, n);
-      CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(matmul_bias_kernel<T>, grid_for(static_cast<int64_t>(rows) * n, kThreads),
+                                         kThreads, 0, stream, out.as<T>(), w.bias.data, w.bias.dtype, rows, n));
       return Status::ok();
     }));
     beta = 1.f;

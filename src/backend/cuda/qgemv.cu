@@ -23,6 +23,7 @@
 #include <atomic>
 
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/nf4_levels.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
@@ -247,6 +248,8 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
   uint32_t cur_sz[kU][kRowsPerWarp][kB], nxt_sz[kU][kRowsPerWarp][kB];
   // The first weight batch is in flight while x is staged.
   if (active) qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
+  wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
+  allow_next_grid();
   if constexpr (kSmemX) {
     const int chunks = static_cast<int>(a.ldx >> 3);
     const uint4* xg = static_cast<const uint4*>(a.x);
@@ -330,6 +333,8 @@ __global__ void qgemv_stage_x_kernel(T* __restrict__ xs,                // [M, K
                                      const T* __restrict__ x,           // [M, K]
                                      const int32_t* __restrict__ perm,  // [Kp] or nullptr
                                      int64_t m, int64_t k, int64_t kp) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t total = m * kp;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -415,8 +420,8 @@ Status launch_rows(const QgemvArgs& a, cudaStream_t stream) {
   if (kPersistent<kRowsM>) {
     ASSIGN_OR_RETURN(blocks, (persistent_blocks<T, kBits, kRowsM, kSmemX, kNF4>(jobs, smem)));
   }
-  qgemv_kernel<T, kBits, kRowsM, kSmemX, kNF4><<<blocks, kQgemvWarps * 32, smem, stream>>>(a);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(
+      launch_kernel(qgemv_kernel<T, kBits, kRowsM, kSmemX, kNF4>, blocks, kQgemvWarps * 32, smem, stream, a));
   return Status::ok();
 }
 
@@ -465,9 +470,9 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
     using T = decltype(tag);
     if (!in_place) {
       constexpr int kThreads = 256;
-      qgemv_stage_x_kernel<T><<<grid_for(m * plan.k_padded, kThreads), kThreads, 0, stream>>>(
-          static_cast<T*>(scratch), x.as<const T>(), w.perm, m, plan.k, plan.k_padded);
-      CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(qgemv_stage_x_kernel<T>, grid_for(m * plan.k_padded, kThreads), kThreads, 0,
+                                         stream, static_cast<T*>(scratch), x.as<const T>(), w.perm, m, plan.k,
+                                         plan.k_padded));
     }
     if (w.tc != nullptr) {
       const bool gather = tc_gathers(w, m);

@@ -19,6 +19,7 @@
 #include <type_traits>
 
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/nf4_levels.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
@@ -293,6 +294,8 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     }
   };
   tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
+  wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
+  allow_next_grid();
   for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
     if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
     multiply(w0, s0, base + warp);
@@ -334,9 +337,10 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", positions);
   const unsigned grid = static_cast<unsigned>(blocks);
   auto run = [&](auto split, auto nf4, auto warps, auto int8) -> Status {
-    qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value, decltype(nf4)::value,
-                    decltype(int8)::value><<<grid, decltype(warps)::value * 32, 0, stream>>>(a);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    CUDA_RETURN_IF_ERROR(
+        launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value,
+                                      decltype(nf4)::value, decltype(int8)::value>,
+                      grid, decltype(warps)::value * 32, 0, stream, a));
     return Status::ok();
   };
   using Yes = std::true_type;

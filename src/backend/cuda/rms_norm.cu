@@ -1,10 +1,11 @@
 // RMSNorm (Zhang & Sennrich 2019) as in HF Llama: one block per row; pass 1 sums squares in f32,
 // pass 2 rescales. Each thread touches the same indices in both passes, so out may alias x.
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*RmsNorm*' (on a GPU machine).
-#include "backend/cuda/device_utils.cuh"
-#include "backend/cuda/rms_norm.cuh"
-
 #include <algorithm>
+
+#include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
+#include "backend/cuda/rms_norm.cuh"
 
 namespace compactor {
 
@@ -13,6 +14,8 @@ __global__ void rms_norm_kernel(T* out,                            // [T, D]
                                 const T* x,                        // [T, D]
                                 const void* __restrict__ weight,   // [D] weight_dtype
                                 DType weight_dtype, int64_t dim, float eps) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
@@ -31,6 +34,8 @@ __global__ void rms_norm_vec_kernel(T* out,                           // [T, D]
                                     const T* x,                       // [T, D]
                                     const void* __restrict__ weight,  // [D] weight_dtype
                                     DType weight_dtype, int64_t dim, float eps) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   const int chunks = static_cast<int>(dim / 8);
   float v[kNormChunks][8];
@@ -91,12 +96,11 @@ Status rms_norm_cuda(View out, View x, View weight, float eps, cudaStream_t stre
   return dispatch_act(x.dtype, "rms_norm", [&](auto tag) {
     using T = decltype(tag);
     if (norm_vec_ok(dim, {out.data, x.data}))
-      rms_norm_vec_kernel<T><<<static_cast<unsigned>(rows), norm_vec_threads(dim), 0, stream>>>(
-          out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps);
+      CUDA_RETURN_IF_ERROR(launch_kernel(rms_norm_vec_kernel<T>, static_cast<unsigned>(rows), norm_vec_threads(dim), 0,
+                                         stream, out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps));
     else
-      rms_norm_kernel<T><<<static_cast<unsigned>(rows), norm_threads(dim), 0, stream>>>(
-          out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(rms_norm_kernel<T>, static_cast<unsigned>(rows), norm_threads(dim), 0, stream,
+                                         out.as<T>(), x.as<T>(), weight.data, weight.dtype, dim, eps));
     return Status::ok();
   });
 }

@@ -3,6 +3,7 @@
 // because angles reach thousands of radians at long positions.
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Rope*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/rope.cuh"
 
 namespace compactor {
@@ -12,6 +13,8 @@ __global__ void rope_kernel(T* x,                                // [B*T, n_head
                             const float* __restrict__ inv_freq,  // [head_dim/2]
                             const int32_t* __restrict__ past,    // [B]
                             int64_t rows, int tokens, int n_heads, int head_dim) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int half = head_dim / 2;
   const int64_t pairs = rows * n_heads * half;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < pairs;
@@ -36,6 +39,8 @@ __global__ void rope_vec_kernel(T* x,                                // [B*T, n_
                                 const float* __restrict__ inv_freq,  // [head_dim/2]
                                 const int32_t* __restrict__ past,    // [B]
                                 int64_t rows, int tokens, int n_heads, int head_dim) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int half = head_dim / 2, vecs = half / 8;
   const int64_t total = rows * n_heads * vecs;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;
@@ -74,12 +79,12 @@ Status rope_cuda(View x, int n_heads, int head_dim, const float* inv_freq_dev, c
   return dispatch_act(x.dtype, "rope", [&](auto tag) {
     using T = decltype(tag);
     if (vec8_ok(head_dim / 2, {x.data}))
-      rope_vec_kernel<T><<<grid_for(pairs / 8, kThreads), kThreads, 0, stream>>>(
-          x.as<T>(), inv_freq_dev, batch.past_dev, rows, batch.tokens, n_heads, head_dim);
+      CUDA_RETURN_IF_ERROR(launch_kernel(rope_vec_kernel<T>, grid_for(pairs / 8, kThreads), kThreads, 0, stream,
+                                         x.as<T>(), inv_freq_dev, batch.past_dev, rows, batch.tokens, n_heads,
+                                         head_dim));
     else
-      rope_kernel<T><<<grid_for(pairs, kThreads), kThreads, 0, stream>>>(x.as<T>(), inv_freq_dev, batch.past_dev, rows,
-                                                                          batch.tokens, n_heads, head_dim);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(rope_kernel<T>, grid_for(pairs, kThreads), kThreads, 0, stream, x.as<T>(),
+                                         inv_freq_dev, batch.past_dev, rows, batch.tokens, n_heads, head_dim));
     return Status::ok();
   });
 }

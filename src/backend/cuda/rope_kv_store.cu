@@ -1,6 +1,7 @@
 // Fused RoPE(q), RoPE(k) and KV append (see rope_kv_store.cuh).
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*RopeKvStore*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/rope_kv_store.cuh"
 
 namespace compactor {
@@ -23,6 +24,8 @@ struct RopeKvArgs {
 
 template <typename T>
 __global__ void rope_kv_store_kernel(const RopeKvArgs a) {
+  wait_for_prior_grids();
+  allow_next_grid();
   const int dh = a.head_dim, half = dh / 2, rvecs = half / 8, vvecs = dh / 8;
   const int all_heads = a.heads + a.kv_heads;
   const int64_t rope_units = a.rows * all_heads * rvecs;
@@ -103,8 +106,7 @@ Status rope_kv_store_cuda(View q, View k, View v, View k_cache, View v_cache, in
   constexpr int kThreads = 256;
   return dispatch_act(q.dtype, "rope_kv_store", [&](auto tag) {
     using T = decltype(tag);
-    rope_kv_store_kernel<T><<<grid_for(units, kThreads), kThreads, 0, stream>>>(args);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+    CUDA_RETURN_IF_ERROR(launch_kernel(rope_kv_store_kernel<T>, grid_for(units, kThreads), kThreads, 0, stream, args));
     return Status::ok();
   });
 }

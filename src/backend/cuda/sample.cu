@@ -5,6 +5,7 @@
 #include <climits>
 
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/sample.cuh"
 
 namespace compactor {
@@ -70,6 +71,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_greedy_kernel(int32_t* __restrict__ ids, const T* __restrict__ logits,
                                                                  int64_t vocab, const int32_t* __restrict__ step,
                                                                  int32_t* __restrict__ history, int64_t history_stride) {
+  wait_for_prior_grids();
+  allow_next_grid();
   __shared__ float best_v[32];
   __shared__ int32_t best_i[32];
   const T* row = logits + blockIdx.x * vocab;
@@ -120,6 +123,8 @@ template <typename T>
 __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ ids, const T* __restrict__ logits,
                                                           int64_t vocab, SampleParams p, const int32_t* __restrict__ step,
                                                           int32_t* __restrict__ history, int64_t history_stride) {
+  wait_for_prior_grids();
+  allow_next_grid();
   __shared__ int32_t chosen;
   const Row<T> row{logits + blockIdx.x * vocab, 1.f / p.temperature};
   float mx = -INFINITY;
@@ -183,6 +188,8 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
 }
 
 __global__ void decode_advance_kernel(int32_t* __restrict__ past, int batch, int32_t* __restrict__ step) {
+  wait_for_prior_grids();
+  allow_next_grid();
   for (int b = threadIdx.x; b < batch; b += blockDim.x) past[b] += 1;
   if (threadIdx.x == 0 && step != nullptr) *step += 1;
 }
@@ -204,20 +211,18 @@ Status sample_cuda(int32_t* ids, View logits, const SampleParams& p, const int32
   return dispatch_act(logits.dtype, "sample", [&](auto tag) {
     using T = decltype(tag);
     if (p.temperature == 0.f)
-      sample_greedy_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(ids, logits.as<T>(), vocab, step,
-                                                                                    history, history_stride);
+      CUDA_RETURN_IF_ERROR(launch_kernel(sample_greedy_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, stream, ids,
+                                         logits.as<T>(), vocab, step, history, history_stride));
     else
-      sample_kernel<T><<<static_cast<unsigned>(rows), kThreads, 0, stream>>>(ids, logits.as<T>(), vocab, p, step,
-                                                                             history, history_stride);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(sample_kernel<T>, static_cast<unsigned>(rows), kThreads, 0, stream, ids,
+                                         logits.as<T>(), vocab, p, step, history, history_stride));
     return Status::ok();
   });
 }
 
 Status decode_advance_cuda(int32_t* past, int batch, int32_t* step, cudaStream_t stream) {
   if (past == nullptr || batch <= 0) return invalid_argument("decode_advance: past is null or batch {} <= 0", batch);
-  decode_advance_kernel<<<1, 128, 0, stream>>>(past, batch, step);
-  CUDA_RETURN_IF_ERROR(cudaGetLastError());
+  CUDA_RETURN_IF_ERROR(launch_kernel(decode_advance_kernel, 1, 128, 0, stream, past, batch, step));
   return Status::ok();
 }
 

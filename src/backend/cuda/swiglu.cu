@@ -1,6 +1,7 @@
 // SwiGLU gate: a grid-stride loop; silu(g) = g / (1 + exp(-g)) with the accurate expf.
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Swiglu*' (on a GPU machine).
 #include "backend/cuda/device_utils.cuh"
+#include "backend/cuda/launch.cuh"
 #include "backend/cuda/swiglu.cuh"
 
 namespace compactor {
@@ -10,6 +11,8 @@ __global__ void swiglu_kernel(T* out,         // [n]
                               const T* gate,  // [n]
                               const T* up,    // [n]
                               int64_t n) {
+  wait_for_prior_grids();
+  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float g = to_f32(gate[i]);
@@ -22,6 +25,8 @@ __global__ void swiglu_vec_kernel(T* out,         // [n]
                                   const T* gate,  // [n]
                                   const T* up,    // [n]
                                   int64_t vecs) {
+  wait_for_prior_grids();
+  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float g[8], u[8], o[8];
@@ -45,11 +50,11 @@ Status swiglu_cuda(View out, View gate, View up, cudaStream_t stream) {
   return dispatch_act(gate.dtype, "swiglu", [&](auto tag) {
     using T = decltype(tag);
     if (vec8_ok(n, {out.data, gate.data, up.data}))
-      swiglu_vec_kernel<T><<<grid_for(n / 8, kThreads), kThreads, 0, stream>>>(out.as<T>(), gate.as<T>(), up.as<T>(),
-                                                                               n / 8);
+      CUDA_RETURN_IF_ERROR(launch_kernel(swiglu_vec_kernel<T>, grid_for(n / 8, kThreads), kThreads, 0, stream,
+                                         out.as<T>(), gate.as<T>(), up.as<T>(), n / 8));
     else
-      swiglu_kernel<T><<<grid_for(n, kThreads), kThreads, 0, stream>>>(out.as<T>(), gate.as<T>(), up.as<T>(), n);
-    CUDA_RETURN_IF_ERROR(cudaGetLastError());
+      CUDA_RETURN_IF_ERROR(launch_kernel(swiglu_kernel<T>, grid_for(n, kThreads), kThreads, 0, stream, out.as<T>(),
+                                         gate.as<T>(), up.as<T>(), n));
     return Status::ok();
   });
 }

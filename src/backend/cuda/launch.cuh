@@ -1,0 +1,58 @@
+// Programmatic dependent launch (Hopper, CUDA 11.8+): every kernel of the decode path is launched
+// with launch_kernel, which lets the next kernel in the stream start while this one drains (its
+// blocks fill the SMs as this kernel's blocks retire, and a GEMV streams its first weights). The
+// contract, on the device side: a kernel launched this way calls wait_for_prior_grids() before it
+// reads anything an earlier kernel wrote or writes anything an earlier kernel reads; only
+// constant inputs (weights, tables) may be touched before. Every block calls it (a grid's completion
+// must imply its predecessor's, since the next kernel's wait covers only its direct predecessor).
+// allow_next_grid() is the early trigger: the next kernel may launch once every block has called it.
+// set_dependent_launch(false) (CudaBackend option pdl=off) launches plainly: the waits are no-ops then.
+// Test: build-cuda/tests/test_cuda_model (decode with and without) on a GPU machine.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <atomic>
+#include <utility>
+
+namespace compactor {
+
+inline std::atomic<bool>& dependent_launch_flag() {
+  static std::atomic<bool> on{false};
+  return on;
+}
+inline void set_dependent_launch(bool on) { dependent_launch_flag().store(on, std::memory_order_relaxed); }
+inline bool dependent_launch_enabled() { return dependent_launch_flag().load(std::memory_order_relaxed); }
+
+// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when enabled.
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args&&... args) {
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  cfg.attrs = attr;
+  cfg.numAttrs = dependent_launch_enabled() ? 1 : 0;
+  return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+
+#ifdef __CUDACC__
+__device__ __forceinline__ void wait_for_prior_grids() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void allow_next_grid() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+#endif
+
+}  // namespace compactor
