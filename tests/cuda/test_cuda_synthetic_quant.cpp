@@ -10,6 +10,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -18,6 +19,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/fill_words.h"
 #include "bench/bench.h"
+#include "bench/cuda_decode.h"
 #include "bench/memory_plan.h"
 #include "model/synthetic.h"
 #include "support/compare.h"
@@ -238,6 +240,55 @@ INSTANTIATE_TEST_SUITE_P(Formats, CudaSyntheticQuantModel,
                                            (c.lm_head ? "_lmhead" : "") + "_" + std::string(dtype_name(c.act));
                            return n;
                          });
+
+// Programmatic dependent launches (launch.cuh) change only when kernels start, never what they
+// compute: with them on and off the same model gives bit-identical logits (fused-GEMV prefill,
+// eager decode steps, dequantize + cuBLAS prefill) and the same graph-replayed greedy tokens. A
+// kernel touching its predecessor's output before griddepcontrol.wait would show up as a difference.
+TEST(CudaSyntheticQuant, DependentLaunchesKeepResultsBitIdentical) {
+  if (!gpu_present()) GTEST_SKIP() << "no CUDA GPU on this machine";
+  const SyntheticQuant q = quant_of("w4g128", false, false, false);
+  std::vector<std::vector<float>> logits;
+  std::vector<std::vector<int32_t>> tokens;
+  for (DependentLaunch mode : {DependentLaunch::kOn, DependentLaunch::kOff}) {
+    CudaBackendOptions opts;
+    opts.dependent_launch = mode;
+    auto be = CudaBackend::create(opts);
+    ASSERT_TRUE(be.is_ok()) << be.status().message();
+    auto m = make_gpu_model(**be, &q, 7);
+    ASSERT_NE(m, nullptr);
+    const int vocab = static_cast<int>(m->config().vocab_size);
+    KvCache cache = m->make_kv_cache(2, 64);
+    std::vector<float> all = logits_of(*m, cache, ids_of(14, vocab, 1), 2, 7);
+    for (int s = 0; s < 4; ++s) {
+      const std::vector<float> step = logits_of(*m, cache, ids_of(2, vocab, 10 + s), 2, 1);
+      all.insert(all.end(), step.begin(), step.end());
+    }
+    cache.reset();
+    const std::vector<float> wide = logits_of(*m, cache, ids_of(80, vocab, 3), 2, 40);
+    all.insert(all.end(), wide.begin(), wide.end());
+    logits.push_back(std::move(all));
+
+    const int steps = 8;
+    KvCache loop_cache = m->make_kv_cache(1, 16 + steps);
+    const std::vector<int32_t> prompt = ids_of(16, vocab, 4);
+    auto last = m->forward({prompt.data(), BatchLayout{1, 16}, LogitsMode::kLast}, loop_cache);
+    ASSERT_TRUE(last.is_ok()) << last.status().message();
+    auto loop = CudaDecodeLoop::create(*m, **be, loop_cache, SampleParams{}, steps, GraphMode::kOn);
+    ASSERT_TRUE(loop.is_ok()) << loop.status().message();
+    ASSERT_TRUE((*loop)->start(*last).is_ok());
+    EXPECT_TRUE((*loop)->uses_graph()) << "capture failed: " << (*loop)->graph_error();
+    while ((*loop)->steps_taken() < steps) ASSERT_TRUE((*loop)->step().is_ok());
+    auto ids = (*loop)->tokens();
+    ASSERT_TRUE(ids.is_ok()) << ids.status().message();
+    tokens.push_back(ids->at(0));
+  }
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  ASSERT_FALSE(logits[0].empty());
+  EXPECT_EQ(std::memcmp(logits[0].data(), logits[1].data(), logits[0].size() * sizeof(float)), 0)
+      << "logits differ with dependent launches on and off";
+  EXPECT_EQ(tokens[0], tokens[1]);
+}
 
 // The bench's CUDA path on a packed model: graph-replayed decode, packed bytes in the result.
 TEST(CudaSyntheticQuant, BenchReportsPackedBytes) {
