@@ -16,11 +16,8 @@
 // Act-order with up to 8 input rows (kGather): x is read through the permutation here (four
 // indices and four 16-bit loads per B fragment pair) instead of a staging launch per matmul.
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
-#include <cstdlib>
-#include <string>
 #include <type_traits>
 
-#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
@@ -41,11 +38,6 @@ constexpr int kTcUnroll = 2;  // 64-position chunks per lane per batch (the regi
 // would spill more there.
 template <int kTiles, bool kPlain> inline constexpr int kTcMinBlocks = kTiles == 1 ? (kPlain ? 3 : 2) : kTiles == 2 ? 2 : 1;
 constexpr int kTcMaxRowsM = 64;  // input rows per block (8 n8 tiles)
-// Bulk-copy pipeline (kBulk): a row tile's codes are contiguous in the tc layout, so one thread
-// moves them into shared memory a stage (kStageChunks chunks of 512 bytes) at a time with
-// cp.async.bulk; kStages stages are in flight per block, without registers.
-constexpr int kStageChunks = 16, kStages = 4;
-constexpr int kChunkBytes = 512;  // one chunk of a row tile: 32 lanes x 16 bytes
 
 // One weight of a launch: grouped launches (qgemv_group_cuda) multiply the same x by up to
 // kQgemvMaxGroup weights of one K and group size, their row tiles numbered one after the other.
@@ -252,8 +244,7 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
 // w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
 // other is multiplied) without copies between them.
-template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false, bool kInt8 = false,
-          bool kBulk = true>
+template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false, bool kInt8 = false>
 __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit> * kTcWarps / kWarps))
     qgemv_tc_kernel(const QgemvTcArgs a) {
   static_assert(!kNF4 || (!kGather && !kSplit), "NF4 on tensor cores: blocks >= 64, no act-order");
@@ -265,12 +256,7 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     __syncthreads();
   }
   constexpr int kSz = kSplit ? 4 : 2;
-  // The ring of stages (kBulk), then, once every stage is consumed, the warps' partial sums.
-  constexpr size_t kPartialBytes = sizeof(float) * kWarps * kTiles * 4 * 32;
-  constexpr size_t kRingBytes = kBulk ? static_cast<size_t>(kStages) * kStageChunks * kChunkBytes : 0;
-  __shared__ alignas(128) unsigned char smem[kRingBytes > kPartialBytes ? kRingBytes : kPartialBytes];
-  __shared__ uint64_t full[kStages];
-  auto partial = reinterpret_cast<float (*)[kTiles][4][32]>(smem);
+  __shared__ float partial[kWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
   int si = 0;
@@ -291,93 +277,31 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     // does not mix into the others, so no predicate (and no branch) is needed on the x loads.
     xr[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + (kGather ? 0 : 4 * t);
   }
+  constexpr int kBatch = kWarps * kTcUnroll;  // chunks per batch of the block
+  uint4 w0[kTcUnroll], w1[kTcUnroll];
+  uint32_t s0[kTcUnroll][kSz], s1[kTcUnroll][kSz];
   float acc[kTiles][4] = {};
-  auto multiply_chunk = [&](const uint4& w, const uint32_t* sz, int c) {
-    if constexpr (kInt8) {
-      tc_chunk8<T, kTiles>(w, sz, xr, c * kChunk, acc);
-    } else {
-      tc_chunk<T, kTiles, kGather, kSplit, kNF4>(w, sz, xr, a.perm, nf4_pairs, c * kChunk, t, acc);
+  auto multiply = [&](const uint4 (&wv)[kTcUnroll], const uint32_t (&sv)[kTcUnroll][kSz], int first) {
+#pragma unroll
+    for (int u = 0; u < kTcUnroll; ++u) {
+      const int c = first + u * kWarps;
+      if (c >= a.chunks) break;  // warp-uniform
+      if constexpr (kInt8) {
+        tc_chunk8<T, kTiles>(wv[u], sv[u], xr, c * kChunk, acc);
+      } else {
+        tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kChunk, t, acc);
+      }
     }
   };
-  if constexpr (kBulk) {
-    // Stage j holds chunks [16j, 16j + 16); warp w multiplies its chunks u·kWarps + w. The scale
-    // words of stage j + 1 are fetched into registers while stage j is multiplied.
-    constexpr int kPerWarp = kStageChunks / kWarps;
-    const uint4* ring = reinterpret_cast<const uint4*>(smem);
-    const uint4* tile = sg.tc + row_tile * a.chunks * 32;
-    const int stages = (a.chunks + kStageChunks - 1) / kStageChunks;
-    auto issue = [&](int j) {  // thread 0
-      const int slot = j % kStages;
-      const uint32_t bytes = static_cast<uint32_t>(min(kStageChunks, a.chunks - j * kStageChunks)) * kChunkBytes;
-      bulk::expect_bytes(&full[slot], bytes);
-      bulk::copy(smem + static_cast<size_t>(slot) * kStageChunks * kChunkBytes, tile + j * kStageChunks * 32, bytes,
-                 &full[slot]);
-    };
-    if (threadIdx.x == 0) {
-      for (int i = 0; i < kStages; ++i) bulk::init(&full[i], 1);
-      bulk::fence_init();
-    }
-    __syncthreads();
-    if (threadIdx.x == 0)
-      for (int j = 0; j < min(kStages, stages); ++j) issue(j);
-    auto load_sz = [&](int j, uint32_t (&sv)[kPerWarp][kSz]) {
-#pragma unroll
-      for (int u = 0; u < kPerWarp; ++u) {
-        const int c = j * kStageChunks + u * kWarps + warp;
-        const bool ok = c < a.chunks;
-#pragma unroll
-        for (int hf = 0; hf < kSz / 2; ++hf) {
-          const int grp = (c * kChunk + 32 * hf) >> a.group_shift;
-          sv[u][2 * hf] = ok ? __ldg(l.sz_lo + grp) : 0u;
-          sv[u][2 * hf + 1] = ok ? __ldg(l.sz_hi + grp) : 0u;
-        }
-      }
-    };
-    auto run_stage = [&](int j, const uint32_t (&sv)[kPerWarp][kSz]) {
-      const int slot = j % kStages;
-      bulk::wait(&full[slot], static_cast<uint32_t>(j / kStages) & 1u);
-#pragma unroll
-      for (int u = 0; u < kPerWarp; ++u) {
-        const int ci = u * kWarps + warp, c = j * kStageChunks + ci;
-        if (c >= a.chunks) break;  // warp-uniform
-        multiply_chunk(ring[(slot * kStageChunks + ci) * 32 + lane], sv[u], c);
-      }
-      __syncthreads();  // every warp is done with the slot: refill it
-      if (threadIdx.x == 0 && j + kStages < stages) issue(j + kStages);
-    };
-    uint32_t sz0[kPerWarp][kSz], sz1[kPerWarp][kSz];
-    load_sz(0, sz0);
-    wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
-    allow_next_grid();
-    for (int j = 0; j < stages; j += 2) {  // the same trip count in every warp
-      if (j + 1 < stages) load_sz(j + 1, sz1);
-      run_stage(j, sz0);
-      if (j + 1 >= stages) break;
-      if (j + 2 < stages) load_sz(j + 2, sz0);
-      run_stage(j + 1, sz1);
-    }
-  } else {
-    constexpr int kBatch = kWarps * kTcUnroll;  // chunks per batch of the block
-    uint4 w0[kTcUnroll], w1[kTcUnroll];
-    uint32_t s0[kTcUnroll][kSz], s1[kTcUnroll][kSz];
-    auto multiply = [&](const uint4 (&wv)[kTcUnroll], const uint32_t (&sv)[kTcUnroll][kSz], int first) {
-#pragma unroll
-      for (int u = 0; u < kTcUnroll; ++u) {
-        const int c = first + u * kWarps;
-        if (c >= a.chunks) break;  // warp-uniform
-        multiply_chunk(wv[u], sv[u], c);
-      }
-    };
-    tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
-    wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
-    allow_next_grid();
-    for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
-      if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
-      multiply(w0, s0, base + warp);
-      if (base + kBatch >= a.chunks) break;
-      if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + 2 * kBatch + warp, w0, s0);
-      multiply(w1, s1, base + kBatch + warp);
-    }
+  tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
+  wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
+  allow_next_grid();
+  for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
+    if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
+    multiply(w0, s0, base + warp);
+    if (base + kBatch >= a.chunks) break;
+    if (base + 2 * kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + 2 * kBatch + warp, w0, s0);
+    multiply(w1, s1, base + kBatch + warp);
   }
 #pragma unroll
   for (int j = 0; j < kTiles; ++j)
@@ -412,21 +336,11 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   if (positions > 0x3fffffff || a.groups_padded > 0x3fffffff)
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", positions);
   const unsigned grid = static_cast<unsigned>(blocks);
-  static const bool bulk = [] {
-    const char* e = std::getenv("COMPACTOR_TC_LOAD");
-    return e == nullptr || std::string(e) != "regs";
-  }();
   auto run = [&](auto split, auto nf4, auto warps, auto int8) -> Status {
-    if (bulk)
-      CUDA_RETURN_IF_ERROR(
-          launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value,
-                                        decltype(nf4)::value, decltype(int8)::value, true>,
-                        grid, decltype(warps)::value * 32, 0, stream, a));
-    else
-      CUDA_RETURN_IF_ERROR(
-          launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value,
-                                        decltype(nf4)::value, decltype(int8)::value, false>,
-                        grid, decltype(warps)::value * 32, 0, stream, a));
+    CUDA_RETURN_IF_ERROR(
+        launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value,
+                                      decltype(nf4)::value, decltype(int8)::value>,
+                      grid, decltype(warps)::value * 32, 0, stream, a));
     return Status::ok();
   };
   using Yes = std::true_type;
