@@ -106,17 +106,27 @@ __device__ __forceinline__ uint2 x_quad_gather(const unsigned short* xrow, const
   return make_uint2(v0 | (v1 << 16), v2 | (v3 << 16));
 }
 
-// acc += s · d for the D fragments of every n8 tile (rows g: s_lo, rows g + 8: s_hi), then d = 0.
-template <int kTiles>
-__device__ __forceinline__ void scale_into(float (&acc)[kTiles][4], float (&d)[kTiles][4], float s_lo, float s_hi) {
+// Independent mma accumulator chains per chunk: with one n8 tile, consecutive k16 steps alternate
+// between two D fragments so that an mma does not wait for the previous one's result (the chain
+// of four dependent mma latencies per chunk is the single-tile kernel's critical path); more
+// tiles already give the warp independent mmas.
+template <int kTiles> inline constexpr int kTcChains = kTiles == 1 ? 2 : 1;
+
+// acc += s · Σ_c d[c] for the D fragments of every n8 tile (rows g: s_lo, rows g + 8: s_hi), then d = 0.
+template <int kTiles, int kChains>
+__device__ __forceinline__ void scale_into(float (&acc)[kTiles][4], float (&d)[kChains][kTiles][4], float s_lo,
+                                           float s_hi) {
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
-    acc[j][0] = fmaf(s_lo, d[j][0], acc[j][0]);
-    acc[j][1] = fmaf(s_lo, d[j][1], acc[j][1]);
-    acc[j][2] = fmaf(s_hi, d[j][2], acc[j][2]);
-    acc[j][3] = fmaf(s_hi, d[j][3], acc[j][3]);
 #pragma unroll
-    for (int e = 0; e < 4; ++e) d[j][e] = 0.f;
+    for (int e = 0; e < 4; ++e) {
+      float v = d[0][j][e];
+#pragma unroll
+      for (int c = 1; c < kChains; ++c) v += d[c][j][e];
+      acc[j][e] = fmaf(e < 2 ? s_lo : s_hi, v, acc[j][e]);
+#pragma unroll
+      for (int c = 0; c < kChains; ++c) d[c][j][e] = 0.f;
+    }
   }
 }
 
@@ -130,7 +140,8 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
                                          const int32_t* perm, const uint32_t* nf4_pairs, int p0, int t,
                                          float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-  float d[kTiles][4] = {};
+  constexpr int kChains = kTcChains<kTiles>;
+  float d[kChains][kTiles][4] = {};
   uint32_t z_lo = 0, z_hi = 0;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
@@ -162,7 +173,7 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
         a[3] = sub2<T>(nibbles_or(word >> 12, tc_magic<T>()), z_hi);  // row g+8, positions 4t+2, 4t+3
       }
 #pragma unroll
-      for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s2].x, xb[j][s2].y);
+      for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[s2 % kChains][j], a, xb[j][s2].x, xb[j][s2].y);
     }
     if (h == 1 || kSplit) {
       const int i = kSplit ? 2 * h : 0;  // without kSplit, sz holds the words of the first half only
@@ -181,7 +192,8 @@ template <typename T, int kTiles>
 __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
                                           int p0, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-  float d[kTiles][4] = {};
+  constexpr int kChains = kTcChains<kTiles>;
+  float d[kChains][kTiles][4] = {};
   uint2 xb[kTiles][2];
 #pragma unroll
   for (int s = 0; s < 2; ++s)
@@ -207,7 +219,7 @@ __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, co
     pairs(words[2 * s + 1], sz[1], hi);
     const uint32_t a[4] = {lo[0], hi[0], lo[1], hi[1]};
 #pragma unroll
-    for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[j], a, xb[j][s].x, xb[j][s].y);
+    for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[s % kChains][j], a, xb[j][s].x, xb[j][s].y);
   }
   scale_into(acc, d, sz_scale(sz[0]), sz_scale(sz[1]));
 }
