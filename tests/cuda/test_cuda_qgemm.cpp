@@ -23,7 +23,6 @@
 #include <vector>
 
 #include "cuda/cuda_test_util.h"
-#include "support/compare.h"
 #include "cuda/qgemm_check.h"
 #include "backend/cpu/cpu_qmatmul.h"
 #include "backend/cuda/cuda_backend.h"
