@@ -347,59 +347,6 @@ TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
     }
 }
 
-// The prologues of the tensor-core kernel (the norm before q/k/v or gate/up, SwiGLU before down,
-// made by each block in shared memory) give what the separate ops then the product give: SwiGLU
-// to the bit (the same formula and rounding), the norm within its rstd's last bit. M = 9 is past
-// the prologue's rows and takes the separate ops.
-TEST_P(CudaQgemm, ProloguesMatchTheSeparateOps) {
-  uint32_t seed = 900;
-  const int64_t k = 384;
-  const int64_t ns[] = {96, 37, 130};
-  for (int bits : {4, 8}) {
-    std::vector<Tensor> keep;
-    std::vector<LinearWeight> ws;
-    for (int i = 0; i < 3; ++i) {
-      auto packed = pack_linear(random_linear(bits, bits == 4 ? 128 : 0, false, false, ns[i], k, seed++));
-      ASSERT_TRUE(packed.is_ok()) << packed.status().message();
-      ws.push_back(upload_weight(*packed, keep));
-    }
-    const LinearWeight* wp[] = {&ws[0], &ws[1], &ws[2]};
-    auto [norm_w, norm_wf] = random_x(1, k, seed++);
-    const View norm_view{norm_w.data(), Shape{k}, act(), Device::kCuda};
-    for (int64_t m : {1, 3, 8, 9}) {
-      const std::string what = fmt::format("int{} M {} {}", bits, m, dtype_name(act()));
-      auto [x, xf] = random_x(m, k, seed++);
-      Tensor h = be_->alloc(Shape{m, k}, act());
-      std::vector<Tensor> fused, separate;
-      View fv[3], sv[3];
-      for (int i = 0; i < 3; ++i) {
-        fused.push_back(be_->alloc(Shape{m, ns[i]}, act()));
-        separate.push_back(be_->alloc(Shape{m, ns[i]}, act()));
-        fv[i] = fused.back().view();
-        sv[i] = separate.back().view();
-      }
-      be_->rms_norm_matmul_group(fv, x, norm_view, 1e-5f, wp, 3, h);
-      be_->rms_norm(h, x, norm_view, 1e-5f);
-      be_->matmul_group(sv, h, wp, 3);
-      for (int i = 0; i < 3; ++i)
-        EXPECT_LE(test::rel_l2_error(download(fused[i]), download(separate[i])), act() == DType::kBF16 ? 1e-2 : 2e-3)
-            << "norm prologue, weight " << i << ", " << what;
-
-      // SwiGLU before the down projection (K = 384 in, 96 out), accumulating into a residual.
-      auto [up, upf] = random_x(m, k, seed++);
-      auto [resid, residf] = random_x(m, ns[0], seed++);
-      Tensor act_buf = be_->alloc(Shape{m, k}, act()), scratch = be_->alloc(Shape{m, ns[0]}, act());
-      Tensor y_fused = be_->alloc(Shape{m, ns[0]}, act()), y_separate = be_->alloc(Shape{m, ns[0]}, act());
-      be_->copy(y_fused, resid);
-      be_->copy(y_separate, resid);
-      be_->swiglu_matmul_add(y_fused, x, up, ws[0], act_buf, scratch);
-      be_->swiglu(act_buf, x, up);
-      be_->matmul_add(y_separate, act_buf, ws[0], scratch);
-      EXPECT_EQ(download(y_fused), download(y_separate)) << "SwiGLU prologue, " << what;
-    }
-  }
-}
-
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
   const int64_t n = 128, k = 256;
   for (uint32_t seed = 500; seed < 504; ++seed) {  // same shapes: the allocator likely reuses addresses

@@ -346,8 +346,7 @@ void CudaBackend::matmul_group(const View* outs, View x, const LinearWeight* con
   bool dense = options_.fuse == FuseOps::kOn && n <= 3;
   for (int i = 0; i < n && dense; ++i) dense = !ws[i]->quantized();
   if (!dense) {
-    if (!(n >= 2 && quantized_group(outs, x, ws, n, /*accumulate=*/false, QgemvPrologue{})))
-      Backend::matmul_group(outs, x, ws, n);
+    if (!(options_.fuse == FuseOps::kOn && matmul_group_quantized(outs, x, ws, n))) Backend::matmul_group(outs, x, ws, n);
     return;
   }
   check(matmul_group_cuda(outs, x, ws, n, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto));
@@ -367,17 +366,9 @@ void CudaBackend::matmul_add(View x, View a, const LinearWeight& w, View scratch
   check(matmul_cuda(x, a, w, cublas_, stream_, options_.matmul_kernel == MatmulKernel::kAuto, /*accumulate=*/true));
 }
 
-// Decode sizes: SwiGLU is computed while the down projection's GEMV loads its input (dense), or
-// by each block of the tensor-core kernel into shared memory (quantized).
+// Decode sizes: SwiGLU is computed while the down projection's GEMV loads its input.
 void CudaBackend::swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) {
   const LinearWeight* ws[] = {&w};
-  if (w.quantized()) {
-    QgemvPrologue pro;
-    pro.kind = QgemvPrologue::Kind::kSwiglu;
-    pro.up = up;
-    if (!quantized_group(&x, gate, ws, 1, /*accumulate=*/true, pro)) Backend::swiglu_matmul_add(x, gate, up, w, act, scratch);
-    return;
-  }
   if (options_.fuse == FuseOps::kOff || options_.matmul_kernel != MatmulKernel::kAuto || w.bias.data != nullptr ||
       !gemv_group_supported(gate, ws, 1)) {
     Backend::swiglu_matmul_add(x, gate, up, w, act, scratch);
@@ -387,18 +378,6 @@ void CudaBackend::swiglu_matmul_add(View x, View gate, View up, const LinearWeig
   pro.input = GemvInput::kSwiglu;
   pro.up = up;
   check(gemv_group_cuda(&x, gate, ws, 1, pro, /*accumulate=*/true, stream_));
-}
-
-// Quantized weights at decode sizes: each block of the tensor-core kernel normalises its input
-// rows itself (h is not written); otherwise the norm, then the group.
-void CudaBackend::rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps,
-                                        const LinearWeight* const* ws, int n, View h) {
-  QgemvPrologue pro;
-  pro.kind = QgemvPrologue::Kind::kRmsNorm;
-  pro.norm_weight = norm_weight;
-  pro.eps = eps;
-  if (!quantized_group(outs, x, ws, n, /*accumulate=*/false, pro))
-    Backend::rms_norm_matmul_group(outs, x, norm_weight, eps, ws, n, h);
 }
 
 void CudaBackend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
@@ -501,22 +480,18 @@ const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   return placed->second.ok ? &placed->second.view : nullptr;
 }
 
-// Quantized weights in one launch of the tensor-core kernel (qgemv_group_cuda), when every weight
-// takes the fused path and they can share it: q/k/v or gate/up (n >= 2), or a single weight with a
-// prologue (pro: the norm or SwiGLU before it); false (nothing run) otherwise.
-bool CudaBackend::quantized_group(const View* outs, View x, const LinearWeight* const* ws, int n, bool accumulate,
-                                  const QgemvPrologue& pro) {
-  if (options_.fuse != FuseOps::kOn || n < 1 || n > kQgemvMaxGroup) return false;
+// Quantized q/k/v or gate/up in one launch of the tensor-core kernel (qgemv_group_cuda) when every
+// weight takes the fused path and they can share it; false (nothing run) otherwise.
+bool CudaBackend::matmul_group_quantized(const View* outs, View x, const LinearWeight* const* ws, int n) {
+  if (n < 2 || n > kQgemvMaxGroup) return false;
   const QgemvWeight* qs[kQgemvMaxGroup];
   View biases[kQgemvMaxGroup];
   for (int i = 0; i < n; ++i) {
     if (!ws[i]->quantized() || (qs[i] = fused_quantized(*ws[i], x)) == nullptr) return false;
-    if (accumulate && ws[i]->bias.data != nullptr) return false;
     biases[i] = ws[i]->bias;
   }
-  const bool fits = pro.kind == QgemvPrologue::Kind::kNone ? qgemv_groupable(x, qs, n) : qgemv_prologue_fits(x, qs, n);
-  if (!fits) return false;
-  check(qgemv_group_cuda(outs, x, qs, biases, n, stream_, accumulate, pro));
+  if (!qgemv_groupable(x, qs, n)) return false;
+  check(qgemv_group_cuda(outs, x, qs, biases, n, stream_));
   return true;
 }
 

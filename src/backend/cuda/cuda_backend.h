@@ -26,8 +26,7 @@ struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
-struct QgemvWeight;    // backend/cuda/qgemv.cuh
-struct QgemvPrologue;  // backend/cuda/qgemv.cuh
+struct QgemvWeight;  // backend/cuda/qgemv.cuh
 
 // kAuto: tensor cores (16 query rows per warp) where supported. A 32-rows-per-warp variant was
 // measured on the H100 (2026-11-24: no gain at prefill, slower decode at B=32) and removed.
@@ -157,8 +156,6 @@ class CudaBackend final : public Backend {
   void matmul_group(const View* outs, View x, const LinearWeight* const* ws, int n) override;
   void matmul_add(View x, View a, const LinearWeight& w, View scratch) override;
   void swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) override;
-  void rms_norm_matmul_group(const View* outs, View x, View norm_weight, float eps, const LinearWeight* const* ws, int n,
-                             View h) override;
   void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                      const float* inv_freq, const BatchLayout& layout) override;
   void cross_entropy(float* nll, View logits, const int32_t* targets) override;
@@ -215,8 +212,7 @@ class CudaBackend final : public Backend {
   DeviceBuffer qgemv_scratch_;  // [M, Kp] act: x gathered/padded for the fused kernel
   // The repacked weight for the fused kernel, or nullptr when the dequantize path must run.
   const QgemvWeight* fused_quantized(const LinearWeight& w, View x);
-  bool quantized_group(const View* outs, View x, const LinearWeight* const* ws, int n, bool accumulate,
-                       const QgemvPrologue& pro);
+  bool matmul_group_quantized(const View* outs, View x, const LinearWeight* const* ws, int n);
   void run_qgemv(View out, View x, const QgemvWeight& q, View bias, bool accumulate);
   UploadBuffer ids_, targets_, past_, inv_freq_;
   std::vector<int32_t> past_uploaded_;    // host mirror of past_ (skips repeated uploads)

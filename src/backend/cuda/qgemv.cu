@@ -477,8 +477,7 @@ Status qgemv_cuda(View out, View x, const QgemvWeight& w, View bias, bool accumu
     if (w.tc != nullptr) {
       const bool gather = tc_gathers(w, m);
       const QgemvWeight* ws[] = {&w};
-      return qgemv_tc_launch<T>(&out, ws, &bias, 1, a.x, gather ? plan.k : plan.k_padded, m, gather, accumulate,
-                                QgemvPrologue{}, stream);
+      return qgemv_tc_launch<T>(&out, ws, &bias, 1, a.x, gather ? plan.k : plan.k_padded, m, gather, accumulate, stream);
     }
     switch (plan.bits) {
       case 8: a.tiles = static_cast<int>(plan.k_padded / tile_codes<8>()); return launch_bits<T, 8>(a, stream);
@@ -502,46 +501,17 @@ bool qgemv_groupable(View x, const QgemvWeight* const* ws, int n) {
   return true;
 }
 
-bool qgemv_prologue_fits(View x, const QgemvWeight* const* ws, int n) {
-  return qgemv_groupable(x, ws, n) && x.rows() >= 1 && x.rows() <= 8 &&
-         x.rows() * ws[0]->plan.k_padded * static_cast<int64_t>(dtype_size(x.dtype)) <= kQgemvStageMaxBytes;
-}
-
-namespace {
-
-Status check_prologue(View x, const QgemvWeight* const* ws, int n, const QgemvPrologue& pro) {
-  if (pro.kind == QgemvPrologue::Kind::kNone) return Status::ok();
-  if (!qgemv_prologue_fits(x, ws, n))
-    return invalid_argument("qgemv_group: a prologue needs 1..8 rows of at most {} bytes; x is {}",
-                            kQgemvStageMaxBytes, x.shape.str());
-  if (pro.kind == QgemvPrologue::Kind::kRmsNorm) {
-    RETURN_IF_ERROR(expect_cuda("qgemv_group", "norm_weight", pro.norm_weight));
-    if (pro.norm_weight.numel() != x.cols() || !is_float_dtype_cuda(pro.norm_weight.dtype))
-      return invalid_argument("qgemv_group: norm_weight {} {} does not match [{}] float", pro.norm_weight.shape.str(),
-                              dtype_name(pro.norm_weight.dtype), x.cols());
-    return Status::ok();
-  }
-  RETURN_IF_ERROR(expect_cuda("qgemv_group", "up", pro.up));
-  RETURN_IF_ERROR(expect_same("qgemv_group", "up", pro.up, x));
-  if (reinterpret_cast<uintptr_t>(pro.up.data) % 16 != 0) return invalid_argument("qgemv_group: up is not 16-byte aligned");
-  return Status::ok();
-}
-
-}  // namespace
-
 Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, const View* biases, int n,
-                        cudaStream_t stream, bool accumulate, const QgemvPrologue& pro) {
+                        cudaStream_t stream) {
   if (!qgemv_groupable(x, ws, n)) return invalid_argument("qgemv_group: these {} weights cannot share a launch", n);
   for (int i = 0; i < n; ++i) {
-    const Status st = check_qgemv(outs[i], x, *ws[i], biases[i], accumulate);
+    const Status st = check_qgemv(outs[i], x, *ws[i], biases[i], false);
     if (!st.is_ok()) return invalid_argument("qgemv_group: weight {}: {}", i, st.message());
   }
-  RETURN_IF_ERROR(check_prologue(x, ws, n, pro));
   if (x.rows() == 0) return Status::ok();
   return dispatch_act(x.dtype, "qgemv_group", [&](auto tag) -> Status {
     using T = decltype(tag);
-    return qgemv_tc_launch<T>(outs, ws, biases, n, x.data, ws[0]->plan.k_padded, x.rows(), false, accumulate, pro,
-                              stream);
+    return qgemv_tc_launch<T>(outs, ws, biases, n, x.data, ws[0]->plan.k_padded, x.rows(), false, false, stream);
   });
 }
 

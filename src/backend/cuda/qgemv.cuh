@@ -86,28 +86,11 @@ inline constexpr int kQgemvMaxGroup = 3;
 // weights in the tensor-core layout with one K and group size, no act-order, x read in place.
 bool qgemv_groupable(View x, const QgemvWeight* const* ws, int n);
 
-// The op before a decode-size product, done by each block of the tensor-core kernel on its input
-// rows in shared memory instead of as a launch of its own (whose latency sits between two
-// kernels): h = rms_norm(x)·norm_weight, or h = silu(x)·up with x the gate; h is never stored.
-struct QgemvPrologue {
-  enum class Kind { kNone, kRmsNorm, kSwiglu };
-  Kind kind = Kind::kNone;
-  View norm_weight;  // kRmsNorm: [K] f32, f16 or bf16
-  float eps = 0.f;
-  View up;  // kSwiglu: [rows, K] act, like x
-};
-// Shared memory the prologue's rows may take per block (the default dynamic limit).
-inline constexpr int64_t kQgemvStageMaxBytes = 48 * 1024;
-// True when qgemv_group_cuda can run `pro` for x with these (groupable) weights: at most 8 rows
-// whose K values fit kQgemvStageMaxBytes.
-bool qgemv_prologue_fits(View x, const QgemvWeight* const* ws, int n);
-
 // outs[i] = x · dq(ws[i])ᵀ (+ biases[i]) for i < n in one launch of the tensor-core kernel (their row
 // tiles one after the other): q/k/v or gate/up at decode sizes, which as separate launches leave
 // the GPU part-empty (4096-row weights fill a third of the H100's block slots). Requires
-// qgemv_groupable; argument errors name the weight. accumulate: outs[i] += (no biases). pro: the
-// input is made from x first (qgemv_prologue_fits).
+// qgemv_groupable; argument errors name the weight.
 Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, const View* biases, int n,
-                        cudaStream_t stream, bool accumulate = false, const QgemvPrologue& pro = {});
+                        cudaStream_t stream);
 
 }  // namespace compactor

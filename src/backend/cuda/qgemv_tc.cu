@@ -62,13 +62,6 @@ struct QgemvTcArgs {
   bool accumulate;
   bool nf4;         // NF4 codes (levels × f32 absmax) instead of int4 (c - z) × f16 scale
   bool int8;        // int8 codes (the int8 tc layout: 32-position chunks)
-  // Prologue (kStage): the block first makes its input rows in shared memory from x, as the
-  // separate op would store them: rms_norm(x) · norm_weight, or silu(x) · up (x is the gate).
-  QgemvPrologue::Kind stage;
-  const void* norm_weight;  // [K] norm_dtype
-  DType norm_dtype;
-  float eps;
-  const void* up;  // [M, K] act
 };
 
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
@@ -101,54 +94,6 @@ template <typename T>
 __device__ __forceinline__ uint32_t zero_pair(uint32_t sz) {
   const uint32_t z = static_cast<uint32_t>(__half2int_rn(__ushort_as_half(static_cast<unsigned short>(sz >> 16))));
   return tc_magic<T>() + z * 0x00010001u;
-}
-
-// Four consecutive 16-bit values of x: the staged rows in shared memory (a generic load), else
-// global x through the read-only path.
-template <bool kShared>
-__device__ __forceinline__ uint2 load_x4(const uint2* p) {
-  if constexpr (kShared) return *p;
-  return __ldg(p);
-}
-
-// The prologue: rows [0, rows) of the block's input, made from x into shared memory (row stride
-// K): rms_norm(x)·weight or silu(x)·up, rounded to T as rms_norm_cuda / swiglu_cuda store them.
-// Every thread takes part (barriers); K is a multiple of 64 and the rows are 16-byte aligned.
-template <typename T>
-__device__ void stage_rows(const QgemvTcArgs& a, int rows, int k, T* staged) {
-  const int vecs = k / 8;
-  for (int r = 0; r < rows; ++r) {
-    const T* x = static_cast<const T*>(a.x) + static_cast<int64_t>(r) * a.ldx;
-    T* h = staged + static_cast<int64_t>(r) * k;
-    if (a.stage == QgemvPrologue::Kind::kSwiglu) {
-      const T* up = static_cast<const T*>(a.up) + static_cast<int64_t>(r) * a.ldx;
-      for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
-        float g[8], u[8], o[8];
-        load8(x + i * 8, g);
-        load8(up + i * 8, u);
-#pragma unroll
-        for (int e = 0; e < 8; ++e) o[e] = g[e] / (1.f + expf(-g[e])) * u[e];
-        store8(h + i * 8, o);
-      }
-      continue;
-    }
-    float ss = 0.f;
-    for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
-      float v[8];
-      load8(x + i * 8, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) ss += v[e] * v[e];
-    }
-    const float rstd = rsqrtf(block_sum(ss) / static_cast<float>(k) + a.eps);
-    for (int i = threadIdx.x; i < vecs; i += blockDim.x) {
-      float v[8];
-      load8(x + i * 8, v);
-#pragma unroll
-      for (int e = 0; e < 8; ++e) v[e] = v[e] * rstd * load_any(a.norm_weight, a.norm_dtype, i * 8 + e);
-      store8(h + i * 8, v);
-    }
-  }
-  __syncthreads();
 }
 
 // Act-order x at positions p .. p+3 of one input row, read through perm, as the B fragment pair of
@@ -190,7 +135,7 @@ __device__ __forceinline__ void scale_into(float (&acc)[kTiles][4], float (&d)[k
 // by 4t; p0: the chunk's first position.
 // kNF4: a fragment register is the pair of levels of its two codes, looked up in nf4_pairs (256
 // entries, one per code byte: level[low nibble] in the low half); sz holds f32 absmax bits.
-template <typename T, int kTiles, bool kGather, bool kSplit, bool kNF4, bool kStage>
+template <typename T, int kTiles, bool kGather, bool kSplit, bool kNF4>
 __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
                                          const int32_t* perm, const uint32_t* nf4_pairs, int p0, int t,
                                          float (&acc)[kTiles][4]) {
@@ -212,7 +157,7 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
         const int s = 2 * h + s2;
         // One pointer per chunk, steps at immediate offsets (16 positions = 4 uint2).
         xb[j][s2] = kGather ? x_quad_gather(xr[j], perm, p0 + 16 * s + 4 * t)
-                            : load_x4<kStage>(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
+                            : __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
       }
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
@@ -243,7 +188,7 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
 // (one byte permute, one packed subtraction); bf16, whose 8 significant bits cannot hold 128 + c, through
 // f32 (2^23 + c by a byte permute, minus 2^23 + z, exact) and one packing conversion (|c - z| <= 255
 // is exact in bf16). sz: the scale/zero words of rows g and g + 8 (a chunk lies in one group).
-template <typename T, int kTiles, bool kStage>
+template <typename T, int kTiles>
 __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
                                           int p0, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
@@ -253,7 +198,7 @@ __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, co
 #pragma unroll
   for (int s = 0; s < 2; ++s)
 #pragma unroll
-    for (int j = 0; j < kTiles; ++j) xb[j][s] = load_x4<kStage>(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
+    for (int j = 0; j < kTiles; ++j) xb[j][s] = __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
   // out[0]: (c - z) of bytes 0-1 of `word`, out[1]: of bytes 2-3.
   auto pairs = [](uint32_t word, uint32_t szw, uint32_t (&out)[2]) {
     if constexpr (std::is_same_v<T, __half>) {
@@ -311,14 +256,11 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
 // Block b: row tile b / m_blocks, input rows 64 · (b % m_blocks) ...; warp w multiplies chunks
 // w, w + 8, w + 16, .. of the row tile. Two register buffers alternate (one in flight while the
 // other is multiplied) without copies between them.
-template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false, bool kInt8 = false,
-          bool kStage = false>
+template <typename T, int kTiles, bool kGather, bool kSplit, int kWarps, bool kNF4 = false, bool kInt8 = false>
 __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather && !kSplit> * kTcWarps / kWarps))
     qgemv_tc_kernel(const QgemvTcArgs a) {
   static_assert(!kNF4 || (!kGather && !kSplit), "NF4 on tensor cores: blocks >= 64, no act-order");
   static_assert(!kInt8 || (!kGather && !kSplit && !kNF4), "int8 on tensor cores: no act-order");
-  static_assert(!kStage || (kTiles == 1 && !kGather), "prologue: decode sizes (up to 8 rows), x in place");
-  extern __shared__ uint4 staged_x[];  // kStage: [M][K] T
   constexpr int kChunk = kInt8 ? kTcChunkK8 : kTcChunkK;  // positions per chunk
   __shared__ uint32_t nf4_pairs[kNF4 ? 256 : 1];
   if constexpr (kNF4) {
@@ -357,22 +299,15 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
       const int c = first + u * kWarps;
       if (c >= a.chunks) break;  // warp-uniform
       if constexpr (kInt8) {
-        tc_chunk8<T, kTiles, kStage>(wv[u], sv[u], xr, c * kChunk, acc);
+        tc_chunk8<T, kTiles>(wv[u], sv[u], xr, c * kChunk, acc);
       } else {
-        tc_chunk<T, kTiles, kGather, kSplit, kNF4, kStage>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kChunk, t, acc);
+        tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kChunk, t, acc);
       }
     }
   };
   tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
   wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
   allow_next_grid();
-  if constexpr (kStage) {
-    const int k = a.chunks * kChunk;
-    T* staged = reinterpret_cast<T*>(staged_x);
-    stage_rows<T>(a, static_cast<int>(a.m), k, staged);
-    const int64_t xm = g < a.m ? g : 0;
-    xr[0] = reinterpret_cast<const unsigned short*>(staged) + xm * k + 4 * t;
-  }
   for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
     if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
     multiply(w0, s0, base + warp);
@@ -413,22 +348,11 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
   if (positions > 0x3fffffff || a.groups_padded > 0x3fffffff)
     return invalid_argument("qgemv (tensor cores): K = {} positions is too large", positions);
   const unsigned grid = static_cast<unsigned>(blocks);
-  // The prologue's rows in shared memory (kStage; qgemv_prologue_fits bounded them).
-  const size_t stage_bytes = a.stage == QgemvPrologue::Kind::kNone
-                                 ? 0
-                                 : static_cast<size_t>(a.m) * a.chunks * (a.int8 ? kTcChunkK8 : kTcChunkK) * sizeof(T);
   auto run = [&](auto split, auto nf4, auto warps, auto int8) -> Status {
-    constexpr bool kSplitV = decltype(split)::value, kNF4V = decltype(nf4)::value, kInt8V = decltype(int8)::value;
-    constexpr int kWarpsV = decltype(warps)::value;
-    if constexpr (kTiles == 1 && !kGather) {
-      if (stage_bytes > 0) {
-        CUDA_RETURN_IF_ERROR(launch_kernel(qgemv_tc_kernel<T, 1, false, kSplitV, kWarpsV, kNF4V, kInt8V, true>, grid,
-                                           kWarpsV * 32, stage_bytes, stream, a));
-        return Status::ok();
-      }
-    }
-    CUDA_RETURN_IF_ERROR(launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, kSplitV, kWarpsV, kNF4V, kInt8V>, grid,
-                                       kWarpsV * 32, 0, stream, a));
+    CUDA_RETURN_IF_ERROR(
+        launch_kernel(qgemv_tc_kernel<T, kTiles, kGather, decltype(split)::value, decltype(warps)::value,
+                                      decltype(nf4)::value, decltype(int8)::value>,
+                      grid, decltype(warps)::value * 32, 0, stream, a));
     return Status::ok();
   };
   using Yes = std::true_type;
@@ -459,8 +383,7 @@ Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
 
 template <typename T>
 Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const View* biases, int n, const void* x,
-                       int64_t ldx, int64_t m, bool gather, bool accumulate, const QgemvPrologue& pro,
-                       cudaStream_t stream) {
+                       int64_t ldx, int64_t m, bool gather, bool accumulate, cudaStream_t stream) {
   if (n < 1 || n > kQgemvMaxGroup) return invalid_argument("qgemv (tensor cores): {} weights in one launch", n);
   const RepackPlan& plan = ws[0]->plan;
   QgemvTcArgs a{};
@@ -488,13 +411,6 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
   a.accumulate = accumulate;
   a.nf4 = plan.nf4;
   a.int8 = plan.bits == 8;
-  a.stage = pro.kind;
-  a.norm_weight = pro.norm_weight.data;
-  a.norm_dtype = pro.norm_weight.dtype;
-  a.eps = pro.eps;
-  a.up = pro.up.data;
-  if (pro.kind != QgemvPrologue::Kind::kNone && (gather || m > 8 || ldx != plan.k_padded))
-    return invalid_argument("qgemv (tensor cores): a prologue needs x in place and at most 8 rows");
   for (int i = 1; i < n; ++i)
     if (ws[i]->plan.nf4 != plan.nf4 || ws[i]->plan.bits != plan.bits)
       return invalid_argument("qgemv (tensor cores): a group mixes formats");
@@ -511,8 +427,8 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
 }
 
 template Status qgemv_tc_launch<__half>(const View*, const QgemvWeight* const*, const View*, int, const void*, int64_t,
-                                        int64_t, bool, bool, const QgemvPrologue&, cudaStream_t);
+                                        int64_t, bool, bool, cudaStream_t);
 template Status qgemv_tc_launch<__nv_bfloat16>(const View*, const QgemvWeight* const*, const View*, int, const void*,
-                                               int64_t, int64_t, bool, bool, const QgemvPrologue&, cudaStream_t);
+                                               int64_t, int64_t, bool, bool, cudaStream_t);
 
 }  // namespace compactor

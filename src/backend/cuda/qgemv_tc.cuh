@@ -13,10 +13,8 @@ inline constexpr int64_t kQgemvTcGatherMaxRows = 8;
 // outs[i]: [m, N_i] act (+)= x · dq(ws[i])ᵀ (+ biases[i]) for i < n <= kQgemvMaxGroup, in one launch;
 // every ws[i] holds the tc layout with the same K and group size. x: [m, ldx] act (T), the staged
 // [m, Kp] x, or with `gather` (act-order, n = 1, m <= kQgemvTcGatherMaxRows) x itself (ldx = K).
-// pro: the input rows are made from x first (qgemv_prologue_fits; x in place).
 template <typename T>
 Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const View* biases, int n, const void* x,
-                       int64_t ldx, int64_t m, bool gather, bool accumulate, const QgemvPrologue& pro,
-                       cudaStream_t stream);
+                       int64_t ldx, int64_t m, bool gather, bool accumulate, cudaStream_t stream);
 
 }  // namespace compactor
