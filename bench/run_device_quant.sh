@@ -3,16 +3,16 @@
 # the kernel benchmark (bench_qgemm, JSON) and the end-to-end quantized-vs-dense decode benchmarks.
 # Stage first (here):
 #   cmake --build BUILD -j2 --target compactor_cli bench_qgemm test_cuda_qgemm test_cuda_nf4 \
-#     test_cuda_dequant test_cuda_synthetic_quant test_cuda_model
+#     test_cuda_dequant test_cuda_synthetic_quant test_cuda_model test_cuda_ops
 #   scripts/device-stage.sh BUILD bin/compactor bench/bench_qgemm tests/test_cuda_qgemm tests/test_cuda_nf4 \
-#     tests/test_cuda_dequant tests/test_cuda_synthetic_quant tests/test_cuda_model
+#     tests/test_cuda_dequant tests/test_cuda_synthetic_quant tests/test_cuda_model tests/test_cuda_ops
 # On the device (carry/ travels with the tree):
 #   D=/tmp/d; mkdir -p $D; for f in carry/*.tar.xz; do tar -xJf $f -C $D; done
 #   bash bench/run_device_quant.sh            (results under $OUT, default bench/results/)
 # QUICK=1: tests, bench_qgemm on w4g128/w8/nf4 only, and the w4g128 end-to-end run.
 set -uo pipefail
 source "$(dirname "$0")/device_run_common.sh" quant-run.log
-for t in test_cuda_qgemm test_cuda_nf4 test_cuda_dequant test_cuda_synthetic_quant; do
+for t in test_cuda_qgemm test_cuda_nf4 test_cuda_dequant test_cuda_synthetic_quant test_cuda_ops; do
   [[ -x $D/bin/$t ]] && step "$t" timeout 300 "$D/bin/$t"
 done
 [[ -x $D/bin/test_cuda_model ]] && step test_cuda_model timeout 300 "$D/bin/test_cuda_model" --gtest_filter='-*bpe*'
@@ -34,6 +34,10 @@ if [[ -z ${QUICK:-} ]]; then
   e2e w4g128-lmhead --quant w4g128 --quant-lm-head --batch 1,16 --ttft-prompts 512
   e2e w8 --quant w8 --batch 1,16 --ttft-prompts 512
   e2e nf4 --quant nf4 --batch 1,16 --ttft-prompts 512
+  # What the programmatic dependent launches buy (same binary, --pdl off), and int8 on the
+  # CUDA-core kernel (faster at batch 1, much slower at 16: bench_qgemm's w8 rows).
+  e2e w4g128-pdl-off --quant w4g128 --batch 1,16 --ttft-prompts 512 --pdl off
+  e2e w8-cuda-cores --quant w8 --quant-kernel cuda-cores --batch 1,16 --ttft-prompts 512
 fi
 
 echo
