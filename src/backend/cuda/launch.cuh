@@ -7,7 +7,7 @@
 // must imply its predecessor's, since the next kernel's wait covers only its direct predecessor).
 // allow_next_grid() is the early trigger: the next kernel may launch once every block has called it.
 // set_dependent_launch(false) (CudaBackend option pdl=off) launches plainly: the waits are no-ops then.
-// Test: build-cuda/tests/test_cuda_model (decode with and without) on a GPU machine.
+// Test: build-*/tests/test_cuda_synthetic_quant --gtest_filter=*DependentLaunches* (GPU machine).
 #pragma once
 
 #include <cuda_runtime.h>
