@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "support/compare.h"
+#include "support/model_runs.h"
 #include "support/fixtures.h"
 #include "support/quant_fixtures.h"
 
@@ -35,61 +36,27 @@ std::map<std::string, QuantizedLinear> quantize_model(const Model& m,
   return test::rtn_quantize_model(m, choose, lm_head);
 }
 
-struct Loaded {
-  std::unique_ptr<Backend> backend = std::make_unique<CpuBackend>();
-  std::unique_ptr<Model> model;
-};
-
-Loaded load(const fs::path& dir) {
-  Loaded l;
-  auto m = Model::load(dir, *l.backend);
-  EXPECT_TRUE(m.is_ok()) << m.status().message();
-  if (m.is_ok()) l.model = std::move(m).value();
-  return l;
-}
-
 Status load_status(const fs::path& dir) {
   CpuBackend backend;
   auto m = Model::load(dir, backend);
   return m.is_ok() ? Status::ok() : m.status();
 }
 
-std::vector<float> logits(Model& model, const std::vector<int32_t>& ids) {
-  KvCache cache = model.make_kv_cache(1, static_cast<int>(ids.size()));
-  auto out = model.forward({ids.data(), BatchLayout{1, static_cast<int>(ids.size())}, LogitsMode::kAll}, cache);
-  EXPECT_TRUE(out.is_ok()) << out.status().message();
-  std::vector<float> v(out->numel());
-  copy_to_host_f32(model.backend(), *out, v.data());
-  return v;
-}
-
 // The base model with every quantized linear replaced by its dequantized f32 weight.
 struct DequantizedReference {
-  Loaded base;
+  test::LoadedModel base;
   std::vector<std::vector<float>> storage;
 };
 
 void make_reference(DequantizedReference& ref, const fs::path& base_dir,
                     const std::map<std::string, QuantizedLinear>& quantized) {
-  ref.base = load(base_dir);
-  ModelWeights& w = ref.base.model->mutable_weights();
+  ref.base = test::load_cpu_model(base_dir);
   for (const auto& [name, q] : quantized) {
     auto packed = pack_linear(q);
     ASSERT_TRUE(packed.is_ok()) << packed.status().message();
-    ref.storage.emplace_back(q.out_features * q.in_features);
-    dequantize_ref(packed->ref(), ref.storage.back().data());
-    LinearWeight* lw = nullptr;
-    if (name == "lm_head") lw = &w.lm_head;
-    for (const auto& [n2, p] : ref.base.model->named_linears())
-      if (n2 == name) lw = const_cast<LinearWeight*>(p);
-    ASSERT_NE(lw, nullptr) << name;
-    View bias = lw->bias;
-    *lw = LinearWeight{};
-    lw->format = Format::kF32;
-    lw->out_features = q.out_features;
-    lw->in_features = q.in_features;
-    lw->weight = View{ref.storage.back().data(), Shape{q.out_features, q.in_features}, DType::kF32, Device::kCpu};
-    lw->bias = bias;
+    std::vector<float> w(q.out_features * q.in_features);
+    dequantize_ref(packed->ref(), w.data());
+    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
   }
 }
 
@@ -112,7 +79,7 @@ RtnSpec stories_spec(const std::string& name) {
 
 TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
   const fs::path base_dir = test::model_dir("stories260K");
-  Loaded base = load(base_dir);
+  test::LoadedModel base = test::load_cpu_model(base_dir);
   ASSERT_TRUE(base.model);
   const auto quantized = quantize_model(*base.model, stories_spec, /*lm_head=*/true);
   ASSERT_EQ(quantized.size(), 5u * 7 + 1);
@@ -122,7 +89,7 @@ TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
   for (const char* f : {"config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json", "compactor.json"})
     EXPECT_TRUE(fs::exists(out / f)) << f;
 
-  Loaded q = load(out);
+  test::LoadedModel q = test::load_cpu_model(out);
   ASSERT_TRUE(q.model);
   ASSERT_NE(q.model->quantization(), nullptr);
   EXPECT_EQ(q.model->quantization()->modules.size(), quantized.size());
@@ -140,9 +107,9 @@ TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
   DequantizedReference ref;
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
-  const std::vector<float> got = logits(*q.model, ids), want = logits(*ref.base.model, ids);
+  const std::vector<float> got = test::prompt_logits(*q.model, ids), want = test::prompt_logits(*ref.base.model, ids);
   EXPECT_LT(test::max_rel_diff(got, want), 1e-5);
-  EXPECT_GT(test::max_rel_diff(got, logits(*base.model, ids)), 1e-3);  // quantization did change the model
+  EXPECT_GT(test::max_rel_diff(got, test::prompt_logits(*base.model, ids)), 1e-3);  // quantization did change the model
 
   std::ifstream in(out / "compactor.json");
   const auto record = nlohmann::json::parse(in);
@@ -157,13 +124,13 @@ TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
 
 TEST_F(CompressedModel, FixtureLlamaSpInt4G128ReloadWithDequantizedLogits) {
   const fs::path base_dir = test::model_dir("fixture-llama-sp");
-  Loaded base = load(base_dir);
+  test::LoadedModel base = test::load_cpu_model(base_dir);
   ASSERT_TRUE(base.model);
   const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 128, false}, false}; }, false);
   const fs::path out = tmp_ / "sp-w4g128";
   Status s = save_compressed_model(*base.model, quantized, {{"recipe", "rtn-w4g128"}}, out);
   ASSERT_TRUE(s.is_ok()) << s.message();
-  Loaded q = load(out);
+  test::LoadedModel q = test::load_cpu_model(out);
   ASSERT_TRUE(q.model);
   EXPECT_EQ(q.model->parameter_count(), 24877440);
   const WeightBits bits = q.model->weight_bits();
@@ -173,7 +140,7 @@ TEST_F(CompressedModel, FixtureLlamaSpInt4G128ReloadWithDequantizedLogits) {
   DequantizedReference ref;
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
-  EXPECT_LT(test::max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_LT(test::max_rel_diff(test::prompt_logits(*q.model, ids), test::prompt_logits(*ref.base.model, ids)), 1e-5);
 }
 
 struct CliRun {
@@ -195,7 +162,7 @@ CliRun run_cli(const std::string& args) {
 
 // A w4g32 stories260K directory for the remaining tests.
 fs::path save_stories_w4(const fs::path& tmp, const std::string& name) {
-  Loaded base = load(test::model_dir("stories260K"));
+  test::LoadedModel base = test::load_cpu_model(test::model_dir("stories260K"));
   const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 32, false}, false}; }, false);
   const fs::path out = tmp / name;
   Status s = save_compressed_model(*base.model, quantized, {{"recipe", "rtn"}}, out);
@@ -214,7 +181,7 @@ TEST_F(CompressedModel, CliInfoAndEvalWorkOnTheOutput) {
   EXPECT_EQ(j["quantization"]["format"], "int4");
   EXPECT_EQ(j["quantization"]["group_size"], 32);
   // 4 + 16/32 + 4/32 bits where K is a multiple of 32; down_proj (K = 172) pays for its partial group.
-  Loaded loaded = load(out);
+  test::LoadedModel loaded = test::load_cpu_model(out);
   ASSERT_TRUE(loaded.model);
   double bytes = 0, params = 0;
   for (const auto& [name, lw] : loaded.model->named_linears()) {
@@ -232,7 +199,7 @@ TEST_F(CompressedModel, CliInfoAndEvalWorkOnTheOutput) {
 }
 
 TEST_F(CompressedModel, InterruptedSaveLeavesNothingBehind) {
-  Loaded base = load(test::model_dir("stories260K"));
+  test::LoadedModel base = test::load_cpu_model(test::model_dir("stories260K"));
   const auto quantized = quantize_model(*base.model, [](const std::string&) { return RtnSpec{{4, 32, false}, false}; }, false);
   const fs::path out = tmp_ / "interrupted";
   // Invalid UTF-8 in the provenance fails the save after model.safetensors was written.
@@ -263,16 +230,16 @@ TEST_F(CompressedModel, InterruptedSaveLeavesNothingBehind) {
 // A compressed base keeps its packed modules when more are quantized (here its tied lm_head).
 TEST_F(CompressedModel, CompressedBaseKeepsItsPackedModules) {
   const fs::path first = save_stories_w4(tmp_, "first");
-  Loaded base = load(first);
+  test::LoadedModel base = test::load_cpu_model(first);
   ASSERT_TRUE(base.model);
-  Loaded dense = load(test::model_dir("stories260K"));
+  test::LoadedModel dense = test::load_cpu_model(test::model_dir("stories260K"));
   std::map<std::string, QuantizedLinear> head;
   head.emplace("lm_head", quantize_model(*dense.model, [](const std::string&) { return RtnSpec{{8, 0, true}, false}; },
                                          true).at("lm_head"));
   const fs::path second = tmp_ / "second";
   Status s = save_compressed_model(*base.model, head, {{"step", 2}}, second);
   ASSERT_TRUE(s.is_ok()) << s.message();
-  Loaded q = load(second);
+  test::LoadedModel q = test::load_cpu_model(second);
   ASSERT_TRUE(q.model);
   EXPECT_EQ(q.model->quantization()->modules.size(), 5u * 7 + 1);
   EXPECT_EQ(q.model->weights().lm_head.format, Format::kInt8);
@@ -284,7 +251,7 @@ TEST_F(CompressedModel, CompressedBaseKeepsItsPackedModules) {
   EXPECT_EQ(record["weights"]["quantized_parameters"].get<int64_t>(), bits.quantized_params);
   EXPECT_EQ(record["weights"]["quantized_bytes"].get<int64_t>(), bits.quantized_bytes);
   const std::vector<int32_t> ids = {1, 403, 261, 378};
-  const std::vector<float> a = logits(*q.model, ids), b = logits(*base.model, ids);
+  const std::vector<float> a = test::prompt_logits(*q.model, ids), b = test::prompt_logits(*base.model, ids);
   EXPECT_GT(test::max_rel_diff(a, b), 0.0);  // the int8 head replaced the f32 embeddings as the output layer
 }
 

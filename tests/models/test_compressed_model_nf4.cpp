@@ -17,6 +17,7 @@
 #include "io/safetensors.h"
 #include "model/model.h"
 #include "support/compare.h"
+#include "support/model_runs.h"
 #include "support/fixtures.h"
 #include "support/quant_fixtures.h"
 
@@ -24,19 +25,6 @@ namespace compactor {
 namespace {
 
 namespace fs = std::filesystem;
-
-struct Loaded {
-  std::unique_ptr<Backend> backend = std::make_unique<CpuBackend>();
-  std::unique_ptr<Model> model;
-};
-
-Loaded load(const fs::path& dir) {
-  Loaded l;
-  auto m = Model::load(dir, *l.backend);
-  EXPECT_TRUE(m.is_ok()) << m.status().message();
-  if (m.is_ok()) l.model = std::move(m).value();
-  return l;
-}
 
 std::vector<float> dense_f32(const Model& m, const std::string& tensor) {
   const View v = m.files().find(tensor)->view();
@@ -61,50 +49,26 @@ std::map<std::string, NF4Linear> nf4_model(const Model& m, const std::function<b
   return out;
 }
 
-std::vector<float> logits(Model& model, const std::vector<int32_t>& ids) {
-  KvCache cache = model.make_kv_cache(1, static_cast<int>(ids.size()));
-  auto out = model.forward({ids.data(), BatchLayout{1, static_cast<int>(ids.size())}, LogitsMode::kAll}, cache);
-  EXPECT_TRUE(out.is_ok()) << out.status().message();
-  std::vector<float> v(out->numel());
-  copy_to_host_f32(model.backend(), *out, v.data());
-  return v;
-}
-
 // The base model with the given linears replaced by dense f32 weights.
 struct DenseReference {
-  Loaded base;
+  test::LoadedModel base;
   std::vector<std::vector<float>> storage;
-
-  void replace(const std::string& name, std::vector<float> w, int64_t n, int64_t k) {
-    ModelWeights& mw = base.model->mutable_weights();
-    LinearWeight* lw = name == "lm_head" ? &mw.lm_head : nullptr;
-    for (const auto& [n2, p] : base.model->named_linears())
-      if (n2 == name) lw = const_cast<LinearWeight*>(p);
-    ASSERT_NE(lw, nullptr) << name;
-    storage.push_back(std::move(w));
-    const View bias = lw->bias;
-    *lw = LinearWeight{};
-    lw->out_features = n;
-    lw->in_features = k;
-    lw->weight = View{storage.back().data(), Shape{n, k}, DType::kF32, Device::kCpu};
-    lw->bias = bias;
-  }
 };
 
 void make_reference(DenseReference& ref, const fs::path& base_dir, const std::map<std::string, NF4Linear>& nf4,
                     const std::map<std::string, QuantizedLinear>& intn = {}) {
-  ref.base = load(base_dir);
+  ref.base = test::load_cpu_model(base_dir);
   for (const auto& [name, q] : nf4) {
     auto packed = pack_nf4(q);
     ASSERT_TRUE(packed.is_ok()) << packed.status().message();
     std::vector<float> w(q.out_features * q.in_features);
     dequantize_nf4_ref(packed->ref(), w.data());
-    ref.replace(name, std::move(w), q.out_features, q.in_features);
+    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
   }
   for (const auto& [name, q] : intn) {
     std::vector<float> w(q.out_features * q.in_features);
     dequantize_ref(q, w.data());
-    ref.replace(name, std::move(w), q.out_features, q.in_features);
+    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
   }
 }
 
@@ -117,13 +81,13 @@ class CompressedModelNF4 : public ::testing::Test {
 
 TEST_F(CompressedModelNF4, FixtureLlamaSpReloadsWithDequantizedLogits) {
   const fs::path base_dir = test::model_dir("fixture-llama-sp");
-  Loaded base = load(base_dir);
+  test::LoadedModel base = test::load_cpu_model(base_dir);
   ASSERT_TRUE(base.model);
   const auto nf4 = nf4_model(*base.model, [](const std::string&) { return true; }, false);
   const fs::path out = tmp_ / "sp-nf4";
   Status s = save_compressed_model(*base.model, {}, nf4, {{"recipe", "nf4"}}, out);
   ASSERT_TRUE(s.is_ok()) << s.message();
-  Loaded q = load(out);
+  test::LoadedModel q = test::load_cpu_model(out);
   ASSERT_TRUE(q.model);
   ASSERT_NE(q.model->quantization(), nullptr);
   EXPECT_EQ(q.model->quantization()->default_module.format, Format::kNF4);
@@ -144,14 +108,14 @@ TEST_F(CompressedModelNF4, FixtureLlamaSpReloadsWithDequantizedLogits) {
   DenseReference ref;
   make_reference(ref, base_dir, nf4);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
-  const std::vector<float> got = logits(*q.model, ids);
-  EXPECT_LT(test::max_rel_diff(got, logits(*ref.base.model, ids)), 1e-5);
-  EXPECT_GT(test::max_rel_diff(got, logits(*base.model, ids)), 1e-4);  // quantization did change the model
+  const std::vector<float> got = test::prompt_logits(*q.model, ids);
+  EXPECT_LT(test::max_rel_diff(got, test::prompt_logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_GT(test::max_rel_diff(got, test::prompt_logits(*base.model, ids)), 1e-4);  // quantization did change the model
 }
 
 TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
   const fs::path base_dir = test::model_dir("stories260K");
-  Loaded base = load(base_dir);
+  test::LoadedModel base = test::load_cpu_model(base_dir);
   ASSERT_TRUE(base.model);
   auto is_nf4 = [](const std::string& name) { return !name.ends_with("o_proj"); };
   const auto nf4 = nf4_model(*base.model, is_nf4, /*lm_head=*/true);
@@ -162,7 +126,7 @@ TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
   const fs::path out = tmp_ / "stories-mixed";
   Status s = save_compressed_model(*base.model, intn, nf4, {{"recipe", "mixed"}}, out);
   ASSERT_TRUE(s.is_ok()) << s.message();
-  Loaded q = load(out);
+  test::LoadedModel q = test::load_cpu_model(out);
   ASSERT_TRUE(q.model);
   const ModelWeights& w = q.model->weights();
   EXPECT_EQ(w.layers[0].o.format, Format::kInt4);
@@ -173,7 +137,7 @@ TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
   DenseReference ref;
   make_reference(ref, base_dir, nf4, intn);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
-  EXPECT_LT(test::max_rel_diff(logits(*q.model, ids), logits(*ref.base.model, ids)), 1e-5);
+  EXPECT_LT(test::max_rel_diff(test::prompt_logits(*q.model, ids), test::prompt_logits(*ref.base.model, ids)), 1e-5);
 
   // a module in both maps is refused
   const std::string down0 = "model.layers.0.mlp.down_proj";
@@ -231,7 +195,7 @@ fs::path copy_dir(const fs::path& from, const fs::path& to) {
 }
 
 TEST_F(CompressedModelNF4, CorruptedTensorsAndConfigsGiveNamedErrors) {
-  Loaded base = load(test::model_dir("stories260K"));
+  test::LoadedModel base = test::load_cpu_model(test::model_dir("stories260K"));
   ASSERT_TRUE(base.model);
   const fs::path good = tmp_ / "good";
   ASSERT_TRUE(save_compressed_model(*base.model, {}, nf4_model(*base.model, [](auto&) { return true; }, false), {}, good)

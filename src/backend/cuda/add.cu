@@ -11,7 +11,6 @@ __global__ void add_kernel(T* x,            // [n]
                            const T* delta,  // [n]
                            int64_t n) {
   wait_for_prior_grids();
-  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
     x[i] = from_f32<T>(to_f32(x[i]) + to_f32(delta[i]));
@@ -22,7 +21,6 @@ __global__ void add_vec_kernel(T* x,            // [n]
                                const T* delta,  // [n]
                                int64_t vecs) {
   wait_for_prior_grids();
-  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float a[8], d[8];

@@ -216,7 +216,6 @@ __device__ void write_rows(const AttentionArgs<T>& a, const RowState<kChunks>& s
 template <typename T, int kMaxDh>
 __global__ void __launch_bounds__(kThreads) attention_kernel(const AttentionArgs<T> a) {
   wait_for_prior_grids();
-  allow_next_grid();
   constexpr int kChunks = kMaxDh / 32;
   extern __shared__ float4 smem4[];
   const int dp = padded_dim(a.head_dim), ks = key_stride(a.head_dim);
@@ -265,7 +264,6 @@ __global__ void attention_combine_kernel(T* __restrict__ out,                // 
                                          const float* __restrict__ part_lse,  // [splits, B*T*H]
                                          int64_t total_rows, int splits, int head_dim) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t row = blockIdx.x;
   float mx = -INFINITY;
   for (int s = 0; s < splits; ++s) mx = fmaxf(mx, part_lse[s * total_rows + row]);

@@ -200,7 +200,6 @@ __device__ __forceinline__ void write_rows(const AttentionTcArgs& a, const TcBlo
 template <typename T, int kDh>
 __global__ void __launch_bounds__(kThreads) attention_tc_kernel(const AttentionTcArgs a) {
   wait_for_prior_grids();
-  allow_next_grid();
   constexpr int kStride = kDh + 8;
   extern __shared__ __align__(16) unsigned char smem_raw[];
   T* q_s = reinterpret_cast<T*>(smem_raw);  // [64][kStride]

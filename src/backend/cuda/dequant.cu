@@ -68,7 +68,6 @@ __global__ void __launch_bounds__(kDqThreads) dequantize_tile_kernel(T* __restri
   __syncthreads();
   // The codes above are constant; the output buffer may still be read by the previous matmul.
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t zero_words = (n * kBits + 31) / 32;
   // Every position of a unit shares its group unless act-order or a group size that is not a
   // multiple of the unit's positions.

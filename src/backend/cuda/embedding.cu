@@ -12,7 +12,6 @@ __global__ void embedding_kernel(T* __restrict__ out,            // [T, D]
                                  const void* __restrict__ table,   // [V, D] table_dtype
                                  DType table_dtype, int64_t dim) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t row = blockIdx.x;
   const int64_t src = static_cast<int64_t>(ids[row]) * dim;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x)

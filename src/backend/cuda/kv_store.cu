@@ -15,7 +15,6 @@ __global__ void kv_store_kernel(Word* __restrict__ k_cache,        // [B, S_max,
                                 const int32_t* __restrict__ past,  // [B]
                                 int tokens, int64_t s_max, int64_t words_per_row) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t row = blockIdx.x;
   const int64_t b = row / tokens, t = row % tokens;
   const int64_t dst_row = b * s_max + past[b] + t;

@@ -5,7 +5,6 @@
 // reads anything an earlier kernel wrote or writes anything an earlier kernel reads; only
 // constant inputs (weights, tables) may be touched before. Every block calls it (a grid's completion
 // must imply its predecessor's, since the next kernel's wait covers only its direct predecessor).
-// allow_next_grid() is the early trigger: the next kernel may launch once every block has called it.
 // set_dependent_launch(false) (CudaBackend option pdl=off) launches plainly: the waits are no-ops then.
 // Test: build-*/tests/test_cuda_synthetic_quant --gtest_filter=*DependentLaunches* (GPU machine).
 #pragma once
@@ -42,15 +41,12 @@ cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size
 }
 
 #ifdef __CUDACC__
+// Waits for the previous kernel in the stream (griddepcontrol.wait), then lets the next one launch
+// as soon as every block of this grid has got here (griddepcontrol.launch_dependents): the next
+// kernel's blocks fill the SMs this one frees, and its own wait keeps it from reading too early.
 __device__ __forceinline__ void wait_for_prior_grids() {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void allow_next_grid() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+  asm volatile("griddepcontrol.wait;\n griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
 #endif

@@ -19,7 +19,6 @@ __global__ void matmul_bias_kernel(T* __restrict__ out,            // [T, N]
                                    const void* __restrict__ bias,  // [N] bias_dtype
                                    DType bias_dtype, int64_t rows, int64_t n) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t total = rows * n;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x)
@@ -131,7 +130,6 @@ __global__ void __launch_bounds__(kGemvWarps * 32) gemv_kernel(const GemvGroup g
   uint4 cur[kGemvUnroll][kGemvRowsPerWarp], nxt[kGemvUnroll][kGemvRowsPerWarp];
   load_batch(cur, lane);
   wait_for_prior_grids();  // x (and out, for accumulate) come from the previous kernels
-  allow_next_grid();
   load_gemv_input<T, kRows>(g, x, xs, vecs);  // every thread: it holds barriers
   if (!active) return;
   float acc[kRows][kGemvRowsPerWarp] = {};

@@ -249,7 +249,6 @@ __global__ void __launch_bounds__(kQgemvWarps * 32) qgemv_kernel(const QgemvArgs
   // The first weight batch is in flight while x is staged.
   if (active) qgemv_load_batch<kBits>(a, rows, cur, cur_sz, lane);
   wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
-  allow_next_grid();
   if constexpr (kSmemX) {
     const int chunks = static_cast<int>(a.ldx >> 3);
     const uint4* xg = static_cast<const uint4*>(a.x);
@@ -334,7 +333,6 @@ __global__ void qgemv_stage_x_kernel(T* __restrict__ xs,                // [M, K
                                      const int32_t* __restrict__ perm,  // [Kp] or nullptr
                                      int64_t m, int64_t k, int64_t kp) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t total = m * kp;
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {

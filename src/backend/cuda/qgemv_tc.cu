@@ -307,7 +307,6 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
   };
   tc_load_batch<kSz, kWarps, kChunk>(a, l, warp, w0, s0);
   wait_for_prior_grids();  // x and out come from the previous kernels; the weights do not
-  allow_next_grid();
   for (int base = 0; base < a.chunks; base += 2 * kBatch) {  // the same trip count in every warp
     if (base + kBatch < a.chunks) tc_load_batch<kSz, kWarps, kChunk>(a, l, base + kBatch + warp, w1, s1);
     multiply(w0, s0, base + warp);

@@ -15,7 +15,6 @@ __global__ void rms_norm_kernel(T* out,                            // [T, D]
                                 const void* __restrict__ weight,   // [D] weight_dtype
                                 DType weight_dtype, int64_t dim, float eps) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   float ss = 0.f;
   for (int64_t d = threadIdx.x; d < dim; d += blockDim.x) {
@@ -35,7 +34,6 @@ __global__ void rms_norm_vec_kernel(T* out,                           // [T, D]
                                     const void* __restrict__ weight,  // [D] weight_dtype
                                     DType weight_dtype, int64_t dim, float eps) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int64_t base = static_cast<int64_t>(blockIdx.x) * dim;
   const int chunks = static_cast<int>(dim / 8);
   float v[kNormChunks][8];

@@ -14,7 +14,6 @@ __global__ void rope_kernel(T* x,                                // [B*T, n_head
                             const int32_t* __restrict__ past,    // [B]
                             int64_t rows, int tokens, int n_heads, int head_dim) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int half = head_dim / 2;
   const int64_t pairs = rows * n_heads * half;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < pairs;
@@ -40,7 +39,6 @@ __global__ void rope_vec_kernel(T* x,                                // [B*T, n_
                                 const int32_t* __restrict__ past,    // [B]
                                 int64_t rows, int tokens, int n_heads, int head_dim) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int half = head_dim / 2, vecs = half / 8;
   const int64_t total = rows * n_heads * vecs;
   for (int64_t p = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; p < total;

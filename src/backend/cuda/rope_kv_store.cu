@@ -25,7 +25,6 @@ struct RopeKvArgs {
 template <typename T>
 __global__ void rope_kv_store_kernel(const RopeKvArgs a) {
   wait_for_prior_grids();
-  allow_next_grid();
   const int dh = a.head_dim, half = dh / 2, rvecs = half / 8, vvecs = dh / 8;
   const int all_heads = a.heads + a.kv_heads;
   const int64_t rope_units = a.rows * all_heads * rvecs;

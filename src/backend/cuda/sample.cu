@@ -72,7 +72,6 @@ __global__ void __launch_bounds__(kThreads) sample_greedy_kernel(int32_t* __rest
                                                                  int64_t vocab, const int32_t* __restrict__ step,
                                                                  int32_t* __restrict__ history, int64_t history_stride) {
   wait_for_prior_grids();
-  allow_next_grid();
   __shared__ float best_v[32];
   __shared__ int32_t best_i[32];
   const T* row = logits + blockIdx.x * vocab;
@@ -124,7 +123,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
                                                           int64_t vocab, SampleParams p, const int32_t* __restrict__ step,
                                                           int32_t* __restrict__ history, int64_t history_stride) {
   wait_for_prior_grids();
-  allow_next_grid();
   __shared__ int32_t chosen;
   const Row<T> row{logits + blockIdx.x * vocab, 1.f / p.temperature};
   float mx = -INFINITY;
@@ -189,7 +187,6 @@ __global__ void __launch_bounds__(kThreads) sample_kernel(int32_t* __restrict__ 
 
 __global__ void decode_advance_kernel(int32_t* __restrict__ past, int batch, int32_t* __restrict__ step) {
   wait_for_prior_grids();
-  allow_next_grid();
   for (int b = threadIdx.x; b < batch; b += blockDim.x) past[b] += 1;
   if (threadIdx.x == 0 && step != nullptr) *step += 1;
 }

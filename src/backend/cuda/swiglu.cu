@@ -12,7 +12,6 @@ __global__ void swiglu_kernel(T* out,         // [n]
                               const T* up,    // [n]
                               int64_t n) {
   wait_for_prior_grids();
-  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const float g = to_f32(gate[i]);
@@ -26,7 +25,6 @@ __global__ void swiglu_vec_kernel(T* out,         // [n]
                                   const T* up,    // [n]
                                   int64_t vecs) {
   wait_for_prior_grids();
-  allow_next_grid();
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < vecs;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     float g[8], u[8], o[8];
