@@ -506,6 +506,11 @@ const std::vector<AttentionCase>& attention_cases() {
       {1, 129, 32, 8, 128, {64}, 1.f},
       {2, 1, 32, 32, 128, {600, 63}, 1.f},
       {3, 2, 8, 1, 64, {0, 5, 200}, 3.f},
+      // Decode kernel (T·G <= 8 rows per kv head): G = 7 (Qwen2-7B heads), G = 8 with Dh 64 and a
+      // past longer than 64 splits of one tile, T·G = 8 from two tokens, f16-range peaked scores.
+      {2, 1, 28, 4, 128, {300, 5}, 1.f},
+      {1, 1, 16, 2, 64, {4500}, 2.f},
+      {3, 2, 8, 2, 128, {0, 64, 190}, 4.f},
   };
   return cases;
 }
@@ -526,6 +531,27 @@ TEST_P(CudaOps, AttentionForcedSplits) {
     for (const AttentionCase& c : attention_cases())
       run_attention_case(c, seed += 7, fmt::format("splits={}", splits));
   }
+}
+
+// The 16-rows-per-warp tensor-core kernel also on the decode shapes (kAuto sends those to the
+// decode kernel), with and without splits.
+TEST_P(CudaOps, AttentionTensorCoresEverywhere) {
+  for (int splits : {0, 3}) {
+    CudaBackendOptions o;
+    o.attention_kernel = AttentionKernel::kTensorCores;
+    o.attention_splits = splits;
+    make_backend_with(o);
+    uint32_t seed = 700;
+    for (const AttentionCase& c : attention_cases())
+      run_attention_case(c, seed += 7, fmt::format("tc splits={}", splits));
+  }
+}
+
+// The decode kernel's merge counters return to zero: the same decode call, repeated (as a graph
+// replays it), gives the same result every time.
+TEST_P(CudaOps, AttentionDecodeRepeats) {
+  const AttentionCase c{2, 1, 32, 8, 128, {700, 90}, 1.f};
+  for (int rep = 0; rep < 3; ++rep) run_attention_case(c, 900, fmt::format("decode repeat {}", rep));
 }
 
 // The CUDA-core kernel (the fallback for other head dims) on every case, and its split path.

@@ -1,6 +1,6 @@
 // compactor bench [MODEL | --synthetic NAME] [--device cpu|cuda] [--batch 1,8,32] [--prompt N] [--gen N]
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
-//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention tc|cuda-cores] [--fuse on|off]
+//   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention auto|tc|cuda-cores] [--fuse on|off]
 //   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores]
 //   [--pdl on|off] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
@@ -33,7 +33,7 @@ namespace compactor::cli {
 
 namespace {
 struct BenchCliOptions {
-  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "tc", fuse = "on",
+  std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "auto", fuse = "on",
               quant_kernel = "tc", pdl = "on";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
@@ -145,8 +145,8 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   else if (o.dtype == "f16") opts.activation_dtype = DType::kF16;
   else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", o.dtype);
   if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
-  if (o.attention != "tc" && o.attention != "cuda-cores")
-    return invalid_argument("--attention {}: expected tc or cuda-cores", o.attention);
+  if (o.attention != "auto" && o.attention != "tc" && o.attention != "cuda-cores")
+    return invalid_argument("--attention {}: expected auto, tc or cuda-cores", o.attention);
   if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
   if (o.quant_kernel != "tc" && o.quant_kernel != "cuda-cores")
     return invalid_argument("--quant-kernel {}: expected tc or cuda-cores", o.quant_kernel);
@@ -157,7 +157,9 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.pdl != "on" && o.pdl != "off") return invalid_argument("--pdl {}: expected on or off", o.pdl);
   opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
-  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores : AttentionKernel::kAuto;
+  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
+                          : o.attention == "tc"       ? AttentionKernel::kTensorCores
+                                                      : AttentionKernel::kAuto;
   return CudaBackend::create(opts);
 }
 #endif
@@ -450,7 +452,7 @@ Command make_bench_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--gemv", opts->gemv, "CUDA decode matmuls (T <= 4): custom GEMV kernel or cublas")
       ->capture_default_str();
-  app->add_option("--attention", opts->attention, "CUDA attention: tc (tensor cores, Dh 64/128) or cuda-cores")
+  app->add_option("--attention", opts->attention, "CUDA attention: auto (tensor cores, Dh 64/128: the decode kernel at <= 8 query rows per kv head), tc (the 16-rows-per-warp tensor-core kernel for every shape) or cuda-cores")
       ->capture_default_str();
   app->add_option("--fuse", opts->fuse, "CUDA: q/k/v and gate/up GEMVs and rope+KV append as one launch each: on or off")
       ->capture_default_str();

@@ -17,6 +17,7 @@
 #include <cmath>
 
 #include "backend/cuda/attention.cuh"
+#include "backend/cuda/attention_decode.cuh"
 #include "backend/cuda/attention_tc.cuh"
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/launch.cuh"
@@ -300,8 +301,10 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
   plan.keys_per_split = static_cast<int>(ceil_div(ceil_div(max_len, splits), tile_keys) * tile_keys);
   plan.splits = static_cast<int>(ceil_div(max_len, std::max(1, plan.keys_per_split)));
   if (plan.splits < 1) plan.splits = 1;
-  if (plan.splits > 1)
+  if (plan.splits > 1) {
     plan.workspace_floats = static_cast<size_t>(plan.splits) * batch.batch * batch.tokens * p.heads * (p.head_dim + 1);
+    plan.counter_ints = static_cast<size_t>(batch.batch) * p.kv_heads;
+  }
   return plan;
 }
 
@@ -364,8 +367,8 @@ Status launch_combine(const AttentionArgs<T>& a, int batch, cudaStream_t stream)
 }  // namespace
 
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream,
-                      AttentionVariant variant) {
+                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, int* counters,
+                      cudaStream_t stream, AttentionVariant variant) {
   RETURN_IF_ERROR(check_attention(out, q, k_cache, v_cache, p, batch));
   if (batch.tokens == 0) return Status::ok();
   if (plan.splits < 1 || plan.keys_per_split < 1 || (plan.splits > 1 && workspace == nullptr))
@@ -384,6 +387,14 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
                        batch.past_dev, batch.tokens, p.heads, p.kv_heads, p.heads / p.kv_heads, p.head_dim,
                        k_cache.shape[1], plan.splits, plan.keys_per_split,
                        p.scale * 1.4426950408889634f, vec_kv};
+    if (variant == AttentionVariant::kAuto && (plan.splits == 1 || counters != nullptr) &&
+        attention_decode_supported(a.tokens * a.group, p.head_dim, plan.splits, plan.keys_per_split, q.data, out.data,
+                                   k_cache.data, v_cache.data)) {
+      const AttentionDecodeArgs d{a.q,         a.k_cache, a.v_cache, a.out,     a.part_o,   a.part_lse,
+                                  counters,    a.past,    batch.batch, a.tokens, a.heads,    a.kv_heads,
+                                  a.group,     a.head_dim, a.s_max,  a.splits,  a.keys_per_split, a.scale_log2};
+      return attention_decode_cuda(d, q.dtype, stream);  // merges its splits itself
+    }
     const bool tc = variant != AttentionVariant::kCudaCores &&
                     attention_tc_supported(p.head_dim, q.data, out.data, k_cache.data, v_cache.data);
     const AttentionTcArgs tc_args{a.q,        a.k_cache,   a.v_cache, a.out,   a.part_o,         a.part_lse,

@@ -18,19 +18,23 @@ struct AttentionPlan {
   int splits = 1;
   int keys_per_split = 0;
   size_t workspace_floats = 0;
+  size_t counter_ints = 0;  // finished-split counters of the decode kernel (zeroed once; it leaves them zero)
 };
 
 // force_splits > 0 overrides the heuristic (tests use it to cover both paths on any shape).
 AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch, int sm_count, int force_splits);
 
 // out: [B*T, H*Dh] act; q: [B*T, H*Dh] act; k_cache/v_cache: [B, S_max, Hkv*Dh] act with rows
-// 0 .. past(b)+T-1 filled; workspace: plan.workspace_floats f32 device (nullptr when 0).
+// 0 .. past(b)+T-1 filled; workspace: plan.workspace_floats f32 device (nullptr when 0);
+// counters: plan.counter_ints zeroed ints (nullptr when 0).
 // Query t of sequence b sees keys 0 .. past(b)+t; head h reads kv head h / (H/Hkv).
-// Head dims 64/128 with 16-byte aligned views run on tensor cores (attention_tc.cuh: 16 query rows
-// per warp); the rest, or everything with kCudaCores, on the CUDA-core kernel.
-enum class AttentionVariant { kTensorCores, kCudaCores };
+// Head dims 64/128 with 16-byte aligned views run on tensor cores: with kAuto, T·G <= 8 query rows
+// per kv head (decode) on attention_decode.cuh's kernel, the rest on attention_tc.cuh's (16 query
+// rows per warp; kTensorCores: always); other head dims, or everything with kCudaCores, on the
+// CUDA-core kernel.
+enum class AttentionVariant { kAuto, kTensorCores, kCudaCores };
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, cudaStream_t stream,
-                      AttentionVariant variant = AttentionVariant::kTensorCores);
+                      const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, int* counters,
+                      cudaStream_t stream, AttentionVariant variant = AttentionVariant::kAuto);
 
 }  // namespace compactor

@@ -334,10 +334,19 @@ void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const 
   const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
   float* ws = nullptr;
   if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
-  const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores
-                                       ? AttentionVariant::kCudaCores
-                                       : AttentionVariant::kTensorCores;
-  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, stream_, variant));
+  int* counters = nullptr;
+  if (plan.counter_ints > 0) {
+    const size_t bytes = plan.counter_ints * sizeof(int);
+    counters = static_cast<int*>(attention_counters_.reserve(bytes));
+    if (bytes > attention_counter_bytes_) {
+      CUDA_CHECK(cudaMemsetAsync(counters, 0, bytes, stream_));
+      attention_counter_bytes_ = bytes;
+    }
+  }
+  const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores     ? AttentionVariant::kCudaCores
+                                   : options_.attention_kernel == AttentionKernel::kTensorCores ? AttentionVariant::kTensorCores
+                                                                                                : AttentionVariant::kAuto;
+  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, counters, stream_, variant));
 }
 
 void CudaBackend::swiglu(View out, View gate, View up) { check(swiglu_cuda(out, gate, up, stream_)); }

@@ -28,9 +28,11 @@ namespace compactor {
 
 struct QgemvWeight;  // backend/cuda/qgemv.cuh
 
-// kAuto: tensor cores (16 query rows per warp) where supported. A 32-rows-per-warp variant was
-// measured on the H100 (2026-11-24: no gain at prefill, slower decode at B=32) and removed.
-enum class AttentionKernel { kAuto, kCudaCores };
+// kAuto: tensor cores where supported: the decode kernel (keys on the mma's M side) for <= 8 query
+// rows per kv head, else 16 query rows per warp; kTensorCores: always the latter (A/B baseline).
+// A 32-rows-per-warp variant was measured on the H100 (2026-11-24: no gain at prefill, slower
+// decode at B=32) and removed.
+enum class AttentionKernel { kAuto, kTensorCores, kCudaCores };
 // kAuto: the GEMV kernel for T <= 4 rows; quantized weights: the fused kernel (qgemv.cuh) for
 // T <= kQgemvAutoMaxRows. kCublas: cuBLAS (quantized weights dequantized first).
 enum class MatmulKernel { kAuto, kCublas };
@@ -206,6 +208,8 @@ class CudaBackend final : public Backend {
   cublasContext* cublas_ = nullptr;
   DeviceBuffer cublas_workspace_;
   DeviceBuffer nll_, attention_workspace_;
+  DeviceBuffer attention_counters_;  // zeroed when (re)allocated; the decode kernel leaves them zero
+  size_t attention_counter_bytes_ = 0;
   DeviceBuffer dequant_;  // [N, K] act: a quantized linear dequantized for cuBLAS (dequant.cuh)
   struct QgemvCache;      // repacked quantized weights by source (cuda_backend.cpp)
   std::shared_ptr<QgemvCache> qgemv_cache_;
