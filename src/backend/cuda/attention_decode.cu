@@ -155,9 +155,16 @@ __device__ __forceinline__ void accumulate_pv(const DecodeSmem<T, kDh>& sm, cons
 }
 
 // The last block of (sequence, kv head) to finish: out = Σ_s 2^(lse_s - M) o_s / Σ_s 2^(lse_s - M).
-// Partials are read through L2 (__ldcg): other blocks wrote them during this launch.
+// Partials are read through L2 (__ldcg: other blocks wrote them during this launch) as float4s,
+// kMergeGroups threads per output vector taking every kMergeGroups-th split, each gathering up to
+// kMergeLoads loads before using any: at decode sizes the merge costs about one L2 round trip.
+// The groups' sums meet in shared memory (the consumed K tile) in a fixed order: deterministic.
+constexpr int kMergeGroups = 4, kMergeLoads = 4;
+
 template <typename T, int kDh>
 __device__ void combine_splits(const AttentionDecodeArgs& a, const DecodeBlock& blk, DecodeSmem<T, kDh>& sm) {
+  constexpr int kVecs = kDh / 4;
+  static_assert(sizeof(sm.k[0]) >= sizeof(float4) * kMergeGroups * kDecodeRows * kVecs, "merge buffer");
   const int64_t total_rows = static_cast<int64_t>(a.batch) * a.tokens * a.heads;
   for (int i = threadIdx.x; i < blk.rows * a.splits; i += kThreads) {
     const int r = i / a.splits, s = i % a.splits;
@@ -176,14 +183,43 @@ __device__ void combine_splits(const AttentionDecodeArgs& a, const DecodeBlock& 
     for (int s = 0; s < a.splits; ++s) w[s] *= inv;
   }
   __syncthreads();
+  float4* part = reinterpret_cast<float4*>(&sm.k[0][0][0]);  // [kMergeGroups][rows · kVecs]
+  const int items = blk.rows * kVecs;
+  const int64_t split_stride = total_rows * kVecs;  // float4s from one split's partials to the next
+  for (int slot = threadIdx.x; slot < kMergeGroups * items; slot += kThreads) {
+    const int grp = slot / items, it = slot % items, r = it / kVecs;
+    const float4* src = reinterpret_cast<const float4*>(a.part_o) + query_row(a, blk, r) * kVecs + it % kVecs;
+    float4 sum = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int s0 = grp; s0 < a.splits; s0 += kMergeGroups * kMergeLoads) {
+      float4 v[kMergeLoads];
+      float w[kMergeLoads];
+#pragma unroll
+      for (int u = 0; u < kMergeLoads; ++u) {
+        const int s = s0 + u * kMergeGroups;
+        w[u] = s < a.splits ? sm.w[r][s] : 0.f;
+        v[u] = w[u] != 0.f ? __ldcg(src + s * split_stride) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < kMergeLoads; ++u) {
+        sum.x = fmaf(w[u], v[u].x, sum.x);
+        sum.y = fmaf(w[u], v[u].y, sum.y);
+        sum.z = fmaf(w[u], v[u].z, sum.z);
+        sum.w = fmaf(w[u], v[u].w, sum.w);
+      }
+    }
+    part[grp * items + it] = sum;
+  }
+  __syncthreads();
   T* out = static_cast<T*>(a.out);
-  for (int i = threadIdx.x; i < blk.rows * kDh; i += kThreads) {
-    const int r = i / kDh, d = i % kDh;
-    const int64_t row = query_row(a, blk, r);
-    float acc = 0.f;
-    for (int s = 0; s < a.splits; ++s)
-      if (sm.w[r][s] != 0.f) acc += sm.w[r][s] * __ldcg(a.part_o + (s * total_rows + row) * kDh + d);
-    out[row * kDh + d] = from_f32<T>(acc);
+  for (int it = threadIdx.x; it < items; it += kThreads) {
+    float4 v = part[it];
+#pragma unroll
+    for (int grp = 1; grp < kMergeGroups; ++grp) {
+      const float4 p = part[grp * items + it];
+      v = make_float4(v.x + p.x, v.y + p.y, v.z + p.z, v.w + p.w);
+    }
+    *reinterpret_cast<uint2*>(out + query_row(a, blk, it / kVecs) * kDh + 4 * (it % kVecs)) =
+        make_uint2(pack2<T>(v.x, v.y), pack2<T>(v.z, v.w));
   }
   if (threadIdx.x == 0) a.done[blk.b * a.kv_heads + blk.kvh] = 0;  // ready for the next launch
 }
