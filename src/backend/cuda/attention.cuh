@@ -29,9 +29,9 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
 // counters: plan.counter_ints zeroed ints (nullptr when 0).
 // Query t of sequence b sees keys 0 .. past(b)+t; head h reads kv head h / (H/Hkv).
 // Head dims 64/128 with 16-byte aligned views run on tensor cores: with kAuto, T·G <= 8 query rows
-// per kv head (decode) on attention_decode.cuh's kernel, the rest on attention_tc.cuh's (16 query
-// rows per warp; kTensorCores: always); other head dims, or everything with kCudaCores, on the
-// CUDA-core kernel.
+// per kv head and split keys (decode of a small batch) on attention_decode.cuh's kernel, the rest
+// on attention_tc.cuh's (16 query rows per warp; kTensorCores: always); other head dims, or
+// everything with kCudaCores, on the CUDA-core kernel.
 enum class AttentionVariant { kAuto, kTensorCores, kCudaCores };
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                       const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, int* counters,

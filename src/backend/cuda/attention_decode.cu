@@ -224,8 +224,8 @@ __device__ void combine_splits(const AttentionDecodeArgs& a, const DecodeBlock& 
   if (threadIdx.x == 0) a.done[blk.b * a.kv_heads + blk.kvh] = 0;  // ready for the next launch
 }
 
-// Writes the block's rows: the output itself (one split) or the split's normalised partial and
-// log2-sum-exp, and then, in the last block to finish, the merged output.
+// Writes the split's normalised partial and log2-sum-exp of the block's rows, and then, in the
+// last block of (sequence, kv head) to finish, the merged output.
 template <typename T, int kDh>
 __device__ __forceinline__ void finish(const AttentionDecodeArgs& a, const DecodeBlock& blk, DecodeSmem<T, kDh>& sm,
                                        const float (&o)[kDh / 64][4]) {
@@ -238,14 +238,8 @@ __device__ __forceinline__ void finish(const AttentionDecodeArgs& a, const Decod
       const int row = 2 * t + (e & 1), dim = warp * (kDh / 4) + 16 * mt + g + 8 * (e >> 1);
       if (row >= blk.rows) continue;
       const float l = sm.l[row], v = l > 0.f ? o[mt][e] / l : 0.f;
-      const int64_t qr = query_row(a, blk, row);
-      if (a.splits == 1) {
-        static_cast<T*>(a.out)[qr * kDh + dim] = from_f32<T>(v);
-      } else {
-        a.part_o[(blk.split * total_rows + qr) * kDh + dim] = v;
-      }
+      a.part_o[(blk.split * total_rows + query_row(a, blk, row)) * kDh + dim] = v;
     }
-  if (a.splits == 1) return;
   if (threadIdx.x < blk.rows) {
     const float l = sm.l[threadIdx.x];
     a.part_lse[blk.split * total_rows + query_row(a, blk, threadIdx.x)] = l > 0.f ? sm.m[threadIdx.x] + log2f(l) : -INFINITY;
@@ -341,13 +335,13 @@ bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 bool attention_decode_supported(int rows_per_kv_head, int head_dim, int splits, int keys_per_split, const void* q,
                                 const void* out, const void* k_cache, const void* v_cache) {
   return rows_per_kv_head >= 1 && rows_per_kv_head <= kDecodeRows && (head_dim == 64 || head_dim == 128) &&
-         splits >= 1 && splits <= kDecodeMaxSplits && keys_per_split % kDecodeKeys == 0 && aligned16(q) &&
+         splits >= 2 && splits <= kDecodeMaxSplits && keys_per_split % kDecodeKeys == 0 && aligned16(q) &&
          aligned16(out) && aligned16(k_cache) && aligned16(v_cache);
 }
 
 Status attention_decode_cuda(const AttentionDecodeArgs& a, DType dtype, cudaStream_t stream) {
-  if (a.splits > 1 && (a.part_o == nullptr || a.part_lse == nullptr || a.done == nullptr))
-    return invalid_argument("attention (decode): {} splits need the partial workspace and counters", a.splits);
+  if (a.splits < 2 || a.part_o == nullptr || a.part_lse == nullptr || a.done == nullptr)
+    return invalid_argument("attention (decode): {} splits; needs >= 2 with the partial workspace and counters", a.splits);
   if (dtype == DType::kBF16) return launch_decode_dh<__nv_bfloat16>(a, stream);
   if (dtype == DType::kF16) return launch_decode_dh<__half>(a, stream);
   return unsupported("attention (decode): dtype {} is not bf16 or f16", dtype_name(dtype));

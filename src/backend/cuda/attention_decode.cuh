@@ -5,7 +5,7 @@
 // 8 rows), so all 4 warps of a block work on one 64-key tile. A block owns (split, kv head,
 // sequence): it prefetches the cached keys (those below `past`, which only earlier launches wrote)
 // before waiting for the previous kernel, and the last block of a (sequence, kv head) to finish
-// merges the splits' partials itself (flash-decoding, no combine launch).
+// merges the splits' partials itself (flash-decoding, no combine launch). Only for split keys.
 // Test: build-cuda/tests/test_cuda_ops --gtest_filter='*Attention*' (on a GPU machine).
 #pragma once
 
@@ -24,9 +24,9 @@ struct AttentionDecodeArgs {
   const void* k_cache;  // [B, S_max, Hkv*Dh] act
   const void* v_cache;  // [B, S_max, Hkv*Dh] act
   void* out;            // [B*T, H*Dh] act
-  float* part_o;        // [splits, B*T*H, Dh] f32 (splits > 1)
-  float* part_lse;      // [splits, B*T*H] log2-sum-exp (splits > 1)
-  int* done;            // [B*Hkv] finished-split counters, zero between calls (splits > 1)
+  float* part_o;        // [splits, B*T*H, Dh] f32
+  float* part_lse;      // [splits, B*T*H] log2-sum-exp
+  int* done;            // [B*Hkv] finished-split counters, zero between calls
   const int32_t* past;  // [B] device
   int batch, tokens, heads, kv_heads, group, head_dim;
   int64_t s_max;
@@ -34,8 +34,8 @@ struct AttentionDecodeArgs {
   float scale_log2;            // softmax scale · log2(e)
 };
 
-// True for T·G <= kDecodeRows, Dh 64 or 128, at most kDecodeMaxSplits splits of whole tiles and
-// 16-byte aligned q/out/caches.
+// True for T·G <= kDecodeRows, Dh 64 or 128, 2 .. kDecodeMaxSplits splits of whole tiles (the
+// kernel always merges; unsplit shapes go to attention_tc.cuh) and 16-byte aligned q/out/caches.
 bool attention_decode_supported(int rows_per_kv_head, int head_dim, int splits, int keys_per_split, const void* q,
                                 const void* out, const void* k_cache, const void* v_cache);
 

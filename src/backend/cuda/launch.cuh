@@ -3,7 +3,9 @@
 // blocks fill the SMs as this kernel's blocks retire, and a GEMV streams its first weights). The
 // contract, on the device side: a kernel launched this way calls wait_for_prior_grids() before it
 // reads anything an earlier kernel wrote or writes anything an earlier kernel reads; only
-// constant inputs (weights, tables) may be touched before. Every block calls it (a grid's completion
+// constant inputs (weights, tables) may be touched before, and data that only launches before the
+// previous one wrote (when this kernel starts, the previous one has passed its own wait, so they
+// are complete): the decode attention (attention_decode.cu) fetches the cached keys that way. Every block calls it (a grid's completion
 // must imply its predecessor's, since the next kernel's wait covers only its direct predecessor).
 // set_dependent_launch(false) (CudaBackend option pdl=off) launches plainly: the waits are no-ops then.
 // Test: build-*/tests/test_cuda_synthetic_quant --gtest_filter=*DependentLaunches* (GPU machine).

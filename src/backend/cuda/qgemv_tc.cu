@@ -224,6 +224,16 @@ __device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, co
   scale_into(acc, d, sz_scale(sz[0]), sz_scale(sz[1]));
 }
 
+// 16 bytes of codes, read past L1 (ld.global.nc.L1::no_allocate): each byte is used once, and
+// streaming them through L1 would evict x, which every warp of the SM re-reads.
+__device__ __forceinline__ uint4 load_codes(const uint4* p) {
+  uint4 v;
+  asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+      : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+      : "l"(p));
+  return v;
+}
+
 // Where one lane's weights live: its 16 bytes of the row tile's chunk 0, and the scale/zero rows
 // of rows g and g + 8. Indices below are 32-bit (the launcher checks the sizes).
 struct TcLane {
@@ -241,7 +251,7 @@ __device__ __forceinline__ void tc_load_batch(const QgemvTcArgs& a, const TcLane
   for (int u = 0; u < kTcUnroll; ++u) {
     const int c = first + u * kWarps;
     const bool ok = c < a.chunks;
-    wv[u] = ok ? __ldg(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
+    wv[u] = ok ? load_codes(l.wt + c * 32) : make_uint4(0, 0, 0, 0);
 #pragma unroll
     for (int hf = 0; hf < kSz / 2; ++hf) {
       const int grp = (c * kChunk + 32 * hf) >> a.group_shift;
