@@ -352,10 +352,10 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Attent
   const int lane = threadIdx.x & 31, g = lane >> 2;
   // Keys below `past` were stored by earlier steps: fetch them while the previous kernel (which
   // appends this step's keys) finishes; the rest of the tile after the wait.
+  QRotation<kDh> rot;
+  if (a.rope && g < blk.rows) q_rotation<kDh>(a, blk, rot);
   if (blk.n_tiles > 0)
     load_kv_rows<T, kDh>(a, blk, blk.key_begin, blk.key_begin, min(blk.key_end, blk.past), true, sm.k[0], sm.v[0]);
-  QRotation<kDh> rot;  // while those copies are in flight
-  if (a.rope && g < blk.rows) q_rotation<kDh>(a, blk, rot);
   wait_for_prior_grids();
   if (blk.n_tiles > 0)
     load_kv_rows<T, kDh>(a, blk, blk.key_begin, max(blk.key_begin, blk.past), blk.key_end, false, sm.k[0], sm.v[0]);
