@@ -124,32 +124,12 @@ __device__ __forceinline__ void load_kv_rows(const AttentionDecodeArgs& a, const
   }
 }
 
-// The rotation angles of this lane's q dims (row g = lane / 4: dims 16ks + 8r + 2t + e of the
-// first half, ks < Dh/32), computed before the wait: they depend on positions and constants only.
-template <int kDh>
-struct QRotation {
-  float sn[kDh / 32][2][2], cs[kDh / 32][2][2];
-};
-
-template <int kDh>
-__device__ __forceinline__ void q_rotation(const AttentionDecodeArgs& a, const DecodeBlock& blk, QRotation<kDh>& rot) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const int pos = blk.past + g / a.group;
-#pragma unroll
-  for (int ks = 0; ks < kDh / 32; ++ks)
-#pragma unroll
-    for (int r = 0; r < 2; ++r)
-#pragma unroll
-      for (int e = 0; e < 2; ++e)
-        sincosf(static_cast<float>(pos) * a.inv_freq[16 * ks + 8 * r + 2 * t + e], &rot.sn[ks][r][e], &rot.cs[ks][r][e]);
-}
-
 // qᵀ as the B fragments of query row g = lane / 4: qf[ks] = dims 16ks + 2t, +1 (b0) and
 // 16ks + 8 + 2t, +1 (b1). With a.rope, q is rotated here (its dims d and d + Dh/2 sit in steps
 // ks and ks + Dh/32 of the same lane), rounded to T as rope_kv_store would store it.
 template <typename T, int kDh>
 __device__ __forceinline__ void load_q_fragments(const AttentionDecodeArgs& a, const DecodeBlock& blk,
-                                                 const QRotation<kDh>& rot, uint32_t (&qf)[kDh / 16][2]) {
+                                                 uint32_t (&qf)[kDh / 16][2]) {
   const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const T* qr = static_cast<const T*>(a.q) + query_row(a, blk, g) * kDh + 2 * t;
 #pragma unroll
@@ -159,15 +139,18 @@ __device__ __forceinline__ void load_q_fragments(const AttentionDecodeArgs& a, c
   }
   if (!a.rope) return;
   constexpr int kHalf = kDh / 32;  // steps per half of the head
+  const int pos = blk.past + g / a.group;
 #pragma unroll
   for (int ks = 0; ks < kHalf; ++ks)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
+      const int d = 16 * ks + 8 * r + 2 * t;
       const float2 x1 = unpack2<T>(qf[ks][r]), x2 = unpack2<T>(qf[ks + kHalf][r]);
-      const float(&sn)[2] = rot.sn[ks][r];
-      const float(&cs)[2] = rot.cs[ks][r];
-      qf[ks][r] = pack2<T>(x1.x * cs[0] - x2.x * sn[0], x1.y * cs[1] - x2.y * sn[1]);
-      qf[ks + kHalf][r] = pack2<T>(x2.x * cs[0] + x1.x * sn[0], x2.y * cs[1] + x1.y * sn[1]);
+      float s0, c0, s1, c1;
+      sincosf(static_cast<float>(pos) * a.inv_freq[d], &s0, &c0);
+      sincosf(static_cast<float>(pos) * a.inv_freq[d + 1], &s1, &c1);
+      qf[ks][r] = pack2<T>(x1.x * c0 - x2.x * s0, x1.y * c1 - x2.y * s1);
+      qf[ks + kHalf][r] = pack2<T>(x2.x * c0 + x1.x * s0, x2.y * c1 + x1.y * s1);
     }
 }
 
@@ -349,11 +332,9 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Attent
   extern __shared__ __align__(16) unsigned char smem_raw[];
   auto& sm = *reinterpret_cast<DecodeSmem<T, kDh>*>(smem_raw);
   const DecodeBlock blk = decode_block(a);
-  const int lane = threadIdx.x & 31, g = lane >> 2;
+  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   // Keys below `past` were stored by earlier steps: fetch them while the previous kernel (which
   // appends this step's keys) finishes; the rest of the tile after the wait.
-  QRotation<kDh> rot;
-  if (a.rope && g < blk.rows) q_rotation<kDh>(a, blk, rot);
   if (blk.n_tiles > 0)
     load_kv_rows<T, kDh>(a, blk, blk.key_begin, blk.key_begin, min(blk.key_end, blk.past), true, sm.k[0], sm.v[0]);
   wait_for_prior_grids();
@@ -365,7 +346,7 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Attent
     sm.l[threadIdx.x] = 0.f;
   }
   uint32_t qf[kDh / 16][2] = {};  // qᵀ as B fragments: query row g (zero past the block's rows)
-  if (g < blk.rows) load_q_fragments<T, kDh>(a, blk, rot, qf);
+  if (g < blk.rows) load_q_fragments<T, kDh>(a, blk, qf);
   float o[kDh / 64][4] = {};
   for (int i = 0; i < blk.n_tiles; ++i) {
     const int buf = i & 1, kb = blk.key_begin + i * kDecodeKeys;
