@@ -421,7 +421,7 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
                        k_cache.shape[1], plan.splits, plan.keys_per_split,
                        p.scale * 1.4426950408889634f, vec_kv};
     if (use_decode_kernel(out, q, k_cache, v_cache, p, batch, plan, counters, variant)) {
-      AttentionDecodeArgs d{a.q,         k_cache.data, v_cache.data, a.out,     a.part_o,   a.part_lse,
+      AttentionDecodeArgs d{a.q,         a.k_cache, a.v_cache, a.out,     a.part_o,   a.part_lse,
                             counters,    a.past,    batch.batch, a.tokens, a.heads,    a.kv_heads,
                             a.group,     a.head_dim, a.s_max,  a.splits,  a.keys_per_split, a.scale_log2};
       if (rope != nullptr) {

@@ -21,8 +21,8 @@ constexpr int kDecodeMaxSplits = 64;
 
 struct AttentionDecodeArgs {
   const void* q;        // [B*T, H*Dh] act
-  void* k_cache;        // [B, S_max, Hkv*Dh] act (written only with rope)
-  void* v_cache;        // [B, S_max, Hkv*Dh] act (written only with rope)
+  const void* k_cache;  // [B, S_max, Hkv*Dh] act
+  const void* v_cache;  // [B, S_max, Hkv*Dh] act
   void* out;            // [B*T, H*Dh] act
   float* part_o;        // [splits, B*T*H, Dh] f32
   float* part_lse;      // [splits, B*T*H] log2-sum-exp
