@@ -44,12 +44,6 @@ void Backend::rope_kv_store(View q, View k, View v, View k_cache, View v_cache, 
   kv_store(k_cache, v_cache, k, v, layout);
 }
 
-void Backend::rope_kv_store_attention(View out, View q, View k, View v, View k_cache, View v_cache,
-                                      const AttentionParams& p, const float* inv_freq, const BatchLayout& layout) {
-  rope_kv_store(q, k, v, k_cache, v_cache, p.heads, p.kv_heads, p.head_dim, inv_freq, layout);
-  attention(out, q, k_cache, v_cache, p, layout);
-}
-
 void copy_to_host_f32(Backend& backend, View src, float* out) {
   if (src.dtype == DType::kF32) {
     backend.copy_to_host(src, out);

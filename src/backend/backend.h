@@ -114,10 +114,6 @@ class Backend {
   // rope(q), rope(k), then kv_store(k_cache, v_cache, k, v)
   virtual void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads,
                              int head_dim, const float* inv_freq, const BatchLayout& layout);
-  // rope_kv_store(q, k, v, ...), then attention(out, q, k_cache, v_cache, p, layout); afterwards q
-  // and k hold unspecified values (a fused backend may leave them unrotated)
-  virtual void rope_kv_store_attention(View out, View q, View k, View v, View k_cache, View v_cache,
-                                       const AttentionParams& p, const float* inv_freq, const BatchLayout& layout);
   // nll: [T] f32 (host memory) = -log_softmax(logits[t])[targets[t]]; logits: [T, V] act; targets host [T]
   virtual void cross_entropy(float* nll, View logits, const int32_t* targets) = 0;
 };

@@ -116,12 +116,11 @@ Result<std::vector<LayerProfile>> profile_layer(Model& model, CudaBackend& be, c
         {"norm+qkv gemm", [&] { be.rms_norm_matmul_group(qkv_out, b.x, w.attn_norm, eps, qkv, 3, b.h); },
          qkv_bytes + act_row * (2 * d + static_cast<double>(b.q.view().cols() + 2 * b.k.view().cols())),
          2 * qkv_params * rows},
-        {"rope+kv+attention",
-         [&] {
-           be.rope_kv_store_attention(b.attn, b.q, b.k, b.v, b.k_cache, b.v_cache, ap, inv_freq.data(), layout);
-         },
-         act_row * static_cast<double>(2 * b.q.view().cols() + 4 * b.k.view().cols()) +
-             2 * act_row * static_cast<double>(b.q.view().cols()) + s.batch * (s.past + s.tokens) * 2 * kv_row,
+        {"rope+kv append",
+         [&] { be.rope_kv_store(b.q, b.k, b.v, b.k_cache, b.v_cache, ap.heads, ap.kv_heads, ap.head_dim, inv_freq.data(), layout); },
+         act_row * static_cast<double>(2 * b.q.view().cols() + 4 * b.k.view().cols()), 0},
+        {"attention", [&] { be.attention(b.attn, b.q, b.k_cache, b.v_cache, ap, layout); },
+         2 * act_row * static_cast<double>(b.q.view().cols()) + s.batch * (s.past + s.tokens) * 2 * kv_row,
          4.0 * c.head_dim * c.num_heads * keys * s.batch},
         {"o gemm+residual", [&] { be.matmul_add(b.x, b.attn, w.o, b.proj); }, matmul_bytes(w.o, rows, act) + act_row * d,
          2.0 * params(w.o) * rows},

@@ -118,14 +118,14 @@ struct BlockViews {
 };
 
 // The block through the backend's fusion points (whose defaults are the separate ops), for when
-// no tap observes its intermediates: on CUDA a decode step then takes 6 launches per layer
-// (dense weights).
+// no tap observes its intermediates: on CUDA a decode step then takes 7 launches per layer.
 void fused_block(Backend& be, const LayerWeights& w, const AttentionParams& ap, float eps, const float* inv_freq,
                  const BatchLayout& layout, const BlockViews& b) {
   const View qkv_out[] = {b.q, b.k, b.v};
   const LinearWeight* qkv[] = {&w.q, &w.k, &w.v};
   be.rms_norm_matmul_group(qkv_out, b.x, w.attn_norm, eps, qkv, 3, b.h);
-  be.rope_kv_store_attention(b.attn, b.q, b.k, b.v, b.k_cache, b.v_cache, ap, inv_freq, layout);
+  be.rope_kv_store(b.q, b.k, b.v, b.k_cache, b.v_cache, ap.heads, ap.kv_heads, ap.head_dim, inv_freq, layout);
+  be.attention(b.attn, b.q, b.k_cache, b.v_cache, ap, layout);
   be.matmul_add(b.x, b.attn, w.o, b.proj);
   const View gate_up_out[] = {b.gate, b.up};
   const LinearWeight* gate_up[] = {&w.gate, &w.up};

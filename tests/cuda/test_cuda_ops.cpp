@@ -467,48 +467,6 @@ TEST_P(CudaOps, RopeKvStore) {
   }
 }
 
-// RoPE + KV append + attention as one decode launch against the separate ops (rope_kv_store, then
-// attention): the same caches bit for bit and the same output; q is left unrotated, which shows
-// the fused kernel ran. Cases: MHA, GQA 4 with a sequence of one cached key, T*G = 8 with this
-// step's keys on a split boundary, Dh 64 with multi-tile splits, G = 7.
-TEST_P(CudaOps, RopeKvStoreAttention) {
-  struct Case { int batch, tokens, heads, kv_heads, head_dim; std::vector<int32_t> past; };
-  const Case cases[] = {{1, 1, 32, 32, 128, {576}},      {2, 1, 32, 8, 128, {700, 1}}, {3, 2, 8, 2, 128, {0, 64, 190}},
-                        {1, 2, 8, 2, 128, {63}},          {1, 1, 16, 2, 64, {4500}},    {2, 1, 28, 4, 128, {300, 5}}};
-  uint32_t seed = 1200;
-  for (const Case& c : cases) {
-    const int64_t rows = int64_t{c.batch} * c.tokens, qc = int64_t{c.heads} * c.head_dim;
-    const int64_t kc = int64_t{c.kv_heads} * c.head_dim;
-    int s_max = 0;
-    for (int32_t p : c.past) s_max = std::max(s_max, p + c.tokens + 2);
-    const std::vector<float> inv_freq = inv_freq_for(c.head_dim, 10000.0);
-    const AttentionParams ap{c.heads, c.kv_heads, c.head_dim, 1.f / std::sqrt(float(c.head_dim))};
-    BatchLayout layout{c.batch, c.tokens, c.past.data()};
-    Tensor q = random_host(Shape{rows, qc}, act(), ++seed), k = random_host(Shape{rows, kc}, act(), ++seed);
-    Tensor v = random_host(Shape{rows, kc}, act(), ++seed);
-    Tensor cache_k = random_host(Shape{c.batch, s_max, kc}, act(), ++seed);
-    Tensor cache_v = random_host(Shape{c.batch, s_max, kc}, act(), ++seed);
-    Tensor q1 = upload(q), k1 = upload(k), v1 = upload(v), kc1 = upload(cache_k), vc1 = upload(cache_v);
-    Tensor q2 = upload(q), k2 = upload(k), v2 = upload(v), kc2 = upload(cache_k), vc2 = upload(cache_v);
-    Tensor out1 = poisoned(Shape{rows, qc}, act()), out2 = poisoned(Shape{rows, qc}, act());
-    be_->rope_kv_store(q1, k1, v1, kc1, vc1, c.heads, c.kv_heads, c.head_dim, inv_freq.data(), layout);
-    be_->attention(out1, q1, kc1, vc1, ap, layout);
-    be_->rope_kv_store_attention(out2, q2, k2, v2, kc2, vc2, ap, inv_freq.data(), layout);
-    const std::string what = fmt::format("rope+kv+attention B={} T={} H={}/{} Dh={}", c.batch, c.tokens, c.heads,
-                                         c.kv_heads, c.head_dim);
-    for (auto [a, b, name] : {std::tuple{&kc1, &kc2, "k cache"}, {&vc1, &vc2, "v cache"}}) {
-      Tensor ha = download(*a), hb = download(*b);
-      EXPECT_EQ(std::memcmp(ha.data(), hb.data(), ha.bytes()), 0) << what << ": " << name << " differs";
-    }
-    Tensor q_after = download(q2);
-    EXPECT_EQ(std::memcmp(q.data(), q_after.data(), q.bytes()), 0) << what << ": q was rotated (not the fused kernel)";
-    Tensor ref = Tensor::empty(Shape{rows, qc}, DType::kF32);
-    const std::vector<float> separate = values_of(download(out1));
-    std::memcpy(ref.data(), separate.data(), separate.size() * sizeof(float));
-    expect_close(out2, ref, 1e-5, what);
-  }
-}
-
 TEST_P(CudaOps, KvStore) {
   // Widths (elements) chosen for each copy path: 16-byte words, 4-byte words, single bytes.
   for (int64_t width : {128, 32, 18, 5}) {

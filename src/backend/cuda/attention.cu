@@ -366,43 +366,10 @@ Status launch_combine(const AttentionArgs<T>& a, int batch, cudaStream_t stream)
 
 }  // namespace
 
-namespace {
-
-// The decode kernel where the keys are split (few (sequence, kv head) pairs: its keys-as-M layout
-// and fused merge won, H100 B=1: 9.8 vs 11.2 us per layer); with one block per pair (large
-// batches) the 16-rows-per-warp kernel streams as fast or faster (B=16: 64.6 vs 66.4 us).
-bool use_decode_kernel(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                       const DeviceBatch& batch, const AttentionPlan& plan, const int* counters,
-                       AttentionVariant variant) {
-  return variant == AttentionVariant::kAuto && plan.splits > 1 && counters != nullptr && p.kv_heads > 0 &&
-         p.heads % p.kv_heads == 0 &&
-         attention_decode_supported(batch.tokens * (p.heads / p.kv_heads), p.head_dim, plan.splits,
-                                    plan.keys_per_split, q.data, out.data, k_cache.data, v_cache.data);
-}
-
-}  // namespace
-
-bool attention_rope_fusable(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                            const DeviceBatch& batch, const AttentionPlan& plan) {
-  static const int kSome = 0;  // counters are the caller's to provide
-  return use_decode_kernel(out, q, k_cache, v_cache, p, batch, plan, &kSome, AttentionVariant::kAuto);
-}
-
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                       const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, int* counters,
-                      cudaStream_t stream, AttentionVariant variant, const AttentionRope* rope) {
+                      cudaStream_t stream, AttentionVariant variant) {
   RETURN_IF_ERROR(check_attention(out, q, k_cache, v_cache, p, batch));
-  if (rope != nullptr) {
-    if (!use_decode_kernel(out, q, k_cache, v_cache, p, batch, plan, counters, variant))
-      return invalid_argument("attention: RoPE fusion needs the decode kernel (T*G <= {}, Dh 64/128, split keys)",
-                              kDecodeRows);
-    const int64_t rows = static_cast<int64_t>(batch.batch) * batch.tokens;
-    RETURN_IF_ERROR(expect_shape2("attention", "k", rope->k, rows, static_cast<int64_t>(p.kv_heads) * p.head_dim));
-    RETURN_IF_ERROR(expect_same("attention", "v", rope->v, rope->k));
-    if (rope->k.dtype != q.dtype || reinterpret_cast<uintptr_t>(rope->k.data) % 16 != 0 ||
-        reinterpret_cast<uintptr_t>(rope->v.data) % 16 != 0 || rope->inv_freq == nullptr)
-      return invalid_argument("attention: new k/v must be {} and 16-byte aligned, with inv_freq", dtype_name(q.dtype));
-  }
   if (batch.tokens == 0) return Status::ok();
   if (plan.splits < 1 || plan.keys_per_split < 1 || (plan.splits > 1 && workspace == nullptr))
     return invalid_argument("attention: bad plan ({} splits of {} keys, workspace {})", plan.splits,
@@ -420,16 +387,15 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
                        batch.past_dev, batch.tokens, p.heads, p.kv_heads, p.heads / p.kv_heads, p.head_dim,
                        k_cache.shape[1], plan.splits, plan.keys_per_split,
                        p.scale * 1.4426950408889634f, vec_kv};
-    if (use_decode_kernel(out, q, k_cache, v_cache, p, batch, plan, counters, variant)) {
-      AttentionDecodeArgs d{a.q,         a.k_cache, a.v_cache, a.out,     a.part_o,   a.part_lse,
-                            counters,    a.past,    batch.batch, a.tokens, a.heads,    a.kv_heads,
-                            a.group,     a.head_dim, a.s_max,  a.splits,  a.keys_per_split, a.scale_log2};
-      if (rope != nullptr) {
-        d.rope = true;
-        d.k_new = rope->k.data;
-        d.v_new = rope->v.data;
-        d.inv_freq = rope->inv_freq;
-      }
+    // The decode kernel where the keys are split (few (sequence, kv head) pairs: its keys-as-M
+    // layout and fused merge won, H100 B=1: 9.8 vs 11.2 us per layer); with one block per pair
+    // (large batches) the 16-rows-per-warp kernel streams as fast or faster (B=16: 64.6 vs 66.4 us).
+    if (variant == AttentionVariant::kAuto && plan.splits > 1 && counters != nullptr &&
+        attention_decode_supported(a.tokens * a.group, p.head_dim, plan.splits, plan.keys_per_split, q.data, out.data,
+                                   k_cache.data, v_cache.data)) {
+      const AttentionDecodeArgs d{a.q,         a.k_cache, a.v_cache, a.out,     a.part_o,   a.part_lse,
+                                  counters,    a.past,    batch.batch, a.tokens, a.heads,    a.kv_heads,
+                                  a.group,     a.head_dim, a.s_max,  a.splits,  a.keys_per_split, a.scale_log2};
       return attention_decode_cuda(d, q.dtype, stream);  // merges its splits itself
     }
     const bool tc = variant != AttentionVariant::kCudaCores &&

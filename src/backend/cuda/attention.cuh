@@ -33,20 +33,8 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
 // on attention_tc.cuh's (16 query rows per warp; kTensorCores: always); other head dims, or
 // everything with kCudaCores, on the CUDA-core kernel.
 enum class AttentionVariant { kAuto, kTensorCores, kCudaCores };
-// With rope: q unrotated and this step's keys/values still in rope->k / rope->v ([B*T, Hkv*Dh]
-// act, k unrotated): RoPE and the KV append happen inside the decode kernel (what rope_kv_store
-// then attention would do, q and k left as they were). Only where attention_rope_fusable.
-struct AttentionRope {
-  View k, v;
-  const float* inv_freq;  // [Dh/2] f32 device
-};
 Status attention_cuda(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                       const DeviceBatch& batch, const AttentionPlan& plan, float* workspace, int* counters,
-                      cudaStream_t stream, AttentionVariant variant = AttentionVariant::kAuto,
-                      const AttentionRope* rope = nullptr);
-
-// True when attention_cuda takes `rope` for this shape and plan (the decode kernel's cases).
-bool attention_rope_fusable(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                            const DeviceBatch& batch, const AttentionPlan& plan);
+                      cudaStream_t stream, AttentionVariant variant = AttentionVariant::kAuto);
 
 }  // namespace compactor

@@ -62,46 +62,8 @@ __device__ __forceinline__ int64_t query_row(const AttentionDecodeArgs& a, const
   return (static_cast<int64_t>(blk.b) * a.tokens + r / a.group) * a.heads + blk.kvh * a.group + r % a.group;
 }
 
-// RoPE (rotate-half pairs d, d + Dh/2; angle pos · inv_freq[d], f32 as in rope_kv_store.cu) of the
-// 8-dim vectors x1 (dims c..c+7) and x2 (dims c+Dh/2..), in place.
-__device__ __forceinline__ void rotate8(const float* inv_freq, int pos, int c, float (&x1)[8], float (&x2)[8]) {
-#pragma unroll
-  for (int e = 0; e < 8; ++e) {
-    float sn, cs;
-    sincosf(static_cast<float>(pos) * inv_freq[c + e], &sn, &cs);
-    const float y1 = x1[e] * cs - x2[e] * sn, y2 = x2[e] * cs + x1[e] * sn;
-    x1[e] = y1;
-    x2[e] = y2;
-  }
-}
-
-// Key `key` (>= past: token key - past of this step) from k_new/v_new, dims c..c+7 (and, for k,
-// the rotation partners c + Dh/2.. when c < Dh/2): into the shared rows k_row/v_row and the caches.
-template <typename T, int kDh>
-__device__ __forceinline__ void append_new_key(const AttentionDecodeArgs& a, const DecodeBlock& blk, int key, int c,
-                                               T* k_row, T* v_row) {
-  const int64_t src = ((static_cast<int64_t>(blk.b) * a.tokens + (key - blk.past)) * a.kv_heads + blk.kvh) * kDh;
-  const int64_t dst = ((static_cast<int64_t>(blk.b) * a.s_max + key) * a.kv_heads + blk.kvh) * kDh;
-  const uint4 v = *reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_new) + src + c);
-  *reinterpret_cast<uint4*>(v_row + c) = v;
-  *reinterpret_cast<uint4*>(static_cast<T*>(a.v_cache) + dst + c) = v;
-  if (c >= kDh / 2) return;
-  const T* k = static_cast<const T*>(a.k_new) + src;
-  float x1[8], x2[8];
-  load8(k + c, x1);
-  load8(k + c + kDh / 2, x2);
-  rotate8(a.inv_freq, key, c, x1, x2);
-  store8(k_row + c, x1);
-  store8(k_row + c + kDh / 2, x2);
-  T* kc = static_cast<T*>(a.k_cache) + dst;
-  store8(kc + c, x1);
-  store8(kc + c + kDh / 2, x2);
-}
-
 // Copies the keys kb + j in [lo, hi) of the tile starting at kb into k_s/v_s; with zero_tail, rows
-// at or past key_end are zero-filled (P is 0 there, and 0 · garbage could be NaN). With a.rope,
-// the keys at or past `past` are this step's: they come from k_new/v_new, k rotated here, and
-// this block (the only one whose range holds them) also appends them to the caches.
+// at or past key_end are zero-filled (P is 0 there, and 0 · garbage could be NaN).
 template <typename T, int kDh>
 __device__ __forceinline__ void load_kv_rows(const AttentionDecodeArgs& a, const DecodeBlock& blk, int kb, int lo,
                                              int hi, bool zero_tail, T (*k_s)[kDh + 8], T (*v_s)[kDh + 8]) {
@@ -112,46 +74,12 @@ __device__ __forceinline__ void load_kv_rows(const AttentionDecodeArgs& a, const
   const int64_t key_step = static_cast<int64_t>(a.kv_heads) * kDh;
   for (int i = threadIdx.x; i < kDecodeKeys * kVecs; i += kThreads) {
     const int j = i / kVecs, c = (i % kVecs) * 8, key = kb + j;
-    const bool in_range = key >= lo && key < hi;
-    if (a.rope && in_range && key >= blk.past) {
-      append_new_key<T, kDh>(a, blk, key, c, &k_s[j][0], &v_s[j][0]);
-      continue;
-    }
-    if (!in_range && !(zero_tail && key >= blk.key_end)) continue;
+    const bool copy = key >= lo && key < hi;
+    if (!copy && !(zero_tail && key >= blk.key_end)) continue;
     const int64_t off = base + key * key_step + c;
-    cp_async16(&k_s[j][c], in_range ? kc + off : kc, in_range);
-    cp_async16(&v_s[j][c], in_range ? vc + off : vc, in_range);
+    cp_async16(&k_s[j][c], copy ? kc + off : kc, copy);
+    cp_async16(&v_s[j][c], copy ? vc + off : vc, copy);
   }
-}
-
-// qᵀ as the B fragments of query row g = lane / 4: qf[ks] = dims 16ks + 2t, +1 (b0) and
-// 16ks + 8 + 2t, +1 (b1). With a.rope, q is rotated here (its dims d and d + Dh/2 sit in steps
-// ks and ks + Dh/32 of the same lane), rounded to T as rope_kv_store would store it.
-template <typename T, int kDh>
-__device__ __forceinline__ void load_q_fragments(const AttentionDecodeArgs& a, const DecodeBlock& blk,
-                                                 uint32_t (&qf)[kDh / 16][2]) {
-  const int lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
-  const T* qr = static_cast<const T*>(a.q) + query_row(a, blk, g) * kDh + 2 * t;
-#pragma unroll
-  for (int ks = 0; ks < kDh / 16; ++ks) {
-    qf[ks][0] = *reinterpret_cast<const uint32_t*>(qr + 16 * ks);
-    qf[ks][1] = *reinterpret_cast<const uint32_t*>(qr + 16 * ks + 8);
-  }
-  if (!a.rope) return;
-  constexpr int kHalf = kDh / 32;  // steps per half of the head
-  const int pos = blk.past + g / a.group;
-#pragma unroll
-  for (int ks = 0; ks < kHalf; ++ks)
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int d = 16 * ks + 8 * r + 2 * t;
-      const float2 x1 = unpack2<T>(qf[ks][r]), x2 = unpack2<T>(qf[ks + kHalf][r]);
-      float s0, c0, s1, c1;
-      sincosf(static_cast<float>(pos) * a.inv_freq[d], &s0, &c0);
-      sincosf(static_cast<float>(pos) * a.inv_freq[d + 1], &s1, &c1);
-      qf[ks][r] = pack2<T>(x1.x * c0 - x2.x * s0, x1.y * c1 - x2.y * s1);
-      qf[ks + kHalf][r] = pack2<T>(x2.x * c0 + x1.x * s0, x2.y * c1 + x1.y * s1);
-    }
 }
 
 // Scores of the warp's 16 keys of the tile at kb for the block's rows, masked, into s.
@@ -346,7 +274,14 @@ __global__ void __launch_bounds__(kThreads) attention_decode_kernel(const Attent
     sm.l[threadIdx.x] = 0.f;
   }
   uint32_t qf[kDh / 16][2] = {};  // qᵀ as B fragments: query row g (zero past the block's rows)
-  if (g < blk.rows) load_q_fragments<T, kDh>(a, blk, qf);
+  if (g < blk.rows) {
+    const T* qr = static_cast<const T*>(a.q) + query_row(a, blk, g) * kDh + 2 * t;
+#pragma unroll
+    for (int ks = 0; ks < kDh / 16; ++ks) {
+      qf[ks][0] = *reinterpret_cast<const uint32_t*>(qr + 16 * ks);
+      qf[ks][1] = *reinterpret_cast<const uint32_t*>(qr + 16 * ks + 8);
+    }
+  }
   float o[kDh / 64][4] = {};
   for (int i = 0; i < blk.n_tiles; ++i) {
     const int buf = i & 1, kb = blk.key_begin + i * kDecodeKeys;

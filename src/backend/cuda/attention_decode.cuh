@@ -32,13 +32,6 @@ struct AttentionDecodeArgs {
   int64_t s_max;
   int splits, keys_per_split;  // keys_per_split: a multiple of kDecodeKeys
   float scale_log2;            // softmax scale · log2(e)
-  // RoPE and the KV append fused in (rope_kv_store.cuh's work): q is unrotated, this step's keys
-  // and values are read from k_new/v_new [B*T, Hkv*Dh] act (k unrotated) instead of the caches,
-  // and written to the caches at past(b) + t. rope == false: q rotated, caches already appended.
-  bool rope = false;
-  const void* k_new = nullptr;
-  const void* v_new = nullptr;
-  const float* inv_freq = nullptr;  // [Dh/2] device
 };
 
 // True for T·G <= kDecodeRows, Dh 64 or 128, 2 .. kDecodeMaxSplits splits of whole tiles (the

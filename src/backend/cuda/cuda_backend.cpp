@@ -331,12 +331,7 @@ void CudaBackend::kv_store(View k_cache, View v_cache, View k, View v, const Bat
 void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
                             const BatchLayout& layout) {
   const Batch batch = upload_batch(layout);
-  run_attention(out, q, k_cache, v_cache, p, batch, plan_attention(p, batch.dev, sm_count_, options_.attention_splits),
-                nullptr);
-}
-
-void CudaBackend::run_attention(View out, View q, View k_cache, View v_cache, const AttentionParams& p,
-                                const Batch& batch, const AttentionPlan& plan, const AttentionRope* rope) {
+  const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
   float* ws = nullptr;
   if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
   int* counters = nullptr;
@@ -351,22 +346,7 @@ void CudaBackend::run_attention(View out, View q, View k_cache, View v_cache, co
   const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores     ? AttentionVariant::kCudaCores
                                    : options_.attention_kernel == AttentionKernel::kTensorCores ? AttentionVariant::kTensorCores
                                                                                                 : AttentionVariant::kAuto;
-  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, counters, stream_, variant, rope));
-}
-
-void CudaBackend::rope_kv_store_attention(View out, View q, View k, View v, View k_cache, View v_cache,
-                                          const AttentionParams& p, const float* inv_freq, const BatchLayout& layout) {
-  if (options_.fuse == FuseOps::kOn && options_.attention_kernel == AttentionKernel::kAuto &&
-      rope_kv_store_supported(q, k, v, k_cache, v_cache, p.head_dim)) {
-    const Batch batch = upload_batch(layout);
-    const AttentionPlan plan = plan_attention(p, batch.dev, sm_count_, options_.attention_splits);
-    if (attention_rope_fusable(out, q, k_cache, v_cache, p, batch.dev, plan)) {
-      const AttentionRope rope{k, v, upload_inv_freq(inv_freq, p.head_dim)};
-      run_attention(out, q, k_cache, v_cache, p, batch, plan, &rope);
-      return;
-    }
-  }
-  Backend::rope_kv_store_attention(out, q, k, v, k_cache, v_cache, p, inv_freq, layout);
+  check(attention_cuda(out, q, k_cache, v_cache, p, batch.dev, plan, ws, counters, stream_, variant));
 }
 
 void CudaBackend::swiglu(View out, View gate, View up) { check(swiglu_cuda(out, gate, up, stream_)); }

@@ -26,9 +26,7 @@ struct CUgraphExec_st; // cudaGraphExec_t
 
 namespace compactor {
 
-struct QgemvWeight;    // backend/cuda/qgemv.cuh
-struct AttentionPlan;  // backend/cuda/attention.cuh
-struct AttentionRope;
+struct QgemvWeight;  // backend/cuda/qgemv.cuh
 
 // kAuto: tensor cores where supported: the decode kernel (keys on the mma's M side) for <= 8 query
 // rows per kv head, else 16 query rows per warp; kTensorCores: always the latter (A/B baseline).
@@ -162,10 +160,6 @@ class CudaBackend final : public Backend {
   void swiglu_matmul_add(View x, View gate, View up, const LinearWeight& w, View act, View scratch) override;
   void rope_kv_store(View q, View k, View v, View k_cache, View v_cache, int heads, int kv_heads, int head_dim,
                      const float* inv_freq, const BatchLayout& layout) override;
-  // Decode shapes with split keys: one launch (attention_decode.cuh rotates q and the new keys and
-  // appends them to the caches itself); otherwise rope_kv_store, then attention.
-  void rope_kv_store_attention(View out, View q, View k, View v, View k_cache, View v_cache, const AttentionParams& p,
-                               const float* inv_freq, const BatchLayout& layout) override;
   void cross_entropy(float* nll, View logits, const int32_t* targets) override;
 
   CUstream_st* stream() const { return stream_; }
@@ -205,9 +199,6 @@ class CudaBackend final : public Backend {
   Status init();
   struct Batch;  // DeviceBatch plus its host storage
   Batch upload_batch(const BatchLayout& layout);
-  // attention_cuda with this backend's plan, workspace and merge counters (rope: see attention.cuh)
-  void run_attention(View out, View q, View k_cache, View v_cache, const AttentionParams& p, const Batch& batch,
-                     const AttentionPlan& plan, const AttentionRope* rope);
   const float* upload_inv_freq(const float* inv_freq, int head_dim);
 
   CudaBackendOptions options_;
