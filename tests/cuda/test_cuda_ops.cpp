@@ -78,6 +78,8 @@ struct AttentionCase {
   float q_scale;  // larger scores stress the online-softmax rescaling
 };
 
+const std::vector<AttentionCase>& attention_cases();
+
 class CudaOps : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override { make_backend_with({}); }
@@ -162,6 +164,21 @@ class CudaOps : public ::testing::TestWithParam<DType> {
     expect_close(out, ref, tol(),
                  fmt::format("attention {} B={} T={} H={}/{} Dh={} past={}", tag, c.batch, c.tokens, c.heads,
                              c.kv_heads, c.head_dim, past_str));
+  }
+
+  // Every attention case on a backend with this kernel choice, once per forced split count (0: the
+  // planner's).
+  void run_attention_cases(AttentionKernel kernel, std::initializer_list<int> split_counts, uint32_t seed,
+                           const std::string& tag) {
+    for (int splits : split_counts) {
+      CudaBackendOptions o;
+      o.attention_kernel = kernel;
+      o.attention_splits = splits;
+      make_backend_with(o);
+      uint32_t s = seed;
+      for (const AttentionCase& c : attention_cases())
+        run_attention_case(c, s += 7, fmt::format("{} splits={}", tag, splits));
+    }
   }
 
   std::unique_ptr<CudaBackend> be_;
@@ -522,29 +539,12 @@ TEST_P(CudaOps, Attention) {
 
 // The flash-decoding path (partials + combine), forced on for every shape, prefill included
 // (some splits then see no visible keys and must contribute nothing).
-TEST_P(CudaOps, AttentionForcedSplits) {
-  for (int splits : {2, 5}) {
-    CudaBackendOptions o;
-    o.attention_splits = splits;
-    make_backend_with(o);
-    uint32_t seed = 300;
-    for (const AttentionCase& c : attention_cases())
-      run_attention_case(c, seed += 7, fmt::format("splits={}", splits));
-  }
-}
+TEST_P(CudaOps, AttentionForcedSplits) { run_attention_cases(AttentionKernel::kAuto, {2, 5}, 300, "auto"); }
 
 // The 16-rows-per-warp tensor-core kernel also on the decode shapes (kAuto sends those to the
 // decode kernel), with and without splits.
 TEST_P(CudaOps, AttentionTensorCoresEverywhere) {
-  for (int splits : {0, 3}) {
-    CudaBackendOptions o;
-    o.attention_kernel = AttentionKernel::kTensorCores;
-    o.attention_splits = splits;
-    make_backend_with(o);
-    uint32_t seed = 700;
-    for (const AttentionCase& c : attention_cases())
-      run_attention_case(c, seed += 7, fmt::format("tc splits={}", splits));
-  }
+  run_attention_cases(AttentionKernel::kTensorCores, {0, 3}, 700, "tc");
 }
 
 // The decode kernel's merge counters return to zero: the same decode call, repeated (as a graph
@@ -555,17 +555,7 @@ TEST_P(CudaOps, AttentionDecodeRepeats) {
 }
 
 // The CUDA-core kernel (the fallback for other head dims) on every case, and its split path.
-TEST_P(CudaOps, AttentionCudaCores) {
-  for (int splits : {0, 3}) {
-    CudaBackendOptions o;
-    o.attention_kernel = AttentionKernel::kCudaCores;
-    o.attention_splits = splits;
-    make_backend_with(o);
-    uint32_t seed = 500;
-    for (const AttentionCase& c : attention_cases())
-      run_attention_case(c, seed += 7, fmt::format("cuda-cores splits={}", splits));
-  }
-}
+TEST_P(CudaOps, AttentionCudaCores) { run_attention_cases(AttentionKernel::kCudaCores, {0, 3}, 500, "cuda-cores"); }
 
 // Same generator as the host fill (model/synthetic.cpp): f32 math on both sides.
 TEST_P(CudaOps, FillNormal) {
