@@ -43,12 +43,7 @@ Status load_status(const fs::path& dir) {
 }
 
 // The base model with every quantized linear replaced by its dequantized f32 weight.
-struct DequantizedReference {
-  test::LoadedModel base;
-  std::vector<std::vector<float>> storage;
-};
-
-void make_reference(DequantizedReference& ref, const fs::path& base_dir,
+void make_reference(test::DenseReference& ref, const fs::path& base_dir,
                     const std::map<std::string, QuantizedLinear>& quantized) {
   ref.base = test::load_cpu_model(base_dir);
   for (const auto& [name, q] : quantized) {
@@ -56,7 +51,7 @@ void make_reference(DequantizedReference& ref, const fs::path& base_dir,
     ASSERT_TRUE(packed.is_ok()) << packed.status().message();
     std::vector<float> w(q.out_features * q.in_features);
     dequantize_ref(packed->ref(), w.data());
-    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
+    ref.replace(name, std::move(w), q.out_features, q.in_features);
   }
 }
 
@@ -104,7 +99,7 @@ TEST_F(CompressedModel, Stories260KMixedFormatsReloadWithDequantizedLogits) {
   EXPECT_EQ(w.lm_head.format, Format::kInt4);
   EXPECT_EQ(q.model->parameter_count(), base.model->parameter_count() + 512 * 64);  // + the untied head
 
-  DequantizedReference ref;
+  test::DenseReference ref;
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
   const std::vector<float> got = test::prompt_logits(*q.model, ids), want = test::prompt_logits(*ref.base.model, ids);
@@ -137,7 +132,7 @@ TEST_F(CompressedModel, FixtureLlamaSpInt4G128ReloadWithDequantizedLogits) {
   EXPECT_NEAR(bits.quantized_bits_per_weight(), 4.0 + 16.0 / 128 + 4.0 / 128, 1e-9);
   EXPECT_LT(bits.bytes, fs::file_size(base_dir / "model.safetensors"));
 
-  DequantizedReference ref;
+  test::DenseReference ref;
   make_reference(ref, base_dir, quantized);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
   EXPECT_LT(test::max_rel_diff(test::prompt_logits(*q.model, ids), test::prompt_logits(*ref.base.model, ids)), 1e-5);

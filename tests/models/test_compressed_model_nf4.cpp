@@ -50,12 +50,7 @@ std::map<std::string, NF4Linear> nf4_model(const Model& m, const std::function<b
 }
 
 // The base model with the given linears replaced by dense f32 weights.
-struct DenseReference {
-  test::LoadedModel base;
-  std::vector<std::vector<float>> storage;
-};
-
-void make_reference(DenseReference& ref, const fs::path& base_dir, const std::map<std::string, NF4Linear>& nf4,
+void make_reference(test::DenseReference& ref, const fs::path& base_dir, const std::map<std::string, NF4Linear>& nf4,
                     const std::map<std::string, QuantizedLinear>& intn = {}) {
   ref.base = test::load_cpu_model(base_dir);
   for (const auto& [name, q] : nf4) {
@@ -63,12 +58,12 @@ void make_reference(DenseReference& ref, const fs::path& base_dir, const std::ma
     ASSERT_TRUE(packed.is_ok()) << packed.status().message();
     std::vector<float> w(q.out_features * q.in_features);
     dequantize_nf4_ref(packed->ref(), w.data());
-    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
+    ref.replace(name, std::move(w), q.out_features, q.in_features);
   }
   for (const auto& [name, q] : intn) {
     std::vector<float> w(q.out_features * q.in_features);
     dequantize_ref(q, w.data());
-    test::replace_with_dense(*ref.base.model, name, std::move(w), q.out_features, q.in_features, ref.storage);
+    ref.replace(name, std::move(w), q.out_features, q.in_features);
   }
 }
 
@@ -105,7 +100,7 @@ TEST_F(CompressedModelNF4, FixtureLlamaSpReloadsWithDequantizedLogits) {
   const auto record = nlohmann::json::parse(in);
   EXPECT_EQ(record["weights"]["quantized_bytes"].get<int64_t>(), bits.quantized_bytes);
 
-  DenseReference ref;
+  test::DenseReference ref;
   make_reference(ref, base_dir, nf4);
   const std::vector<int32_t> ids = {1, 450, 4996, 17354, 1701, 432, 17204, 975, 278, 17366, 11203, 29889};
   const std::vector<float> got = test::prompt_logits(*q.model, ids);
@@ -134,7 +129,7 @@ TEST_F(CompressedModelNF4, MixedIntNAndNF4Stories260KWithTiedHead) {
   EXPECT_EQ(w.layers[1].down.in_features, 172);  // partial last block
   EXPECT_EQ(w.lm_head.format, Format::kNF4);
 
-  DenseReference ref;
+  test::DenseReference ref;
   make_reference(ref, base_dir, nf4, intn);
   const std::vector<int32_t> ids = {1, 403, 261, 378, 300, 16, 85, 423, 270, 9, 33, 5};
   EXPECT_LT(test::max_rel_diff(test::prompt_logits(*q.model, ids), test::prompt_logits(*ref.base.model, ids)), 1e-5);

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -29,5 +30,16 @@ std::vector<float> prompt_logits(Model& model, const std::vector<int32_t>& ids);
 // weight w: [n, k], which `storage` keeps alive; its bias stays. Fails the test for an unknown name.
 void replace_with_dense(Model& model, const std::string& name, std::vector<float> w, int64_t n, int64_t k,
                         std::vector<std::vector<float>>& storage);
+
+// A loaded model whose named linears are swapped for dense f32 weights kept alive here: the
+// reference a compressed directory's reload is compared with.
+struct DenseReference {
+  LoadedModel base;
+  std::vector<std::vector<float>> storage;
+
+  void replace(const std::string& name, std::vector<float> w, int64_t n, int64_t k) {
+    replace_with_dense(*base.model, name, std::move(w), n, k, storage);
+  }
+};
 
 }  // namespace compactor::test

@@ -40,8 +40,7 @@ namespace compactor::cli {
 
 namespace {
 
-struct QuantizeOptions {
-  std::string model, out;
+struct QuantizeOptions : QuantizeRunOptions {
   std::string method = "gptq";
   int bits = 4, group = 128;
   bool per_channel = false, act_order = false, static_groups = false, sym = false, asym = false;
@@ -53,15 +52,8 @@ struct QuantizeOptions {
   bool no_true_sequential = false;
   int awq_grid = 20;
   bool no_awq_clip = false, awq_duo = false;
-  std::vector<std::string> overrides;
-  std::vector<std::string> eval;
-  bool eval_base = false;
-  int eval_ctx = 512;
-  int64_t limit_windows = 0;
-  bool overwrite = false, no_save = false;
   std::string synthetic;
   int64_t batch_tokens = 0;
-  CommonOptions common;
 };
 
 Result<PtqOptions> ptq_options(const QuantizeOptions& o) {
@@ -327,17 +319,8 @@ Result<NF4QuantizeOptions> nf4_options(const QuantizeOptions& o, const CLI::App&
     if (app.count(flag) > 0 && !(std::string_view(flag) == "--bits" && o.bits == 4))
       return invalid_argument("{} does not apply to --method nf4 (4-bit NormalFloat, absmax per --group block)", flag);
   NF4QuantizeOptions n;
-  n.model = o.model;
-  n.out = o.out;
+  static_cast<QuantizeRunOptions&>(n) = o;
   n.block = app.count("--group") > 0 ? o.group : kNF4DefaultBlock;
-  n.overrides = o.overrides;
-  n.eval = o.eval;
-  n.eval_base = o.eval_base;
-  n.eval_ctx = o.eval_ctx;
-  n.limit_windows = o.limit_windows;
-  n.overwrite = o.overwrite;
-  n.no_save = o.no_save;
-  n.common = o.common;
   return n;
 }
 

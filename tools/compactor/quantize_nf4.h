@@ -16,9 +16,10 @@
 
 namespace compactor::cli {
 
-struct NF4QuantizeOptions {
+// What every `quantize` method takes: the model, the output, per-module overrides, the perplexity
+// measured after (and before), and the common flags.
+struct QuantizeRunOptions {
   std::string model, out;
-  int block = 64;
   std::vector<std::string> overrides;
   std::vector<std::string> eval;
   bool eval_base = false;
@@ -26,6 +27,10 @@ struct NF4QuantizeOptions {
   int64_t limit_windows = 0;
   bool overwrite = false, no_save = false;
   CommonOptions common;
+};
+
+struct NF4QuantizeOptions : QuantizeRunOptions {
+  int block = 64;
 };
 
 int run_quantize_nf4(const NF4QuantizeOptions& o, const CLI::App& app);

@@ -33,6 +33,7 @@ constexpr int kBlockRows = kWarps * kRowsPerWarp;
 constexpr int kBlockKeys = 32;        // one key per lane
 constexpr int kMinKeysPerSplit = 64;  // below this a split costs more in merging than it saves
 constexpr int kMaxSplits = 64;
+static_assert(kMaxSplits <= kDecodeMaxSplits, "every planned split count fits the decode kernel's merge");
 constexpr int kMaxHeadDim = 256;
 
 // Shared-memory rows are padded to whole float4s; the K row stride is an odd number of float4s
@@ -390,7 +391,7 @@ Status attention_cuda(View out, View q, View k_cache, View v_cache, const Attent
     // The decode kernel where the keys are split (few (sequence, kv head) pairs: its keys-as-M
     // layout and fused merge won, H100 B=1: 9.8 vs 11.2 us per layer); with one block per pair
     // (large batches) the 16-rows-per-warp kernel streams as fast or faster (B=16: 64.6 vs 66.4 us).
-    if (variant == AttentionVariant::kAuto && plan.splits > 1 && counters != nullptr &&
+    if (variant == AttentionVariant::kAuto && counters != nullptr &&
         attention_decode_supported(a.tokens * a.group, p.head_dim, plan.splits, plan.keys_per_split, q.data, out.data,
                                    k_cache.data, v_cache.data)) {
       const AttentionDecodeArgs d{a.q,         a.k_cache, a.v_cache, a.out,     a.part_o,   a.part_lse,

@@ -12,6 +12,7 @@
 #include <cuda_fp16.h>
 
 #include "backend/cuda/attention_decode.cuh"
+#include "backend/cuda/attention_tc.cuh"
 #include "backend/cuda/device_utils.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
@@ -328,15 +329,13 @@ Status launch_decode_dh(const AttentionDecodeArgs& a, cudaStream_t stream) {
   return unsupported("attention (decode): head dim {} is not 64 or 128", a.head_dim);
 }
 
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-
 }  // namespace
 
 bool attention_decode_supported(int rows_per_kv_head, int head_dim, int splits, int keys_per_split, const void* q,
                                 const void* out, const void* k_cache, const void* v_cache) {
-  return rows_per_kv_head >= 1 && rows_per_kv_head <= kDecodeRows && (head_dim == 64 || head_dim == 128) &&
-         splits >= 2 && splits <= kDecodeMaxSplits && keys_per_split % kDecodeKeys == 0 && aligned16(q) &&
-         aligned16(out) && aligned16(k_cache) && aligned16(v_cache);
+  // Head dims and alignment as the 16-rows-per-warp kernel's (the same fragment loads).
+  return rows_per_kv_head >= 1 && rows_per_kv_head <= kDecodeRows && splits >= 2 && splits <= kDecodeMaxSplits &&
+         keys_per_split % kDecodeKeys == 0 && attention_tc_supported(head_dim, q, out, k_cache, v_cache);
 }
 
 Status attention_decode_cuda(const AttentionDecodeArgs& a, DType dtype, cudaStream_t stream) {

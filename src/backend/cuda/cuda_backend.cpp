@@ -129,6 +129,13 @@ void* DeviceBuffer::reserve(size_t bytes) {
   return data_;
 }
 
+void* DeviceBuffer::reserve_zeroed(size_t bytes, CUstream_st* stream) {
+  const bool grows = data_ == nullptr || bytes > bytes_;
+  void* p = reserve(bytes);
+  if (grows) CUDA_CHECK(cudaMemsetAsync(p, 0, bytes_, stream));
+  return p;
+}
+
 UploadBuffer::~UploadBuffer() {
   if (done_ != nullptr) (void)cudaEventDestroy(done_);
   if (pinned_ != nullptr) (void)cudaFreeHost(pinned_);
@@ -335,14 +342,8 @@ void CudaBackend::attention(View out, View q, View k_cache, View v_cache, const 
   float* ws = nullptr;
   if (plan.workspace_floats > 0) ws = static_cast<float*>(attention_workspace_.reserve(plan.workspace_floats * sizeof(float)));
   int* counters = nullptr;
-  if (plan.counter_ints > 0) {
-    const size_t bytes = plan.counter_ints * sizeof(int);
-    counters = static_cast<int*>(attention_counters_.reserve(bytes));
-    if (bytes > attention_counter_bytes_) {
-      CUDA_CHECK(cudaMemsetAsync(counters, 0, bytes, stream_));
-      attention_counter_bytes_ = bytes;
-    }
-  }
+  if (plan.counter_ints > 0)
+    counters = static_cast<int*>(attention_counters_.reserve_zeroed(plan.counter_ints * sizeof(int), stream_));
   const AttentionVariant variant = options_.attention_kernel == AttentionKernel::kCudaCores     ? AttentionVariant::kCudaCores
                                    : options_.attention_kernel == AttentionKernel::kTensorCores ? AttentionVariant::kTensorCores
                                                                                                 : AttentionVariant::kAuto;

@@ -65,6 +65,8 @@ class DeviceBuffer {
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
   ~DeviceBuffer();
   void* reserve(size_t bytes);  // keeps the contents only when no growth is needed
+  // As reserve, and zero-filled on the stream whenever it (re)allocates.
+  void* reserve_zeroed(size_t bytes, CUstream_st* stream);
   void* data() const { return data_; }
 
  private:
@@ -209,7 +211,6 @@ class CudaBackend final : public Backend {
   DeviceBuffer cublas_workspace_;
   DeviceBuffer nll_, attention_workspace_;
   DeviceBuffer attention_counters_;  // zeroed when (re)allocated; the decode kernel leaves them zero
-  size_t attention_counter_bytes_ = 0;
   DeviceBuffer dequant_;  // [N, K] act: a quantized linear dequantized for cuBLAS (dequant.cuh)
   struct QgemvCache;      // repacked quantized weights by source (cuda_backend.cpp)
   std::shared_ptr<QgemvCache> qgemv_cache_;
