@@ -15,7 +15,7 @@
 // tensor-core one (level pairs from a shared-memory table), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
-//                    [--pdl on|off]   (on: programmatic dependent launches, as the backend decodes:
+//                    [--pdl on|off] [--stream-weights on|off]   (pdl on: programmatic dependent launches, as the backend decodes:
 //                    each timed launch may start while the previous one drains)
 #include <cuda_runtime_api.h>
 
@@ -55,7 +55,7 @@ const LayerShape kShapes[] = {
 
 struct Options {
   std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128",
-              pdl = "on";
+              pdl = "on", stream_weights = "on";
   bool quick = false;
 };
 
@@ -315,6 +315,7 @@ int run(const Options& o) {
   if (o.act == "f16") act = DType::kF16;
   CudaBackendOptions be_opts{act};
   be_opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
+  be_opts.weight_streaming = o.stream_weights == "off" ? WeightStreaming::kOff : WeightStreaming::kOn;
   auto be_or = CudaBackend::create(be_opts);
   die_if(be_or.status(), "CUDA backend");
   CudaBackend& be = **be_or;
@@ -355,7 +356,7 @@ int run(const Options& o) {
   cublasDestroy(handle);
   const nlohmann::json estimates = model_estimates(all);
   if (!o.json_path.empty()) {
-    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"pdl", o.pdl},
+    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"stream_weights", o.stream_weights},
                           {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records},
                           {"model_linear_estimates", estimates}};
     std::ofstream(o.json_path) << doc.dump(2) << "\n";
@@ -379,6 +380,10 @@ int main(int argc, char** argv) {
   app.add_option("--pdl", o.pdl,
                  "programmatic dependent launches (each launch starts while the previous drains, as in a decode "
                  "step): on or off")
+      ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--stream-weights", o.stream_weights,
+                 "GEMVs of up to 8 rows on tensor cores: weights streamed by TMA bulk copies (on) or the per-lane "
+                 "kernel (off)")
       ->check(CLI::IsMember({"on", "off"}));
   CLI11_PARSE(app, argc, argv);
   return compactor::run(o);

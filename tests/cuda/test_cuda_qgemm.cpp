@@ -308,43 +308,102 @@ void CudaQgemm::backend_paths(int64_t fused_max_rows) {
 // is not groupable and runs weight by weight, with the same results.
 TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
   uint32_t seed = 800;
-  for (int group : {128, 32})
-    for (bool act_order_member : {false, true}) {
-      const int64_t k = 384;
-      const int64_t ns[] = {96, 37, 130};
-      std::vector<Tensor> keep;
-      std::vector<LinearWeight> ws;
-      std::vector<std::vector<float>> dq;
-      Tensor bias_host = Tensor::empty(Shape{ns[1]}, DType::kF32);
-      for (int64_t i = 0; i < ns[1]; ++i) bias_host.as<float>()[i] = 0.01f * static_cast<float>(i % 7);
-      for (int i = 0; i < 3; ++i) {
-        auto packed = pack_linear(random_linear(4, group, i == 2, act_order_member && i == 2, ns[i], k, seed++));
-        ASSERT_TRUE(packed.is_ok()) << packed.status().message();
-        dq.emplace_back(ns[i] * k);
-        dequantize_ref(packed->ref(), dq.back().data());
-        ws.push_back(upload_weight(*packed, keep, i == 1 ? bias_host.view() : View{}));
-      }
-      const LinearWeight* wp[] = {&ws[0], &ws[1], &ws[2]};
-      for (int64_t m : {1, 3, 16, 32}) {
-        auto [x, xf] = random_x(m, k, seed++);
-        std::vector<Tensor> outs;
-        View ov[3];
+  // N not multiples of 16 (the per-lane kernel at M <= 8), and multiples of 16 (the streaming one).
+  const int64_t shapes[2][3] = {{96, 37, 130}, {1024, 512, 512}};
+  for (const auto& ns : shapes) {
+    for (int group : {128, 32})
+      for (bool act_order_member : {false, true}) {
+        const int64_t k = 384;
+        std::vector<Tensor> keep;
+        std::vector<LinearWeight> ws;
+        std::vector<std::vector<float>> dq;
+        Tensor bias_host = Tensor::empty(Shape{ns[1]}, DType::kF32);
+        for (int64_t i = 0; i < ns[1]; ++i) bias_host.as<float>()[i] = 0.01f * static_cast<float>(i % 7);
         for (int i = 0; i < 3; ++i) {
-          outs.push_back(be_->alloc(Shape{m, ns[i]}, act()));
-          ov[i] = outs.back().view();
+          auto packed = pack_linear(random_linear(4, group, i == 2, act_order_member && i == 2, ns[i], k, seed++));
+          ASSERT_TRUE(packed.is_ok()) << packed.status().message();
+          dq.emplace_back(ns[i] * k);
+          dequantize_ref(packed->ref(), dq.back().data());
+          ws.push_back(upload_weight(*packed, keep, i == 1 ? bias_host.view() : View{}));
         }
-        be_->matmul_group(ov, x, wp, 3);
-        for (int i = 0; i < 3; ++i) {
-          Reference ref = reference(xf, dq[i], m, ns[i], k);
-          if (i == 1)
-            for (int64_t t = 0; t < m; ++t)
-              for (int64_t j = 0; j < ns[i]; ++j) ref.y[t * ns[i] + j] += bias_host.as<float>()[j];
-          const std::string what = fmt::format("group g{} act-order member {} weight {} M {} {}", group,
-                                               act_order_member, i, m, dtype_name(act()));
-          EXPECT_TRUE(close_to(download(outs[i]), ref.y, ref.magnitude, act(), what, dequant_coef(act())));
+        const LinearWeight* wp[] = {&ws[0], &ws[1], &ws[2]};
+        for (int64_t m : {1, 3, 16, 32}) {
+          auto [x, xf] = random_x(m, k, seed++);
+          std::vector<Tensor> outs;
+          View ov[3];
+          for (int i = 0; i < 3; ++i) {
+            outs.push_back(be_->alloc(Shape{m, ns[i]}, act()));
+            ov[i] = outs.back().view();
+          }
+          be_->matmul_group(ov, x, wp, 3);
+          for (int i = 0; i < 3; ++i) {
+            Reference ref = reference(xf, dq[i], m, ns[i], k);
+            if (i == 1)
+              for (int64_t t = 0; t < m; ++t)
+                for (int64_t j = 0; j < ns[i]; ++j) ref.y[t * ns[i] + j] += bias_host.as<float>()[j];
+            const std::string what = fmt::format("group g{} act-order member {} weight {} [N {}] M {} {}", group,
+                                                 act_order_member, i, ns[i], m, dtype_name(act()));
+            EXPECT_TRUE(close_to(download(outs[i]), ref.y, ref.magnitude, act(), what, dequant_coef(act())));
+          }
         }
       }
+  }
+}
+
+// The streaming kernel (qgemv_stream.cu) against the reference and against the per-lane kernel
+// (streaming off) on shapes that exercise its ring: more row tiles than SMs (each block walks
+// several tiles, so the two scale/zero slots and the ring's stages are reused), K of 44 chunks
+// (three stages a tile, the last one partial), N not a multiple of 16 where the partial scale
+// block is whole 16-byte units, M up to 8, bias and accumulate, and a q/k/v-like grouped launch.
+TEST_P(CudaQgemm, StreamingKernelWalksManyTilesAndMatchesPerLaneKernel) {
+  struct Case {
+    Config c;
+    int64_t n, k;
+  };
+  // 8232 = 514 tiles + 8 rows; int4 g128 at K 2816: Gp = 22 words, 8 rows x 88 B = 704 B.
+  const Case cases[] = {{{4, 128, false, false}, 8232, 2816}, {{4, 32, true, false}, 8192, 2816},
+                        {{4, 0, false, false}, 4096, 4096},   {{8, 0, true, false}, 8240, 2816},
+                        {{8, 128, false, false}, 2064, 2816}};
+  uint32_t seed = 900;
+  for (const Case& cs : cases) {
+    PreparedLinear p;
+    ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
+    const QgemvRepacked& tc = p.kernels.back().second;
+    ASSERT_TRUE(tc.tc.defined());
+    std::vector<float> bias(cs.n);
+    for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
+    Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
+    for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{8}}) {
+      auto [x, xf] = random_x(m, cs.k, seed++);
+      const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
+      const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k,
+                                           m, dtype_name(act()));
+      std::vector<float> got[2];
+      Tensor outs[2];
+      for (bool streaming : {true, false}) {
+        set_qgemv_streaming(streaming);
+        outs[streaming] = be_->alloc(Shape{m, cs.n}, act());
+        const Status st = run_qgemv(outs[streaming], x, tc, bias_dev, false);
+        set_qgemv_streaming(true);
+        ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+        got[streaming] = download(outs[streaming]);
+      }
+      std::vector<double> want(m * cs.n), magnitude(ref.magnitude);
+      for (int64_t i = 0; i < m * cs.n; ++i) {
+        want[i] = ref.y[i] + bias[i % cs.n];
+        magnitude[i] += std::fabs(bias[i % cs.n]);
+      }
+      EXPECT_TRUE(close_to(got[1], want, magnitude, act(), what + " streaming, bias"));
+      EXPECT_TRUE(close_to(got[0], want, magnitude, act(), what + " per-lane, bias"));
+      // Accumulate onto the stored result.
+      ASSERT_TRUE(run_qgemv(outs[1], x, tc, View{}, true).is_ok()) << what;
+      for (int64_t i = 0; i < m * cs.n; ++i) {
+        want[i] = ref.y[i] + got[1][i];
+        magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
+      }
+      EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " streaming, accumulate"));
     }
+  }
 }
 
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {

@@ -2,7 +2,7 @@
 //   [--repeats R] [--ttft-prompts 512,2048] [--dtype bf16|f16] [--graphs on|off]
 //   [--hbm-gbps 3000] [--peak-tflops 989] [--gemv custom|cublas] [--attention auto|tc|cuda-cores] [--fuse on|off]
 //   [--quant w4g128 [--sym] [--act-order] [--quant-lm-head] [--compare-dense]] [--quant-kernel tc|cuda-cores]
-//   [--pdl on|off] [--out FILE.json]
+//   [--pdl on|off] [--stream-weights on|off] [--out FILE.json]
 // Prefill and decode throughput, time to first token, peak memory and the fraction of the
 // physical limit reached, as a table or JSON. --synthetic builds a model with the exact shapes of
 // a known architecture and random weights on the GPU (no files). On CUDA the defaults are the
@@ -34,7 +34,7 @@ namespace compactor::cli {
 namespace {
 struct BenchCliOptions {
   std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "auto", fuse = "on",
-              quant_kernel = "tc", pdl = "on";
+              quant_kernel = "tc", pdl = "on", stream_weights = "on";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -156,6 +156,9 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
   if (o.pdl != "on" && o.pdl != "off") return invalid_argument("--pdl {}: expected on or off", o.pdl);
   opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
+  if (o.stream_weights != "on" && o.stream_weights != "off")
+    return invalid_argument("--stream-weights {}: expected on or off", o.stream_weights);
+  opts.weight_streaming = o.stream_weights == "off" ? WeightStreaming::kOff : WeightStreaming::kOn;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
                           : o.attention == "tc"       ? AttentionKernel::kTensorCores
@@ -339,7 +342,7 @@ Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const 
                          {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
                          {"quant", quant != nullptr ? quant->preset : std::string("none")},
                          {"quant_kernel", o.quant_kernel}, {"attention_splits", o.attention_splits},
-                         {"pdl", o.pdl}};
+                         {"pdl", o.pdl}, {"stream_weights", o.stream_weights}};
   if (quant != nullptr) {
     run.json["options"]["sym"] = quant->spec.symmetric;
     run.json["options"]["act_order"] = quant->act_order;
@@ -466,6 +469,10 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--pdl", opts->pdl,
                   "CUDA (compute capability >= 9.0): programmatic dependent launches, each kernel starting while "
                   "the previous one drains: on or off")
+      ->capture_default_str();
+  app->add_option("--stream-weights", opts->stream_weights,
+                  "CUDA (compute capability >= 9.0): tensor-core GEMVs of up to 8 rows stream weights into shared "
+                  "memory by TMA bulk copies: on or off (the per-lane kernel)")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--quant", opts->quant,
