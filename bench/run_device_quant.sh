@@ -23,6 +23,9 @@ formats=${FORMATS:-w4g128,w4g32,w4,w8,w3g128,w2g64,nf4}
 step bench_qgemm timeout 500 "$D/bin/bench_qgemm" --formats "$formats" --m 1,2,4,8,16,32,64,128 --quick \
   --json "$OUT/$machine-qgemm.json"
 cp "$OUT/bench_qgemm.out" "$OUT/$machine-qgemm.txt"
+# The per-lane tensor-core kernel at M <= 8 (what the streaming kernel replaced), same binary.
+step bench_qgemm_stream_off timeout 200 "$D/bin/bench_qgemm" --formats "$formats" --m 1,8 --quick --stream-weights off
+cp "$OUT/bench_qgemm_stream_off.out" "$OUT/$machine-qgemm-stream-off.txt"
 
 e2e() {  # e2e NAME ARGS...: quantized vs dense decode on synthetic Llama-2-7B
   local name=$1; shift
@@ -34,9 +37,11 @@ if [[ -z ${QUICK:-} ]]; then
   e2e w4g128-lmhead --quant w4g128 --quant-lm-head --batch 1,16 --ttft-prompts 512
   e2e w8 --quant w8 --batch 1,16 --ttft-prompts 512
   e2e nf4 --quant nf4 --batch 1,16 --ttft-prompts 512
-  # What the programmatic dependent launches buy (same binary, --pdl off), and int8 on the
+  # What the programmatic dependent launches and the streaming GEMV buy (same binary, --pdl off,
+  # --stream-weights off), and int8 on the
   # CUDA-core kernel (faster at batch 1, much slower at 16: bench_qgemm's w8 rows).
   e2e w4g128-pdl-off --quant w4g128 --batch 1,16 --ttft-prompts 512 --pdl off
+  e2e w4g128-stream-off --quant w4g128 --batch 1,16 --ttft-prompts 512 --stream-weights off
   e2e w8-cuda-cores --quant w8 --quant-kernel cuda-cores --batch 1,16 --ttft-prompts 512
 fi
 
