@@ -354,7 +354,7 @@ TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
 // (streaming off) on shapes that exercise its ring: more row tiles than SMs (each block walks
 // several tiles, so the two scale/zero slots and the ring's stages are reused), K of 44 chunks
 // (three stages a tile, the last one partial), N not a multiple of 16 where the partial scale
-// block is whole 16-byte units, M up to 8, bias and accumulate, and a q/k/v-like grouped launch.
+// block is whole 16-byte units, M up to 16 (one and two n8 tiles), bias and accumulate, and a q/k/v-like grouped launch.
 TEST_P(CudaQgemm, StreamingKernelWalksManyTilesAndMatchesPerLaneKernel) {
   struct Case {
     Config c;
@@ -373,7 +373,7 @@ TEST_P(CudaQgemm, StreamingKernelWalksManyTilesAndMatchesPerLaneKernel) {
     std::vector<float> bias(cs.n);
     for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
     Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
-    for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{8}}) {
+    for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{12}, int64_t{16}}) {
       auto [x, xf] = random_x(m, cs.k, seed++);
       const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
       const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k,

@@ -126,14 +126,15 @@ __device__ void produce(const QgemvTcArgs& a, const StreamShape& s, uint4* ring,
 
 }  // namespace
 
-template <typename T, bool kSplit, bool kNF4, bool kInt8>
+// kTiles n8 tiles of input rows: 1 (M <= 8) or 2 (M <= 16).
+template <typename T, int kTiles, bool kSplit, bool kNF4, bool kInt8>
 __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(const QgemvTcArgs a, const StreamShape s) {
   constexpr int kW = kConsumerWarps, kSc = kStageChunks;
   constexpr int kChunk = kInt8 ? kTcChunkK8 : kTcChunkK;
   constexpr int kSz = kSplit ? 4 : 2;
   extern __shared__ __align__(128) uint4 ring[];  // [stages][kStageChunks][32] uint4, then the slots
   __shared__ uint64_t full[kStages], empty[kStages], sz_empty[kSzSlots];
-  __shared__ float partial[2][kConsumerWarps][4][32];
+  __shared__ float partial[2][kConsumerWarps][kTiles][4][32];
   __shared__ uint32_t nf4_pairs[kNF4 ? 256 : 1];
   uint32_t* sz_slots = reinterpret_cast<uint32_t*>(ring + kStages * kSc * 32);
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
@@ -157,8 +158,12 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
   // Input rows past M read row 0: their D columns are never stored (see qgemv_tc.cu). This warp's
   // first chunk of every stage is `warp`, its second `warp + kW`; positions are 32-bit (the
   // launcher of qgemv_tc.cu checks K).
-  const unsigned short* const x_warp =
-      static_cast<const unsigned short*>(a.x) + (g < a.m ? g : 0) * a.ldx + 4 * t + warp * kChunk;
+  const unsigned short* x_warp[kTiles];
+#pragma unroll
+  for (int j = 0; j < kTiles; ++j) {
+    const int xm = 8 * j + g;
+    x_warp[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + 4 * t + warp * kChunk;
+  }
   const int gp = static_cast<int>(a.groups_padded);
   StageCursor cur;
   int i = 0;
@@ -169,11 +174,11 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
         reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(sz_slots) + (i % kSzSlots) * s.sz_slot_bytes) +
         g * gp;
     const uint32_t* sz_hi = sz_lo + 8 * gp;
-    float acc[1][4] = {};
+    float acc[kTiles][4] = {};
     for (int j = 0; j < s.tile_stages; ++j, cur.next()) {
       bulk::wait(&full[cur.stage], cur.phase);
       const uint4* codes = ring + cur.stage * kSc * 32 + warp * 32 + lane;
-      const unsigned short* xs = x_warp + j * kSc * kChunk;
+      const int stage_pos = j * kSc * kChunk;
       auto multiply = [&](int u) {
         const int c = j * kSc + warp + u * kW;
         uint32_t sz[kSz];
@@ -183,11 +188,13 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
           sz[2 * hf] = sz_lo[grp];
           sz[2 * hf + 1] = sz_hi[grp];
         }
-        const unsigned short* const xr[1] = {xs + u * kW * kChunk};
+        const unsigned short* xr[kTiles];
+#pragma unroll
+        for (int tj = 0; tj < kTiles; ++tj) xr[tj] = x_warp[tj] + stage_pos + u * kW * kChunk;
         if constexpr (kInt8) {
-          tc_chunk8<T, 1>(codes[u * kW * 32], sz, xr, 0, acc);
+          tc_chunk8<T, kTiles>(codes[u * kW * 32], sz, xr, 0, acc);
         } else {
-          tc_chunk<T, 1, false, kSplit, kNF4, true>(codes[u * kW * 32], sz, xr, nullptr, nf4_pairs, 0, t, acc);
+          tc_chunk<T, kTiles, false, kSplit, kNF4, true>(codes[u * kW * 32], sz, xr, nullptr, nf4_pairs, 0, t, acc);
         }
       };
       if ((j + 1) * kSc <= a.chunks) {  // a whole stage: both chunks, free to interleave
@@ -200,21 +207,23 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
       __syncwarp();
       if (lane == 0) bulk::arrive(&empty[cur.stage]);
     }
-    float (&part)[kConsumerWarps][4][32] = partial[i & 1];
+    float (&part)[kConsumerWarps][kTiles][4][32] = partial[i & 1];
 #pragma unroll
-    for (int e = 0; e < 4; ++e) part[warp][e][lane] = acc[0][e];
+    for (int j = 0; j < kTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[warp][j][e][lane] = acc[j][e];
     __syncwarp();
     if (lane == 0) bulk::arrive(&sz_empty[i % kSzSlots]);
     bulk::named_sync(1, kConsumerWarps * 32);  // partial[i & 1] is complete; partial[(i + 1) & 1] free
-    if (threadIdx.x < 4 * 32) {
-      // D fragment element e of lane (g, t): row g + 8 (e >> 1), input row 2t + (e & 1).
-      const int e = threadIdx.x / 32, ln = threadIdx.x % 32;
+    if (threadIdx.x < kTiles * 4 * 32) {
+      // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
+      const int j = threadIdx.x / 128, e = (threadIdx.x / 32) % 4, ln = threadIdx.x % 32;
       const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
-      const int64_t m = 2 * (ln & 3) + (e & 1);
+      const int64_t m = 8 * j + 2 * (ln & 3) + (e & 1);
       if (row < sg.n && m < a.m) {
         float v = 0.f;
 #pragma unroll
-        for (int w = 0; w < kConsumerWarps; ++w) v += part[w][e][ln];
+        for (int w = 0; w < kConsumerWarps; ++w) v += part[w][j][e][ln];
         T* o = static_cast<T*>(sg.out) + m * sg.n + row;
         *o = from_f32<T>(v + (sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f) +
                          (a.accumulate ? to_f32(*o) : 0.f));
@@ -240,7 +249,7 @@ bool device_has_bulk_copies() {
 
 // Whether the launch fits the streaming kernel (else the caller launches the per-lane one).
 bool stream_supported(const QgemvTcArgs& a, int64_t m, bool gather) {
-  if (!qgemv_streaming_enabled() || gather || m > 8 || a.groups_padded * 64 > kMaxSzSlotBytes ||
+  if (!qgemv_streaming_enabled() || gather || m > kQgemvStreamMaxRows || a.groups_padded * 64 > kMaxSzSlotBytes ||
       !device_has_bulk_copies())
     return false;
   for (int i = 0; i < a.segments; ++i) {
@@ -252,9 +261,9 @@ bool stream_supported(const QgemvTcArgs& a, int64_t m, bool gather) {
   return true;
 }
 
-template <typename T, bool kSplit, bool kNF4, bool kInt8>
+template <typename T, int kTiles, bool kSplit, bool kNF4, bool kInt8>
 Status launch_stream(const QgemvTcArgs& a, const StreamShape& s, cudaStream_t stream) {
-  auto kernel = qgemv_stream_kernel<T, kSplit, kNF4, kInt8>;
+  auto kernel = qgemv_stream_kernel<T, kTiles, kSplit, kNF4, kInt8>;
   const size_t smem = static_cast<size_t>(kStages) * kStageChunks * kChunkBytes + kSzSlots * s.sz_slot_bytes;
   static std::atomic<size_t> smem_set{0};  // the largest dynamic size this instance was opened up to
   if (smem > smem_set.load(std::memory_order_relaxed)) {
@@ -280,10 +289,14 @@ Result<bool> qgemv_stream_launch(const QgemvTcArgs& a, int64_t m, bool gather, c
   s.sz_slot_bytes = static_cast<uint32_t>(a.groups_padded * 64);
   s.tiles = a.seg[a.segments - 1].first_tile + ceil_div(a.seg[a.segments - 1].n, kTcRows);
   if (s.tiles == 0) return true;
-  const Status st = a.int8              ? launch_stream<T, false, false, true>(a, s, stream)
-                    : a.nf4             ? launch_stream<T, false, true, false>(a, s, stream)
-                    : a.group_shift == 5 ? launch_stream<T, true, false, false>(a, s, stream)
-                                         : launch_stream<T, false, false, false>(a, s, stream);
+  auto run = [&](auto tiles) -> Status {
+    constexpr int kTiles = decltype(tiles)::value;
+    return a.int8              ? launch_stream<T, kTiles, false, false, true>(a, s, stream)
+           : a.nf4             ? launch_stream<T, kTiles, false, true, false>(a, s, stream)
+           : a.group_shift == 5 ? launch_stream<T, kTiles, true, false, false>(a, s, stream)
+                                : launch_stream<T, kTiles, false, false, false>(a, s, stream);
+  };
+  const Status st = m <= 8 ? run(std::integral_constant<int, 1>{}) : run(std::integral_constant<int, 2>{});
   if (!st.is_ok()) return st;
   return true;
 }

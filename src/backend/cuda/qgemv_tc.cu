@@ -237,11 +237,11 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
                               kQgemvTcGatherMaxRows);
     return launch_tc<T, 1, true>(a, stream);
   }
-  if (m <= 8) {
+  if (m <= kQgemvStreamMaxRows) {
     ASSIGN_OR_RETURN(const bool streamed, qgemv_stream_launch<T>(a, m, gather, stream));
     if (streamed) return Status::ok();
-    return launch_tc<T, 1>(a, stream);
   }
+  if (m <= 8) return launch_tc<T, 1>(a, stream);
   if (m <= 16) return launch_tc<T, 2>(a, stream);
   if (m <= 32) return launch_tc<T, 4>(a, stream);
   return launch_tc<T, 8>(a, stream);

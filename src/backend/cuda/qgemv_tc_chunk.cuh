@@ -228,8 +228,11 @@ __device__ __forceinline__ uint4 load_codes(const uint4* p) {
 
 }  // namespace qtc
 
-// Launches the streaming kernel (qgemv_stream.cu) when it supports these arguments (m <= 8, no
-// gather, the scale/zero blocks fit its slots, sm_90 and up, streaming enabled); false: the caller
+// Input rows up to which tensor-core launches stream their weights (qgemv_stream.cu).
+inline constexpr int64_t kQgemvStreamMaxRows = 16;
+
+// Launches the streaming kernel (qgemv_stream.cu) when it supports these arguments (m <=
+// kQgemvStreamMaxRows, no gather, the scale/zero blocks fit its slots, sm_90 and up, streaming enabled); false: the caller
 // launches the per-lane kernel.
 template <typename T>
 Result<bool> qgemv_stream_launch(const qtc::QgemvTcArgs& a, int64_t m, bool gather, cudaStream_t stream);
