@@ -382,7 +382,7 @@ int main(int argc, char** argv) {
                  "step): on or off")
       ->check(CLI::IsMember({"on", "off"}));
   app.add_option("--stream-weights", o.stream_weights,
-                 "GEMVs of up to 8 rows on tensor cores: weights streamed by TMA bulk copies (on) or the per-lane "
+                 "GEMVs of up to 16 rows on tensor cores: weights streamed by TMA bulk copies (on) or the per-lane "
                  "kernel (off)")
       ->check(CLI::IsMember({"on", "off"}));
   CLI11_PARSE(app, argc, argv);

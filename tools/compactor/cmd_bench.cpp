@@ -471,7 +471,7 @@ Command make_bench_command(CLI::App& root) {
                   "the previous one drains: on or off")
       ->capture_default_str();
   app->add_option("--stream-weights", opts->stream_weights,
-                  "CUDA (compute capability >= 9.0): tensor-core GEMVs of up to 8 rows stream weights into shared "
+                  "CUDA (compute capability >= 9.0): tensor-core GEMVs of up to 16 rows stream weights into shared "
                   "memory by TMA bulk copies: on or off (the per-lane kernel)")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");

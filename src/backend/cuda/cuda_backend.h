@@ -45,7 +45,7 @@ enum class FuseOps { kOn, kOff };  // the Backend fusion points as one launch ea
 // capability 9.0 and up: a kernel's blocks start while its predecessor drains, and the GEMVs fetch
 // their first weights before waiting for x. Process-wide (the last backend created sets it).
 enum class DependentLaunch { kOn, kOff };
-// kOn: tensor-core GEMVs of up to 8 rows stream their weights through shared memory by TMA bulk
+// kOn: tensor-core GEMVs of up to 16 rows stream their weights through shared memory by TMA bulk
 // copies (qgemv_stream.cu) where the weight fits; kOff: the per-lane kernel (A/B runs).
 // Process-wide, like DependentLaunch.
 enum class WeightStreaming { kOn, kOff };

@@ -93,7 +93,7 @@ bool qgemv_groupable(View x, const QgemvWeight* const* ws, int n);
 Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, const View* biases, int n,
                         cudaStream_t stream);
 
-// Whether tensor-core launches of up to 8 input rows use the streaming kernel (qgemv_stream.cu:
+// Whether tensor-core launches of up to 16 input rows use the streaming kernel (qgemv_stream.cu:
 // TMA bulk copies into a shared-memory ring, compute capability 9.0 and up) where the weight fits
 // it; off: the per-lane kernel everywhere (A/B runs). Process-wide; on by default.
 void set_qgemv_streaming(bool on);

@@ -1,4 +1,4 @@
-// Streaming variant of the tensor-core GEMV for decode (M <= 8 input rows, no act-order gather):
+// Streaming variant of the tensor-core GEMV for decode (M <= 16 input rows, no act-order gather):
 // the same tc layout and chunk arithmetic as qgemv_tc.cu (qgemv_tc_chunk.cuh), but the codes reach
 // the SM by TMA bulk copies into a ring of shared-memory stages instead of per-lane loads.
 // Why: the per-lane kernel keeps at most two 16-byte loads per lane in flight and a 16-row block

@@ -116,12 +116,13 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
                                          float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   constexpr int kChains = kTcChains<kTiles>;
-  // One n8 tile of int4: the zero point by a second mma per step (A = −(magic + z)) instead of a
-  // packed subtraction per fragment register: Σ (magic + c)·x − (magic + z)·Σ x = Σ (c − z)·x.
-  // 4 mma replace 16 subtractions per chunk (the GEMV at M <= 8 is issue-bound: ncu, 0.71 issued
-  // warps per scheduler). magic ± z and magic + c are exact in T, the products exact in f32; the
-  // cancellation of magic·Σx costs about 2^-24·magic·Σ|x| (bf16: 128, f16: 1024), far below the
-  // rounding of the output. With more tiles the extra mma would cost more than the subtractions.
+  // kZeroByMma (the streaming kernel), one n8 tile of int4: the zero point by a second mma per
+  // step (A = −(magic + z)) instead of a packed subtraction per fragment register:
+  // Σ (magic + c)·x − (magic + z)·Σ x = Σ (c − z)·x, 4 mma for 16 subtractions per chunk. magic ± z
+  // and magic + c are exact in T and the products exact in f32; the cancellation of magic·Σx costs
+  // about 2^-24·magic·Σ|x| (bf16: 128, f16: 1024), far below the output's rounding. Measured on the
+  // H100 (w4g128, M = 1): faster in the streaming kernel (16-warp variant: down 57 -> 60%, lm_head
+  // 64 -> 69% of HBM), slower in the per-lane one (lm_head 83 -> 77%), which keeps the subtraction.
   constexpr bool kZeroMma = kZeroByMma && kTiles == 1 && !kNF4;
   float d[kChains][kTiles][4] = {};
   uint32_t z_lo = 0, z_hi = 0;
