@@ -156,14 +156,24 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
   }
   wait_for_prior_grids();  // x and out come from the previous kernels
   // Input rows past M read row 0: their D columns are never stored (see qgemv_tc.cu). This warp's
-  // first chunk of every stage is `warp`, its second `warp + kW`; positions are 32-bit (the
-  // launcher of qgemv_tc.cu checks K).
-  const unsigned short* x_warp[kTiles];
+  // chunks of every stage are `warp` and `warp + kW`; positions are 32-bit (the launcher of
+  // qgemv_tc.cu checks K).
+  const unsigned short* x_lane[kTiles];
 #pragma unroll
   for (int j = 0; j < kTiles; ++j) {
     const int xm = 8 * j + g;
-    x_warp[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + 4 * t + warp * kChunk;
+    x_lane[j] = static_cast<const unsigned short*>(a.x) + (xm < a.m ? xm : 0) * a.ldx + 4 * t;
   }
+  // B fragments of this warp's two chunks of stage jj (positions are the same in every tile). The
+  // missing chunks of a partial stage load a valid chunk's x, never multiplied.
+  constexpr int kSteps = kInt8 ? 2 : 4;
+  auto load_stage_x = [&](int jj, uint2 (&xb)[2][kTiles][4]) {
+#pragma unroll
+    for (int u = 0; u < 2; ++u) {
+      const int c = min(jj * kSc + warp + u * kW, a.chunks - 1);
+      tc_load_x<kTiles, kSteps, false>(x_lane, nullptr, c * kChunk, t, xb[u]);
+    }
+  };
   const int gp = static_cast<int>(a.groups_padded);
   StageCursor cur;
   int i = 0;
@@ -176,9 +186,12 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
     const uint32_t* sz_hi = sz_lo + 8 * gp;
     float acc[kTiles][4] = {};
     for (int j = 0; j < s.tile_stages; ++j, cur.next()) {
+      // x does not depend on the ring: its loads go out before the wait for this stage's codes
+      // (ncu: the x loads' L1 latency was the largest stall, 30-38% of the cycles).
+      uint2 xb[2][kTiles][4];
+      load_stage_x(j, xb);
       bulk::wait(&full[cur.stage], cur.phase);
       const uint4* codes = ring + cur.stage * kSc * 32 + warp * 32 + lane;
-      const int stage_pos = j * kSc * kChunk;
       auto multiply = [&](int u) {
         const int c = j * kSc + warp + u * kW;
         uint32_t sz[kSz];
@@ -188,13 +201,10 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
           sz[2 * hf] = sz_lo[grp];
           sz[2 * hf + 1] = sz_hi[grp];
         }
-        const unsigned short* xr[kTiles];
-#pragma unroll
-        for (int tj = 0; tj < kTiles; ++tj) xr[tj] = x_warp[tj] + stage_pos + u * kW * kChunk;
         if constexpr (kInt8) {
-          tc_chunk8<T, kTiles>(codes[u * kW * 32], sz, xr, 0, acc);
+          tc_chunk8<T, kTiles>(codes[u * kW * 32], sz, xb[u], acc);
         } else {
-          tc_chunk<T, kTiles, false, kSplit, kNF4, true>(codes[u * kW * 32], sz, xr, nullptr, nf4_pairs, 0, t, acc);
+          tc_chunk<T, kTiles, kSplit, kNF4, true>(codes[u * kW * 32], sz, xb[u], nf4_pairs, acc);
         }
       };
       if ((j + 1) * kSc <= a.chunks) {  // a whole stage: both chunks, free to interleave

@@ -116,10 +116,12 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
     for (int u = 0; u < kTcUnroll; ++u) {
       const int c = first + u * kWarps;
       if (c >= a.chunks) break;  // warp-uniform
+      uint2 xb[kTiles][4];
+      tc_load_x<kTiles, kInt8 ? 2 : 4, kGather>(xr, a.perm, c * kChunk, t, xb);
       if constexpr (kInt8) {
-        tc_chunk8<T, kTiles>(wv[u], sv[u], xr, c * kChunk, acc);
+        tc_chunk8<T, kTiles>(wv[u], sv[u], xb, acc);
       } else {
-        tc_chunk<T, kTiles, kGather, kSplit, kNF4>(wv[u], sv[u], xr, a.perm, nf4_pairs, c * kChunk, t, acc);
+        tc_chunk<T, kTiles, kSplit, kNF4>(wv[u], sv[u], xb, nf4_pairs, acc);
       }
     }
   };

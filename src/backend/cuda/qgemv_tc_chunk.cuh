@@ -105,15 +105,28 @@ __device__ __forceinline__ void scale_into(float (&acc)[kTiles][4], float (&d)[k
   }
 }
 
+// The B fragments of one chunk's kSteps k16 steps (int4/NF4: 4, int8: 2) for each n8 tile: xb[j][s]
+// holds positions p0 + 16s + 4t .. + 3 of tile j's x row (xr[j], already offset by 4t unless
+// kGather, which reads x through perm). Separate from the multiply so that a caller can issue the
+// loads of a later chunk before it waits for this one's codes (qgemv_stream.cu).
+template <int kTiles, int kSteps, bool kGather>
+__device__ __forceinline__ void tc_load_x(const unsigned short* const (&xr)[kTiles], const int32_t* perm, int p0, int t,
+                                          uint2 (&xb)[kTiles][4]) {
+#pragma unroll
+  for (int s = 0; s < kSteps; ++s)
+#pragma unroll
+    for (int j = 0; j < kTiles; ++j)  // one pointer per chunk, steps at immediate offsets
+      xb[j][s] = kGather ? x_quad_gather(xr[j], perm, p0 + 16 * s + 4 * t)
+                         : __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
+}
+
 // One 64-position chunk: four k16 steps of mma per n8 tile; sz = scale/zero words of rows g, g+8
-// (kSplit, group size 32: for each half of the chunk). xr[j]: the x row of tile j, already offset
-// by 4t; p0: the chunk's first position.
+// (kSplit, group size 32: for each half of the chunk); xb: its B fragments (tc_load_x).
 // kNF4: a fragment register is the pair of levels of its two codes, looked up in nf4_pairs (256
 // entries, one per code byte: level[low nibble] in the low half); sz holds f32 absmax bits.
-template <typename T, int kTiles, bool kGather, bool kSplit, bool kNF4, bool kZeroByMma = false>
-__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
-                                         const int32_t* perm, const uint32_t* nf4_pairs, int p0, int t,
-                                         float (&acc)[kTiles][4]) {
+template <typename T, int kTiles, bool kSplit, bool kNF4, bool kZeroByMma = false>
+__device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, const uint2 (&xb)[kTiles][4],
+                                         const uint32_t* nf4_pairs, float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   constexpr int kChains = kTcChains<kTiles>;
   // kZeroByMma (the streaming kernel), one n8 tile of int4: the zero point by a second mma per
@@ -132,16 +145,6 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
       z_lo = zero_pair<T>(sz[2 * h]);
       z_hi = zero_pair<T>(sz[2 * h + 1]);
     }
-    uint2 xb[kTiles][2];
-#pragma unroll
-    for (int s2 = 0; s2 < 2; ++s2)
-#pragma unroll
-      for (int j = 0; j < kTiles; ++j) {
-        const int s = 2 * h + s2;
-        // One pointer per chunk, steps at immediate offsets (16 positions = 4 uint2).
-        xb[j][s2] = kGather ? x_quad_gather(xr[j], perm, p0 + 16 * s + 4 * t)
-                            : __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
-      }
 #pragma unroll
     for (int s2 = 0; s2 < 2; ++s2) {
       const uint32_t word = words[2 * h + s2];
@@ -161,11 +164,12 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
         a[3] = sub2<T>(nibbles_or(word >> 12, tc_magic<T>()), z_hi);  // row g+8, positions 4t+2, 4t+3
       }
 #pragma unroll
-      for (int j = 0; j < kTiles; ++j) mma::mma16816<T>(d[s2 % kChains][j], a, xb[j][s2].x, xb[j][s2].y);
+      for (int j = 0; j < kTiles; ++j)
+        mma::mma16816<T>(d[s2 % kChains][j], a, xb[j][2 * h + s2].x, xb[j][2 * h + s2].y);
       if constexpr (kZeroMma) {
         // −(magic + z) in every position of rows g / g + 8: the same step's x summed and scaled.
         const uint32_t zneg[4] = {z_lo ^ 0x80008000u, z_hi ^ 0x80008000u, z_lo ^ 0x80008000u, z_hi ^ 0x80008000u};
-        mma::mma16816<T>(d[(s2 + 1) % kChains][0], zneg, xb[0][s2].x, xb[0][s2].y);
+        mma::mma16816<T>(d[(s2 + 1) % kChains][0], zneg, xb[0][2 * h + s2].x, xb[0][2 * h + s2].y);
       }
     }
     if (h == 1 || kSplit) {
@@ -182,16 +186,11 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
 // f32 (2^23 + c by a byte permute, minus 2^23 + z, exact) and one packing conversion (|c - z| <= 255
 // is exact in bf16). sz: the scale/zero words of rows g and g + 8 (a chunk lies in one group).
 template <typename T, int kTiles>
-__device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, const unsigned short* const (&xr)[kTiles],
-                                          int p0, float (&acc)[kTiles][4]) {
+__device__ __forceinline__ void tc_chunk8(const uint4& w, const uint32_t* sz, const uint2 (&xb)[kTiles][4],
+                                          float (&acc)[kTiles][4]) {
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   constexpr int kChains = kTcChains<kTiles>;
   float d[kChains][kTiles][4] = {};
-  uint2 xb[kTiles][2];
-#pragma unroll
-  for (int s = 0; s < 2; ++s)
-#pragma unroll
-    for (int j = 0; j < kTiles; ++j) xb[j][s] = __ldg(reinterpret_cast<const uint2*>(xr[j] + p0) + 4 * s);
   // out[0]: (c - z) of bytes 0-1 of `word`, out[1]: of bytes 2-3.
   auto pairs = [](uint32_t word, uint32_t szw, uint32_t (&out)[2]) {
     if constexpr (std::is_same_v<T, __half>) {
