@@ -345,9 +345,7 @@ Status check_attention(View out, View q, View k_cache, View v_cache, const Atten
 template <typename T, int kMaxDh>
 Status launch_attention(const AttentionArgs<T>& a, int batch, cudaStream_t stream) {
   const size_t smem = smem_bytes(a.head_dim);
-  if (smem > 48 * 1024)
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(attention_kernel<T, kMaxDh>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  CUDA_RETURN_IF_ERROR((allow_dynamic_smem<attention_kernel<T, kMaxDh>>(smem)));
   const int64_t row_tiles = ceil_div(static_cast<int64_t>(a.tokens) * a.group, kBlockRows);
   const int64_t gx = row_tiles * a.splits;
   if (gx > 0x7fffffff) return invalid_argument("attention: {} row tiles x {} splits exceed one grid", row_tiles, a.splits);

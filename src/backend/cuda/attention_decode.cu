@@ -311,12 +311,7 @@ namespace {
 template <typename T, int kDh>
 Status launch_decode(const AttentionDecodeArgs& a, cudaStream_t stream) {
   constexpr size_t kSmem = sizeof(DecodeSmem<T, kDh>);
-  static bool configured = false;  // once per instantiation, before any graph capture
-  if (!configured) {
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(attention_decode_kernel<T, kDh>,
-                                              cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(kSmem)));
-    configured = true;
-  }
+  CUDA_RETURN_IF_ERROR((allow_dynamic_smem<attention_decode_kernel<T, kDh>>(kSmem)));
   const dim3 grid(static_cast<unsigned>(a.splits), a.kv_heads, a.batch);
   CUDA_RETURN_IF_ERROR(launch_kernel(attention_decode_kernel<T, kDh>, grid, kThreads, kSmem, stream, a));
   return Status::ok();

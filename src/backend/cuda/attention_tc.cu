@@ -259,12 +259,7 @@ namespace {
 template <typename T, int kDh>
 Status launch_tc(const AttentionTcArgs& a, cudaStream_t stream) {
   constexpr size_t kSmem = sizeof(T) * (kTcRows + 4 * kTcKeys) * (kDh + 8);
-  static bool configured = false;  // once per instantiation, before any graph capture
-  if (!configured) {
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(attention_tc_kernel<T, kDh>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                              static_cast<int>(kSmem)));
-    configured = true;
-  }
+  CUDA_RETURN_IF_ERROR((allow_dynamic_smem<attention_tc_kernel<T, kDh>>(kSmem)));
   const int64_t row_tiles = ceil_div(static_cast<int64_t>(a.tokens) * a.group, kTcRows);
   const int64_t gx = row_tiles * a.splits;
   if (gx > 0x7fffffff) return invalid_argument("attention: {} row tiles x {} splits exceed one grid", row_tiles, a.splits);

@@ -187,7 +187,7 @@ Status CudaBackend::init() {
   CUDA_RETURN_IF_ERROR(cudaGetDeviceProperties(&prop, options_.device));
   sm_count_ = prop.multiProcessorCount;
   set_dependent_launch(options_.dependent_launch == DependentLaunch::kOn && prop.major >= 9);
-  set_qgemv_streaming(options_.weight_streaming == WeightStreaming::kOn);
+  set_qgemv_streaming(options_.weight_streaming == WeightStreaming::kOn && prop.major >= 9);
   name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} activations)", options_.device, prop.name, prop.major, prop.minor,
                       dtype_name(options_.activation_dtype));
   set_device_allocator(Device::kCuda, DeviceAllocator{cuda_alloc, cuda_free, cuda_memset_zero});

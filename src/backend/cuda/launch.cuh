@@ -42,6 +42,20 @@ cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
 }
 
+// Lets kKernel take `bytes` of dynamic shared memory (the attribute is required once static plus
+// dynamic shared memory passes 48 KB, so it is set whatever `bytes` is). The driver call is made
+// only when a launch asks for more than the kernel was last opened to, so steady-state launches,
+// graph capture included, add no host work.
+template <auto kKernel>
+cudaError_t allow_dynamic_smem(size_t bytes) {
+  static std::atomic<size_t> opened{0};
+  if (bytes <= opened.load(std::memory_order_relaxed)) return cudaSuccess;
+  const cudaError_t err =
+      cudaFuncSetAttribute(kKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(bytes));
+  if (err == cudaSuccess) opened.store(bytes, std::memory_order_relaxed);
+  return err;
+}
+
 #ifdef __CUDACC__
 // Waits for the previous kernel in the stream (griddepcontrol.wait), then lets the next one launch
 // as soon as every block of this grid has got here (griddepcontrol.launch_dependents): the next

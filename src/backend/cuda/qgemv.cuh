@@ -95,7 +95,8 @@ Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, 
 
 // Whether tensor-core launches of up to 16 input rows use the streaming kernel (qgemv_stream.cu:
 // TMA bulk copies into a shared-memory ring, compute capability 9.0 and up) where the weight fits
-// it; off: the per-lane kernel everywhere (A/B runs). Process-wide; on by default.
+// it; off: the per-lane kernel everywhere (A/B runs). Process-wide; on by default, and CudaBackend
+// sets it from its options (off below compute capability 9.0).
 void set_qgemv_streaming(bool on);
 bool qgemv_streaming_enabled();
 

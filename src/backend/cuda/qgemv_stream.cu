@@ -14,7 +14,7 @@
 // drains. The configuration was measured (bench_qgemm, w4g128, M = 1; H100): 8 consumer warps x 2
 // blocks per SM beat 16 x 1 (gate/up 63% vs 51% of HBM, down 68% vs 60%, lm_head 83% vs 68%) and
 // 4 x 3-4 (down 57%); 3 stages beat 2 and matched 4. The int4 zero point is applied by an extra
-// mma (qgemv_tc_chunk.cuh, kZeroByMma): here it was faster, in the per-lane kernel slower.
+// mma (qgemv_tc_chunk.cuh, kZeroByMma; measured with it here, slower in the per-lane kernel).
 // Barriers per ring stage: `full` (the producer's expected bytes landed) and `empty` (the 8
 // consumer warps are done with it); per scale slot: `sz_empty`. Phases alternate with the stage
 // counter (StageCursor), the same sequence on both sides.
@@ -70,13 +70,6 @@ struct StageCursor {
   }
 };
 
-// The segment of global row tile `tile`.
-__device__ __forceinline__ int segment_of(const QgemvTcArgs& a, int64_t tile) {
-  int si = 0;
-  while (si + 1 < a.segments && tile >= a.seg[si + 1].first_tile) ++si;
-  return si;
-}
-
 // The producer (one thread): every stage of every row tile of this block, in order.
 __device__ void produce(const QgemvTcArgs& a, const StreamShape& s, uint4* ring, uint32_t* sz_slots, uint64_t* full,
                         uint64_t* empty, uint64_t* sz_empty) {
@@ -90,7 +83,7 @@ __device__ void produce(const QgemvTcArgs& a, const StreamShape& s, uint4* ring,
   int64_t issued = 0;  // stages issued so far: the first kStages need no free slot
   int i = 0;
   for (int64_t tile = blockIdx.x; tile < s.tiles; tile += gridDim.x, ++i) {
-    const TcSegment& sg = a.seg[segment_of(a, tile)];
+    const TcSegment& sg = a.seg[tc_segment_of(a, tile)];
     const int64_t row_tile = tile - sg.first_tile;
     const uint4* codes = sg.tc + row_tile * a.chunks * 32;
     const int64_t rows = sg.n - row_tile * kTcRows < kTcRows ? sg.n - row_tile * kTcRows : kTcRows;
@@ -178,7 +171,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
   StageCursor cur;
   int i = 0;
   for (int64_t tile = blockIdx.x; tile < s.tiles; tile += gridDim.x, ++i) {
-    const TcSegment& sg = a.seg[segment_of(a, tile)];
+    const TcSegment& sg = a.seg[tc_segment_of(a, tile)];
     const int64_t row_tile = tile - sg.first_tile;
     const uint32_t* sz_lo =
         reinterpret_cast<const uint32_t*>(reinterpret_cast<const char*>(sz_slots) + (i % kSzSlots) * s.sz_slot_bytes) +
@@ -225,20 +218,7 @@ __global__ void __launch_bounds__(kThreads, kBlocksPerSm) qgemv_stream_kernel(co
     __syncwarp();
     if (lane == 0) bulk::arrive(&sz_empty[i % kSzSlots]);
     bulk::named_sync(1, kConsumerWarps * 32);  // partial[i & 1] is complete; partial[(i + 1) & 1] free
-    if (threadIdx.x < kTiles * 4 * 32) {
-      // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
-      const int j = threadIdx.x / 128, e = (threadIdx.x / 32) % 4, ln = threadIdx.x % 32;
-      const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
-      const int64_t m = 8 * j + 2 * (ln & 3) + (e & 1);
-      if (row < sg.n && m < a.m) {
-        float v = 0.f;
-#pragma unroll
-        for (int w = 0; w < kConsumerWarps; ++w) v += part[w][j][e][ln];
-        T* o = static_cast<T*>(sg.out) + m * sg.n + row;
-        *o = from_f32<T>(v + (sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f) +
-                         (a.accumulate ? to_f32(*o) : 0.f));
-      }
-    }
+    if (threadIdx.x < kTiles * 4 * 32) tc_store_output<T, kConsumerWarps, kTiles>(a, sg, row_tile, 0, part, threadIdx.x);
   }
 }
 
@@ -247,21 +227,9 @@ bool qgemv_streaming_enabled() { return streaming_flag().load(std::memory_order_
 
 namespace {
 
-// Bulk copies and mbarrier transaction counts need compute capability 9.0 (queried once).
-bool device_has_bulk_copies() {
-  static const bool yes = [] {
-    int device = 0, major = 0;
-    return cudaGetDevice(&device) == cudaSuccess &&
-           cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) == cudaSuccess && major >= 9;
-  }();
-  return yes;
-}
-
 // Whether the launch fits the streaming kernel (else the caller launches the per-lane one).
-bool stream_supported(const QgemvTcArgs& a, int64_t m, bool gather) {
-  if (!qgemv_streaming_enabled() || gather || m > kQgemvStreamMaxRows || a.groups_padded * 64 > kMaxSzSlotBytes ||
-      !device_has_bulk_copies())
-    return false;
+bool stream_supported(const QgemvTcArgs& a) {
+  if (!qgemv_streaming_enabled() || a.m > kQgemvStreamMaxRows || a.groups_padded * 64 > kMaxSzSlotBytes) return false;
   for (int i = 0; i < a.segments; ++i) {
     const int64_t rows = a.seg[i].n % kTcRows;  // the last tile's rows (0: whole tiles)
     if ((rows * a.groups_padded * 4) % 16 != 0) return false;
@@ -275,11 +243,7 @@ template <typename T, int kTiles, bool kSplit, bool kNF4, bool kInt8>
 Status launch_stream(const QgemvTcArgs& a, const StreamShape& s, cudaStream_t stream) {
   auto kernel = qgemv_stream_kernel<T, kTiles, kSplit, kNF4, kInt8>;
   const size_t smem = static_cast<size_t>(kStages) * kStageChunks * kChunkBytes + kSzSlots * s.sz_slot_bytes;
-  static std::atomic<size_t> smem_set{0};  // the largest dynamic size this instance was opened up to
-  if (smem > smem_set.load(std::memory_order_relaxed)) {
-    CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
-    smem_set.store(smem, std::memory_order_relaxed);
-  }
+  CUDA_RETURN_IF_ERROR((allow_dynamic_smem<qgemv_stream_kernel<T, kTiles, kSplit, kNF4, kInt8>>(smem)));
   ASSIGN_OR_RETURN(const int sms, current_sm_count());
   // Two blocks per SM: at most 24 KB of ring + 2 x kMaxSzSlotBytes + ~10 KB static each, and
   // __launch_bounds__ caps the registers for two.
@@ -292,12 +256,12 @@ Status launch_stream(const QgemvTcArgs& a, const StreamShape& s, cudaStream_t st
 }  // namespace
 
 template <typename T>
-Result<bool> qgemv_stream_launch(const QgemvTcArgs& a, int64_t m, bool gather, cudaStream_t stream) {
-  if (!stream_supported(a, m, gather)) return false;
+Result<bool> qgemv_stream_launch(const QgemvTcArgs& a, cudaStream_t stream) {
+  if (!stream_supported(a)) return false;
   StreamShape s{};
   s.tile_stages = static_cast<int>(ceil_div(a.chunks, kStageChunks));
   s.sz_slot_bytes = static_cast<uint32_t>(a.groups_padded * 64);
-  s.tiles = a.seg[a.segments - 1].first_tile + ceil_div(a.seg[a.segments - 1].n, kTcRows);
+  s.tiles = tc_tiles(a);
   if (s.tiles == 0) return true;
   auto run = [&](auto tiles) -> Status {
     constexpr int kTiles = decltype(tiles)::value;
@@ -306,12 +270,12 @@ Result<bool> qgemv_stream_launch(const QgemvTcArgs& a, int64_t m, bool gather, c
            : a.group_shift == 5 ? launch_stream<T, kTiles, true, false, false>(a, s, stream)
                                 : launch_stream<T, kTiles, false, false, false>(a, s, stream);
   };
-  const Status st = m <= 8 ? run(std::integral_constant<int, 1>{}) : run(std::integral_constant<int, 2>{});
+  const Status st = a.m <= 8 ? run(std::integral_constant<int, 1>{}) : run(std::integral_constant<int, 2>{});
   if (!st.is_ok()) return st;
   return true;
 }
 
-template Result<bool> qgemv_stream_launch<__half>(const QgemvTcArgs&, int64_t, bool, cudaStream_t);
-template Result<bool> qgemv_stream_launch<__nv_bfloat16>(const QgemvTcArgs&, int64_t, bool, cudaStream_t);
+template Result<bool> qgemv_stream_launch<__half>(const QgemvTcArgs&, cudaStream_t);
+template Result<bool> qgemv_stream_launch<__nv_bfloat16>(const QgemvTcArgs&, cudaStream_t);
 
 }  // namespace compactor

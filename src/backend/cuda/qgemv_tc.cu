@@ -89,9 +89,7 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
   __shared__ float partial[kWarps][kTiles][4][32];
   const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, t = lane & 3;
   const int m_blocks = static_cast<int>((a.m + kTcMaxRowsM - 1) / kTcMaxRowsM);
-  int si = 0;
-  while (si + 1 < a.segments && static_cast<int64_t>(blockIdx.x / m_blocks) >= a.seg[si + 1].first_tile) ++si;
-  const TcSegment sg = a.seg[si];
+  const TcSegment sg = a.seg[tc_segment_of(a, blockIdx.x / m_blocks)];
   const int64_t row_tile = blockIdx.x / m_blocks - sg.first_tile;
   const int64_t m0 = static_cast<int64_t>(blockIdx.x % m_blocks) * kTcMaxRowsM;
   const int64_t row_lo = row_tile * kTcRows + g, row_hi = row_lo + 8;
@@ -139,28 +137,15 @@ __global__ void __launch_bounds__(kWarps * 32, (kTcMinBlocks<kTiles, !kGather &&
 #pragma unroll
     for (int e = 0; e < 4; ++e) partial[warp][j][e][lane] = acc[j][e];
   __syncthreads();
-  // D fragment element e of lane (g, t) in tile j: row g + 8 (e >> 1), input row 8j + 2t + (e & 1).
-  T* out = static_cast<T*>(sg.out);
-  for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x) {
-    const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
-    const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
-    const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
-    if (row >= sg.n || m >= a.m) continue;
-    float v = 0.f;
-#pragma unroll
-    for (int w = 0; w < kWarps; ++w) v += partial[w][j][e][ln];
-    T* o = out + m * sg.n + row;
-    *o = from_f32<T>(v + (sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f) +
-                     (a.accumulate ? to_f32(*o) : 0.f));
-  }
+  for (int idx = threadIdx.x; idx < kTiles * 4 * 32; idx += blockDim.x)
+    tc_store_output<T, kWarps, kTiles>(a, sg, row_tile, m0, partial, idx);
 }
 
 namespace {
 
 template <typename T, int kTiles, bool kGather = false>
 Status launch_tc(const QgemvTcArgs& a, cudaStream_t stream) {
-  const int64_t tiles = a.seg[a.segments - 1].first_tile + ceil_div(a.seg[a.segments - 1].n, kTcRows);
-  const int64_t blocks = tiles * ceil_div(a.m, kTcMaxRowsM);
+  const int64_t blocks = tc_tiles(a) * ceil_div(a.m, kTcMaxRowsM);
   if (blocks > 0x7fffffff) return invalid_argument("qgemv (tensor cores): {} row tiles x input blocks is too many", blocks);
   // 32-bit chunk, group and position indices inside the kernel.
   const int64_t positions = static_cast<int64_t>(a.chunks) * (a.int8 ? kTcChunkK8 : kTcChunkK);
@@ -240,7 +225,7 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
     return launch_tc<T, 1, true>(a, stream);
   }
   if (m <= kQgemvStreamMaxRows) {
-    ASSIGN_OR_RETURN(const bool streamed, qgemv_stream_launch<T>(a, m, gather, stream));
+    ASSIGN_OR_RETURN(const bool streamed, qgemv_stream_launch<T>(a, stream));
     if (streamed) return Status::ok();
   }
   if (m <= 8) return launch_tc<T, 1>(a, stream);

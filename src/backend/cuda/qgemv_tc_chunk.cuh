@@ -39,6 +39,37 @@ struct QgemvTcArgs {
   bool int8;        // int8 codes (the int8 tc layout: 32-position chunks)
 };
 
+// Row tiles of all the launch's segments.
+__host__ __device__ inline int64_t tc_tiles(const QgemvTcArgs& a) {
+  const TcSegment& last = a.seg[a.segments - 1];
+  return last.first_tile + (last.n + kTcRows - 1) / kTcRows;
+}
+
+// The segment holding global row tile `tile`.
+__device__ __forceinline__ int tc_segment_of(const QgemvTcArgs& a, int64_t tile) {
+  int si = 0;
+  while (si + 1 < a.segments && tile >= a.seg[si + 1].first_tile) ++si;
+  return si;
+}
+
+// Output element idx (< kTiles · 128) of row tile `row_tile`, input rows from m0: the kWarps warps'
+// partial sums of D fragment element e of lane ln in n8 tile j (row g + 8 (e >> 1), input row
+// 8j + 2t + (e & 1)), added in warp order, plus the bias or (accumulate) the stored value.
+template <typename T, int kWarps, int kTiles>
+__device__ __forceinline__ void tc_store_output(const QgemvTcArgs& a, const TcSegment& sg, int64_t row_tile, int64_t m0,
+                                                const float (&part)[kWarps][kTiles][4][32], int idx) {
+  const int j = idx / 128, e = (idx / 32) % 4, ln = idx % 32;
+  const int64_t row = row_tile * kTcRows + (ln >> 2) + 8 * (e >> 1);
+  const int64_t m = m0 + 8 * j + 2 * (ln & 3) + (e & 1);
+  if (row >= sg.n || m >= a.m) return;
+  float v = 0.f;
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) v += part[w][j][e][ln];
+  T* o = static_cast<T*>(sg.out) + m * sg.n + row;
+  *o = from_f32<T>(v + (sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f) +
+                   (a.accumulate ? to_f32(*o) : 0.f));
+}
+
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
 template <> __device__ __forceinline__ uint32_t tc_magic<__half>() { return 0x64006400u; }         // 1024, 1024
 template <> __device__ __forceinline__ uint32_t tc_magic<__nv_bfloat16>() { return 0x43004300u; }  // 128, 128
@@ -134,8 +165,9 @@ __device__ __forceinline__ void tc_chunk(const uint4& w, const uint32_t* sz, con
   // Σ (magic + c)·x − (magic + z)·Σ x = Σ (c − z)·x, 4 mma for 16 subtractions per chunk. magic ± z
   // and magic + c are exact in T and the products exact in f32; the cancellation of magic·Σx costs
   // about 2^-24·magic·Σ|x| (bf16: 128, f16: 1024), far below the output's rounding. Measured on the
-  // H100 (w4g128, M = 1): faster in the streaming kernel (16-warp variant: down 57 -> 60%, lm_head
-  // 64 -> 69% of HBM), slower in the per-lane one (lm_head 83 -> 77%), which keeps the subtraction.
+  // H100 (w4g128, M = 1): in the streaming kernel's 16-warp draft, together with incremental
+  // addressing, down went 57 -> 60% and lm_head 64 -> 69% of HBM; alone in the per-lane kernel,
+  // lm_head went 83 -> 77% (separate calls), so that kernel keeps the subtraction.
   constexpr bool kZeroMma = kZeroByMma && kTiles == 1 && !kNF4;
   float d[kChains][kTiles][4] = {};
   uint32_t z_lo = 0, z_hi = 0;
@@ -231,10 +263,10 @@ __device__ __forceinline__ uint4 load_codes(const uint4* p) {
 // Input rows up to which tensor-core launches stream their weights (qgemv_stream.cu).
 inline constexpr int64_t kQgemvStreamMaxRows = 16;
 
-// Launches the streaming kernel (qgemv_stream.cu) when it supports these arguments (m <=
-// kQgemvStreamMaxRows, no gather, the scale/zero blocks fit its slots, sm_90 and up, streaming enabled); false: the caller
-// launches the per-lane kernel.
+// Launches the streaming kernel (qgemv_stream.cu) when it supports these arguments (a.m <=
+// kQgemvStreamMaxRows, x read directly (a.perm unused), the scale/zero blocks fit its slots,
+// streaming enabled); false: the caller launches the per-lane kernel.
 template <typename T>
-Result<bool> qgemv_stream_launch(const qtc::QgemvTcArgs& a, int64_t m, bool gather, cudaStream_t stream);
+Result<bool> qgemv_stream_launch(const qtc::QgemvTcArgs& a, cudaStream_t stream);
 
 }  // namespace compactor
