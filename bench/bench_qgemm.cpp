@@ -15,7 +15,7 @@
 // tensor-core one (level pairs from a shared-memory table), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
-//                    [--pdl on|off] [--stream-weights on|off]   (pdl on: programmatic dependent launches, as the backend decodes:
+//                    [--pdl on|off] [--stream-weights on|off] [--quant-gemm fused|dequant]   (pdl on: programmatic dependent launches, as the backend decodes:
 //                    each timed launch may start while the previous one drains)
 #include <cuda_runtime_api.h>
 
@@ -55,7 +55,7 @@ const LayerShape kShapes[] = {
 
 struct Options {
   std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128",
-              pdl = "on", stream_weights = "on";
+              pdl = "on", stream_weights = "on", quant_gemm = "dequant";
   bool quick = false;
 };
 
@@ -316,6 +316,7 @@ int run(const Options& o) {
   CudaBackendOptions be_opts{act};
   be_opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
   be_opts.weight_streaming = o.stream_weights == "off" ? WeightStreaming::kOff : WeightStreaming::kOn;
+  be_opts.quant_gemm = o.quant_gemm == "dequant" ? QuantGemm::kDequantize : QuantGemm::kFused;
   auto be_or = CudaBackend::create(be_opts);
   die_if(be_or.status(), "CUDA backend");
   CudaBackend& be = **be_or;
@@ -356,7 +357,7 @@ int run(const Options& o) {
   cublasDestroy(handle);
   const nlohmann::json estimates = model_estimates(all);
   if (!o.json_path.empty()) {
-    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"stream_weights", o.stream_weights},
+    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"stream_weights", o.stream_weights}, {"quant_gemm", o.quant_gemm},
                           {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records},
                           {"model_linear_estimates", estimates}};
     std::ofstream(o.json_path) << doc.dump(2) << "\n";
@@ -385,6 +386,10 @@ int main(int argc, char** argv) {
                  "GEMVs of up to 16 rows on tensor cores: weights streamed by TMA bulk copies (on) or the per-lane "
                  "kernel (off)")
       ->check(CLI::IsMember({"on", "off"}));
+  app.add_option("--quant-gemm", o.quant_gemm,
+                 "int4 on tensor cores above 32 rows: the wgmma GEMM (fused) or the per-lane kernel (dequant: what "
+                 "the backend then replaces by dequantize + cuBLAS)")
+      ->check(CLI::IsMember({"fused", "dequant"}));
   CLI11_PARSE(app, argc, argv);
   return compactor::run(o);
 }

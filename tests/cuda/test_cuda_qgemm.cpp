@@ -7,6 +7,8 @@
 //     multiple of 128 or of the group), plus bias and accumulate (out +=); N = 20000 at M = 1, 2
 //     (many row tiles: the tensor cores' 4-warp blocks, the CUDA cores' persistent grid);
 //   - grouped launches (q/k/v-like weights in one launch) match each weight;
+//   - the wgmma GEMM (int4 above 32 rows, compute capability 9.0) matches the reference and the
+//     per-lane kernel;
 //   - CudaBackend::matmul / matmul_add pick the fused kernel (M <= kQgemvAutoMaxRows / kQgemvTcAutoMaxRows) or dequantize + cuBLAS and
 //     both agree with the reference; a weight freed and replaced at the same address is not served
 //     from a stale repack; group 16 and irregular act-order fall back to the dequantize path.
@@ -86,9 +88,10 @@ class CudaQgemm : public test::CudaBackendTest {
                               std::move(repacked).value());
     }
   }
-  void use_kernel(QuantKernel kernel) {
+  void use_kernel(QuantKernel kernel, QuantGemm gemm = QuantGemm::kDequantize) {
     CudaBackendOptions o{GetParam()};
     o.quant_kernel = kernel;
+    o.quant_gemm = gemm;
     be_.reset();
     auto be = CudaBackend::create(o);
     ASSERT_TRUE(be.is_ok()) << be.status().message();
@@ -180,7 +183,10 @@ TEST_P(CudaQgemm, FusedMatchesReferenceEveryFormatGroupAndM) {
         Tensor out = be_->alloc(Shape{m, n}, act());
         const Status st = run_qgemv(out, x, repacked, View{}, false);
         ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
-        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what));
+        // The wgmma GEMM rounds the weights to the activation type (qgemv.cuh).
+        // (act-order too: x is staged in the repacked order above kQgemvTcGatherMaxRows rows).
+        const bool wgmma = qgemm_wgmma_enabled() && repacked.tc.defined() && c.bits == 4 && m >= kQgemmWgmmaMinRows;
+        EXPECT_TRUE(close_to(download(out), ref.y, ref.magnitude, act(), what, wgmma ? dequant_coef(act()) : kFusedCoef));
       }
     }
   }
@@ -257,6 +263,13 @@ TEST_P(CudaQgemm, BackendMatmulTensorCoreKernelAgreesWithReference) {
   backend_paths(kQgemvTcAutoMaxRows);
 }
 
+// QuantGemm::kFused: int4 above 32 rows takes the wgmma GEMM on compute capability 9.0 (elsewhere
+// the same paths as above).
+TEST_P(CudaQgemm, BackendMatmulWgmmaGemmAgreesWithReference) {
+  ASSERT_NO_FATAL_FAILURE(use_kernel(QuantKernel::kTensorCores, QuantGemm::kFused));
+  backend_paths(kQgemvTcAutoMaxRows);
+}
+
 // Every M around the backend's switch from the fused kernel to dequantize + cuBLAS. The packed
 // tensors of every config stay alive to the end: the repack cache drops the entries of freed
 // weights at its next insertion, so repacked_bytes() only counts live weights.
@@ -307,6 +320,7 @@ void CudaQgemm::backend_paths(int64_t fused_max_rows) {
 // kernel's row tiles; every output against its own reference. A group with an act-order member
 // is not groupable and runs weight by weight, with the same results.
 TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
+  ASSERT_NO_FATAL_FAILURE(use_kernel(QuantKernel::kTensorCores, QuantGemm::kFused));
   uint32_t seed = 800;
   // N not multiples of 16 (the per-lane kernel at M <= 8), and multiples of 16 (the streaming one).
   const int64_t shapes[2][3] = {{96, 37, 130}, {1024, 512, 512}};
@@ -327,7 +341,7 @@ TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
           ws.push_back(upload_weight(*packed, keep, i == 1 ? bias_host.view() : View{}));
         }
         const LinearWeight* wp[] = {&ws[0], &ws[1], &ws[2]};
-        for (int64_t m : {1, 3, 16, 32}) {
+        for (int64_t m : {1, 3, 16, 32, 200}) {  // 200: the wgmma GEMM (QuantGemm::kFused, compute capability 9.0)
           auto [x, xf] = random_x(m, k, seed++);
           std::vector<Tensor> outs;
           View ov[3];
@@ -402,6 +416,66 @@ TEST_P(CudaQgemm, StreamingKernelWalksManyTilesAndMatchesPerLaneKernel) {
         magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
       }
       EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " streaming, accumulate"));
+    }
+  }
+}
+
+// The wgmma GEMM (qgemm_wgmma.cu, compute capability 9.0; int4 above 32 rows) against the
+// reference and against the per-lane kernel (wgmma off): N not a multiple of 16 or of the block's
+// 128 rows, K of 65 chunks (the 4-stage ring wraps many times; a partial 64-position chunk of
+// zero-padded x), M not a multiple of the block's 128 tokens, group sizes 32 (two groups per chunk),
+// 128 and per-channel, bias and accumulate. Skips the wgmma half where the device has no sm_90a.
+TEST_P(CudaQgemm, WgmmaGemmMatchesReferenceAndPerLaneKernel) {
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  if (prop.major != 9 || prop.minor != 0) GTEST_SKIP() << "the wgmma GEMM needs compute capability 9.0";
+  struct Case {
+    Config c;
+    int64_t n, k;
+  };
+  const Case cases[] = {{{4, 128, false, false}, 1000, 4160}, {{4, 32, true, false}, 1040, 4096},
+                        {{4, 0, false, false}, 264, 1000}};
+  uint32_t seed = 1000;
+  for (const Case& cs : cases) {
+    PreparedLinear p;
+    ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
+    const QgemvRepacked& tc = p.kernels.back().second;
+    ASSERT_TRUE(tc.tc.defined());
+    std::vector<float> bias(cs.n);
+    for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
+    Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
+    for (int64_t m : {int64_t{33}, int64_t{128}, int64_t{300}}) {
+      auto [x, xf] = random_x(m, cs.k, seed++);
+      const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
+      const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k,
+                                           m, dtype_name(act()));
+      std::vector<float> got[2];
+      Tensor outs[2];
+      for (bool wgmma : {true, false}) {
+        set_qgemm_wgmma(wgmma);
+        outs[wgmma] = be_->alloc(Shape{m, cs.n}, act());
+        const Status st = run_qgemv(outs[wgmma], x, tc, bias_dev, false);
+        set_qgemm_wgmma(false);  // the backend default (QuantGemm::kDequantize)
+        ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+        got[wgmma] = download(outs[wgmma]);
+      }
+      std::vector<double> want(m * cs.n), magnitude(ref.magnitude);
+      for (int64_t i = 0; i < m * cs.n; ++i) {
+        want[i] = ref.y[i] + bias[i % cs.n];
+        magnitude[i] += std::fabs(bias[i % cs.n]);
+      }
+      EXPECT_TRUE(close_to(got[1], want, magnitude, act(), what + " wgmma, bias", dequant_coef(act())));
+      EXPECT_TRUE(close_to(got[0], want, magnitude, act(), what + " per-lane, bias"));
+      set_qgemm_wgmma(true);
+      const Status acc = run_qgemv(outs[1], x, tc, View{}, true);
+      set_qgemm_wgmma(false);
+      ASSERT_TRUE(acc.is_ok()) << what << ": " << acc.message();
+      for (int64_t i = 0; i < m * cs.n; ++i) {
+        want[i] = ref.y[i] + got[1][i];
+        magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
+      }
+      EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " wgmma, accumulate",
+                           dequant_coef(act())));
     }
   }
 }

@@ -34,7 +34,8 @@ namespace compactor::cli {
 namespace {
 struct BenchCliOptions {
   std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "auto", fuse = "on",
-              quant_kernel = "tc", pdl = "on", stream_weights = "on";
+              quant_kernel = "tc", pdl = "on", stream_weights = "on",
+              quant_gemm = "dequant";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;
@@ -159,6 +160,9 @@ Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   if (o.stream_weights != "on" && o.stream_weights != "off")
     return invalid_argument("--stream-weights {}: expected on or off", o.stream_weights);
   opts.weight_streaming = o.stream_weights == "off" ? WeightStreaming::kOff : WeightStreaming::kOn;
+  if (o.quant_gemm != "fused" && o.quant_gemm != "dequant")
+    return invalid_argument("--quant-gemm {}: expected fused or dequant", o.quant_gemm);
+  opts.quant_gemm = o.quant_gemm == "dequant" ? QuantGemm::kDequantize : QuantGemm::kFused;
   opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
   opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
                           : o.attention == "tc"       ? AttentionKernel::kTensorCores
@@ -342,7 +346,8 @@ Result<BenchRun> bench_one(const BenchCliOptions& o, const CLI::App& app, const 
                          {"batches", run.cfg.batches}, {"ttft_prompts", run.cfg.ttft_prompts},
                          {"quant", quant != nullptr ? quant->preset : std::string("none")},
                          {"quant_kernel", o.quant_kernel}, {"attention_splits", o.attention_splits},
-                         {"pdl", o.pdl}, {"stream_weights", o.stream_weights}};
+                         {"pdl", o.pdl}, {"stream_weights", o.stream_weights},
+                         {"quant_gemm", o.quant_gemm}};
   if (quant != nullptr) {
     run.json["options"]["sym"] = quant->spec.symmetric;
     run.json["options"]["act_order"] = quant->act_order;
@@ -473,6 +478,10 @@ Command make_bench_command(CLI::App& root) {
   app->add_option("--stream-weights", opts->stream_weights,
                   "CUDA (compute capability >= 9.0): tensor-core GEMVs of up to 16 rows stream weights into shared "
                   "memory by TMA bulk copies: on or off (the per-lane kernel)")
+      ->capture_default_str();
+  app->add_option("--quant-gemm", opts->quant_gemm,
+                  "CUDA (compute capability 9.0): int4 weights at more than 32 rows (prefill): "
+                  "fused (the mixed-input wgmma GEMM) or dequant (dequantize + cuBLAS)")
       ->capture_default_str();
   app->add_flag("--breakdown", opts->breakdown, "CUDA: also time each op of one layer at the benchmark's shapes");
   app->add_option("--quant", opts->quant,

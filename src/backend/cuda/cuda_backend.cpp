@@ -188,6 +188,8 @@ Status CudaBackend::init() {
   sm_count_ = prop.multiProcessorCount;
   set_dependent_launch(options_.dependent_launch == DependentLaunch::kOn && prop.major >= 9);
   set_qgemv_streaming(options_.weight_streaming == WeightStreaming::kOn && prop.major >= 9);
+  // The wgmma GEMM is sm_90a code: compute capability 9.0 exactly.
+  set_qgemm_wgmma(options_.quant_gemm == QuantGemm::kFused && prop.major == 9 && prop.minor == 0);
   name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} activations)", options_.device, prop.name, prop.major, prop.minor,
                       dtype_name(options_.activation_dtype));
   set_device_allocator(Device::kCuda, DeviceAllocator{cuda_alloc, cuda_free, cuda_memset_zero});
@@ -450,7 +452,9 @@ void qgemv_sources(const LinearWeight& w, const void* (&src)[kQgemvSources], uin
 const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   const bool tc = options_.quant_kernel == QuantKernel::kTensorCores &&
                   tc_layout_supported(w.bits(), w.format == Format::kNF4, w.group_size, w.g_idx.data != nullptr);
-  const int64_t max_rows = tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
+  // int4 (act-order too: x is staged in the repacked order) on the wgmma GEMM: every batch size.
+  const bool gemm = tc && qgemm_wgmma_enabled() && w.bits() == 4 && w.format != Format::kNF4;
+  const int64_t max_rows = gemm ? INT64_MAX : tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
   if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > max_rows) return nullptr;
   const void* src[kQgemvSources];
   uint64_t serial[kQgemvSources];

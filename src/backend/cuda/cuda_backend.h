@@ -49,6 +49,11 @@ enum class DependentLaunch { kOn, kOff };
 // copies (qgemv_stream.cu) where the weight fits; kOff: the per-lane kernel (A/B runs).
 // Process-wide, like DependentLaunch.
 enum class WeightStreaming { kOn, kOff };
+// kFused: int4 tc-layout weights at more than 32 rows run the mixed-input wgmma GEMM
+// (qgemm_wgmma.cu) on compute capability 9.0; kDequantize: dequantize + cuBLAS there. The default
+// is kDequantize: on the H100 the GEMM is still slower at prefill (bench/results ncu notes,
+// "Sixth session"). Process-wide, like DependentLaunch.
+enum class QuantGemm { kFused, kDequantize };
 
 struct CudaBackendOptions {
   DType activation_dtype = DType::kBF16;  // kBF16 or kF16
@@ -60,6 +65,7 @@ struct CudaBackendOptions {
   FuseOps fuse = FuseOps::kOn;
   DependentLaunch dependent_launch = DependentLaunch::kOn;
   WeightStreaming weight_streaming = WeightStreaming::kOn;
+  QuantGemm quant_gemm = QuantGemm::kDequantize;
 };
 
 // A device allocation that only grows (scratch for op results and workspaces).

@@ -100,4 +100,16 @@ Status qgemv_group_cuda(const View* outs, View x, const QgemvWeight* const* ws, 
 void set_qgemv_streaming(bool on);
 bool qgemv_streaming_enabled();
 
+// Whether tensor-core launches of int4 weights (act-order: x staged) above 32 input rows run the
+// mixed-input wgmma GEMM (qgemm_wgmma.cu; then CudaBackend::matmul takes the fused path at every
+// batch size) instead of the per-lane kernel (and the backend dequantize + cuBLAS above 32 rows).
+// Process-wide; off by default, CudaBackend turns it on for compute capability 9.0 (the sm_90a
+// code) unless its options turn it off (A/B runs).
+void set_qgemm_wgmma(bool on);
+bool qgemm_wgmma_enabled();
+// Input rows from which tensor-core launches use the wgmma GEMM where it applies. Its weights are
+// rounded to the activation type before the product (as dequantize + cuBLAS does), the GEMV
+// kernels' are exact: results differ within dequant_coef (tests/cuda/qgemm_check.h).
+inline constexpr int64_t kQgemmWgmmaMinRows = kQgemvTcAutoMaxRows + 1;
+
 }  // namespace compactor

@@ -22,6 +22,7 @@
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/nf4_levels.cuh"
+#include "backend/cuda/qgemm_wgmma.cuh"
 #include "backend/cuda/qgemv_tc.cuh"
 #include "backend/cuda/qgemv_tc_chunk.cuh"
 
@@ -227,6 +228,10 @@ Status qgemv_tc_launch(const View* outs, const QgemvWeight* const* ws, const Vie
   if (m <= kQgemvStreamMaxRows) {
     ASSIGN_OR_RETURN(const bool streamed, qgemv_stream_launch<T>(a, stream));
     if (streamed) return Status::ok();
+  }
+  if (m >= kQgemmWgmmaMinRows) {
+    ASSIGN_OR_RETURN(const bool done, qgemm_wgmma_launch<T>(a, stream));
+    if (done) return Status::ok();
   }
   if (m <= 8) return launch_tc<T, 1>(a, stream);
   if (m <= 16) return launch_tc<T, 2>(a, stream);
