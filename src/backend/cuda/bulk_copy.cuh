@@ -59,6 +59,16 @@ __device__ __forceinline__ void copy(void* dst, const void* src, uint32_t bytes,
       : "memory");
 }
 
+// The box at element coordinates (c0 = innermost, c1) of a 2-D tensor map (its swizzle applied;
+// rows past the tensor's end zero-filled) -> shared, counted on `bar`.
+__device__ __forceinline__ void copy_tensor_2d(void* dst, const void* tensor_map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];" ::"r"(
+          smem_addr(dst)),
+      "l"(tensor_map), "r"(c0), "r"(c1), "r"(smem_addr(bar))
+      : "memory");
+}
+
 // bar.sync on a named barrier (1..15) for `threads` threads (a multiple of 32): a subset of the
 // block (the consumer warps) synchronises without the producer warp.
 __device__ __forceinline__ void named_sync(int id, int threads) {

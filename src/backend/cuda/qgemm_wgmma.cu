@@ -18,8 +18,12 @@
 // match dequantize + cuBLAS up to the order of the f32 sums. The conversion of chunk c + 1 runs
 // while the tensor cores multiply chunks c − 1 and c (A double-buffered in registers).
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <atomic>
 
+#include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
 #include "backend/cuda/qgemm_wgmma.cuh"
@@ -39,18 +43,15 @@ constexpr int kBlockRows = kWarps * kTcRows;  // 128
 constexpr int kStages = 5;
 constexpr int kGemmTokens = 256;
 constexpr int kXRowBytes = kTcChunkK * 2;  // one token's 64 positions
-constexpr int kXRowsPerCopy = kThreads / 8;  // 16-byte units per row: 8
-static_assert(kWarps == 8 && kXRowsPerCopy % 8 == 0,
-              "x copies: thread tid writes unit tid % 8 of tokens tid / 8 + 32 i, swizzle row (tid / 8) % 8");
 static_assert(kXRowBytes == 128, "one 128-byte swizzle row per token and chunk");
 
 // kTokens: input rows per block, the wgmma N (128 or 256).
 template <int kTokens>
 struct GemmSmem {
-  static constexpr int kXCopies = kTokens / kXRowsPerCopy;  // 16-byte copies of x per thread and chunk
   uint8_t x[kStages][kTokens * kXRowBytes];  // first: each stage 1024-byte aligned
   uint4 w[kStages][kWarps][32];
   uint32_t sz[kStages][2][kBlockRows];  // [half of the chunk][row]
+  uint64_t x_full[kStages];             // the stage's x tile landed (tensor copy bytes)
 };
 template <int kTokens>
 constexpr size_t kSmemBytes = sizeof(GemmSmem<kTokens>) + 1024;  // + slack to align the dynamic base
@@ -70,10 +71,6 @@ __device__ __forceinline__ void fence_proxy_async() {
 // What one thread copies for every chunk, fixed at the start.
 template <int kTokens>
 struct CopyPlan {
-  static constexpr int kXCopies = GemmSmem<kTokens>::kXCopies;
-  const uint8_t* x[kXCopies];  // 16-byte unit tid % 8 of token m0 + tid / 8 + 32 i's row, chunk 0
-  bool x_valid[kXCopies];      // that token < M
-  uint32_t x_dst;              // its byte offset in a stage (+ 32 i rows for copy i)
   const uint4* w;              // this warp's row tile, chunk 0, this lane's 16 bytes
   bool w_valid;
   const uint32_t* sz;          // scale/zero row of block row tid % 128, word `half` of chunk 0's group
@@ -85,14 +82,6 @@ __device__ __forceinline__ CopyPlan<kTokens> copy_plan(const QgemvTcArgs& a, int
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t tiles = tc_tiles(a);
   CopyPlan<kTokens> p;
-  const int unit = tid % 8, row = tid / 8;
-  p.x_dst = row * kXRowBytes + ((unit ^ (row % 8)) << 4);  // 128-byte swizzle: unit u of row r at u ^ (r % 8)
-#pragma unroll
-  for (int i = 0; i < p.kXCopies; ++i) {
-    const int64_t token = m0 + row + kXRowsPerCopy * i;
-    p.x_valid[i] = token < a.m;
-    p.x[i] = static_cast<const uint8_t*>(a.x) + ((p.x_valid[i] ? token : 0) * a.ldx + 8 * unit) * 2;
-  }
   const int64_t wt = tile0 + warp;
   p.w_valid = wt < tiles;
   const TcSegment& ws = a.seg[p.w_valid ? tc_segment_of(a, wt) : 0];
@@ -119,12 +108,13 @@ __device__ __forceinline__ void copy_weights(const QgemvTcArgs& a, const CopyPla
               p.sz_valid);
 }
 
+// x of chunk c into stage s: one tensor copy of the block's [kTokens, 64] tile (thread 0; rows
+// past M zero-filled by the copy), completing on x_full[s].
 template <int kTokens>
-__device__ __forceinline__ void copy_x(const CopyPlan<kTokens>& p, GemmSmem<kTokens>& sm, int c, int s) {
-  uint8_t* dst = sm.x[s] + p.x_dst;
-#pragma unroll
-  for (int i = 0; i < p.kXCopies; ++i)
-    mma::cp_async16(dst + i * kXRowsPerCopy * kXRowBytes, p.x[i] + c * kXRowBytes, p.x_valid[i]);
+__device__ __forceinline__ void copy_x(const CUtensorMap& x_map, GemmSmem<kTokens>& sm, int64_t m0, int c, int s) {
+  if (threadIdx.x != 0) return;
+  bulk::arrive_expect_bytes(&sm.x_full[s], kTokens * kXRowBytes);
+  bulk::copy_tensor_2d(sm.x[s], &x_map, c * kTcChunkK, static_cast<int>(m0), &sm.x_full[s]);
 }
 
 // One scale/zero word, ready for the conversion.
@@ -244,23 +234,24 @@ __device__ __forceinline__ void store_tile(const QgemvTcArgs& a, int64_t tile0, 
 // cores never drain between chunks) and chunk c + 1 has landed; then refill chunk c − 1's stage
 // with chunk c − 1 + kStages and convert chunk c + 1 into a_conv (chunk c − 1's A, free now).
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void step(const QgemvTcArgs& a, const CopyPlan<kTokens>& p, GemmSmem<kTokens>& sm, int c,
-                                     int& s, uint32_t (&a_mul)[4][4], uint32_t (&a_conv)[4][4],
-                                     float (&acc)[kTokens / 2]) {
+__device__ __forceinline__ void step(const QgemvTcArgs& a, const CUtensorMap& x_map, const CopyPlan<kTokens>& p,
+                                     GemmSmem<kTokens>& sm, int64_t m0, int c, int& s, uint32_t (&a_mul)[4][4],
+                                     uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
+  bulk::wait(&sm.x_full[s], static_cast<uint32_t>(c / kStages) & 1u);  // x of chunk c landed
   multiply_chunk<T, kTokens>(sm, s, a_mul, acc);
   wgmma::wait<1>();
   wgmma::pin(acc);
   pin(a_conv);  // read by chunk c − 1's wgmma until here
-  // Groups: chunks 0 .. kStages − 1 (prologue), then chunk k >= kStages in group k + 1 (step
-  // k − kStages + 1 commits it; step 0 an empty group): at most kStages − 3 pending leaves chunk
-  // c + 1 landed.
+  // cp.async groups (weights): chunks 0 .. kStages − 1 (prologue), then chunk k >= kStages in
+  // group k + 1 (step k − kStages + 1 commits it; step 0 an empty group): at most kStages − 3
+  // pending leaves chunk c + 1 landed.
   mma::cp_async_wait<kStages - 3>();
   fence_proxy_async();
   __syncthreads();
   const int s_prev = s == 0 ? kStages - 1 : s - 1, s_next = s + 1 == kStages ? 0 : s + 1;
   if (c >= 1 && c - 1 + kStages < a.chunks) {
     copy_weights(a, p, sm, c - 1 + kStages, s_prev);
-    copy_x(p, sm, c - 1 + kStages, s_prev);
+    copy_x(x_map, sm, m0, c - 1 + kStages, s_prev);
   }
   mma::cp_async_commit();
   if (c + 1 < a.chunks) convert_chunk<T, kSplit, kTokens>(sm, s_next, a_conv);
@@ -268,7 +259,7 @@ __device__ __forceinline__ void step(const QgemvTcArgs& a, const CopyPlan<kToken
 }
 
 template <typename T, bool kSplit, int kTokens>
-__global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcArgs a) {
+__global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcArgs a, const __grid_constant__ CUtensorMap x_map) {
   // The ring needs 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes);
   // offsetting from the __shared__ symbol keeps the accesses in the shared window (LDS, not LD).
   extern __shared__ __align__(1024) uint8_t smem_raw[];
@@ -278,15 +269,19 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
   const int chunks = a.chunks;
   const CopyPlan<kTokens> p = copy_plan<kTokens>(a, tile0, m0);
 
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; ++i) bulk::barrier_init(&sm.x_full[i], 1);
+    bulk::barrier_init_fence();
+  }
+  __syncthreads();
   // Prologue: the weights of the first kStages chunks before the wait for the previous kernel
   // (launch.cuh), then x; one commit group per chunk (the first also holds every early weight).
-  for (int c = 0; c < kStages && c < chunks; ++c) copy_weights(a, p, sm, c, c);
-  wait_for_prior_grids();
-#pragma unroll
   for (int c = 0; c < kStages; ++c) {
-    if (c < chunks) copy_x(p, sm, c, c);
+    if (c < chunks) copy_weights(a, p, sm, c, c);
     mma::cp_async_commit();
   }
+  wait_for_prior_grids();
+  for (int c = 0; c < kStages && c < chunks; ++c) copy_x(x_map, sm, m0, c, c);
   mma::cp_async_wait<kStages - 1>();  // chunk 0
   fence_proxy_async();
   __syncthreads();
@@ -298,8 +293,8 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
   convert_chunk<T, kSplit, kTokens>(sm, 0, a0);
   int s = 0;
   for (int c = 0; c < chunks; c += 2) {
-    step<T, kSplit, kTokens>(a, p, sm, c, s, a0, a1, acc);
-    if (c + 1 < chunks) step<T, kSplit, kTokens>(a, p, sm, c + 1, s, a1, a0, acc);
+    step<T, kSplit, kTokens>(a, x_map, p, sm, m0, c, s, a0, a1, acc);
+    if (c + 1 < chunks) step<T, kSplit, kTokens>(a, x_map, p, sm, m0, c + 1, s, a1, a0, acc);
   }
   wgmma::wait<0>();
   wgmma::pin(acc);
@@ -311,15 +306,45 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
 void set_qgemm_wgmma(bool on) { wgmma_flag().store(on, std::memory_order_relaxed); }
 bool qgemm_wgmma_enabled() { return wgmma_flag().load(std::memory_order_relaxed); }
 
+// The tensor map of x ([M, ldx] 16-bit, rows ldx · 2 bytes apart) in boxes of [kTokens, 64] with
+// the 128-byte swizzle; cuTensorMapEncodeTiled comes from the driver through the runtime's entry
+// point query (no link against libcuda).
+template <typename T, int kTokens>
+Result<CUtensorMap> x_tensor_map(const QgemvTcArgs& a) {
+  static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
+    void* fn = nullptr;
+    cudaDriverEntryPointQueryResult found{};
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &fn, 12000, cudaEnableDefault, &found) !=
+            cudaSuccess ||
+        found != cudaDriverEntryPointSuccess)
+      fn = nullptr;
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(fn);
+  }();
+  if (encode == nullptr) return unsupported("qgemm (wgmma): the driver has no cuTensorMapEncodeTiled");
+  CUtensorMap map;
+  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(a.ldx), static_cast<cuuint64_t>(a.m)};
+  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(a.ldx) * 2};
+  const cuuint32_t box[2] = {kTcChunkK, kTokens}, element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                            2, const_cast<void*>(a.x), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) return error(StatusCode::kInternal, "qgemm (wgmma): cuTensorMapEncodeTiled failed ({})", static_cast<int>(r));
+  return map;
+}
+
 template <typename T, bool kSplit, int kTokens>
 Status launch_wgmma(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t feature_blocks = ceil_div(tc_tiles(a), kWarps), token_blocks = ceil_div(a.m, kTokens);
   if (feature_blocks > 65535 || token_blocks > 0x7fffffff)
     return invalid_argument("qgemm (wgmma): {} rows and {} input rows exceed the grid", tc_tiles(a) * kTcRows, a.m);
   const dim3 grid(static_cast<unsigned>(token_blocks), static_cast<unsigned>(feature_blocks));
+  Result<CUtensorMap> map = x_tensor_map<T, kTokens>(a);
+  if (!map.is_ok()) return map.status();
+  const CUtensorMap x_map = map.value();
   constexpr auto kernel = qgemm_wgmma_kernel<T, kSplit, kTokens>;
   CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
-  CUDA_RETURN_IF_ERROR(launch_kernel(kernel, grid, kThreads, kSmemBytes<kTokens>, stream, a));
+  CUDA_RETURN_IF_ERROR(launch_kernel(kernel, grid, kThreads, kSmemBytes<kTokens>, stream, a, x_map));
   return Status::ok();
 }
 
