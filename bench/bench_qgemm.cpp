@@ -1,7 +1,8 @@
 // Kernel benchmark of the fused quantized GEMV/skinny GEMM (backend/cuda/qgemv.cuh) on real
 // Llama-2-7B / Llama-3-8B layer shapes: for each shape × format × M it times
 //   fused     qgemv_cuda on the repacked weight (what CudaBackend::matmul runs for M <= kQgemvAutoMaxRows)
-//   tc        int4, int8, NF4: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout)
+//   tc        int4, int8, NF4: the tensor-core variant (QgemvKernel::kTensorCores, its own tile layout);
+//             with --quant-gemm fused, int4 above 32 rows: the wgmma GEMM (qgemm_wgmma.cu)
 //   dequant   dequantize_cuda + cuBLAS (the path above that, and the previous quantized path)
 //   cublas    cuBLAS GEMM with a dense weight in the activation dtype (allow_gemv off)
 //   dense     our dense decode path (matmul_cuda: the GEMV kernel for M <= 4, else cuBLAS)

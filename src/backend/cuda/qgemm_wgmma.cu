@@ -4,11 +4,13 @@
 // instead of the dequantize + cuBLAS path's 0.5 (read) + 2 (write) + 2 (read) bytes.
 //
 // Block: 2 warpgroups = 8 warps, 128 output rows (warp w: row tile w, the A rows of warpgroup
-// w / 4) × 128 input rows (tokens: the wgmma N), all of K in 64-position chunks through a
-// 5-stage shared-memory ring filled by cp.async (chunk c + 4 is copied while chunk c is multiplied):
-//   x:  128 tokens × 64 positions, K-major with the 128-byte swizzle wgmma reads (wgmma.cuh).
-//   w:  the 8 row tiles' 512-byte chunks (each lane later reads the 16 bytes of its own fragment).
-//   sz: each row's scale/zero word of the chunk's group (two: group size 32).
+// w / 4) × 256 input rows (tokens: the wgmma N, m64n256k16), all of K in 64-position chunks through
+// a 5-stage shared-memory ring (chunk c + 4 is copied while chunk c is multiplied):
+//   x:  256 tokens × 64 positions by one TMA tensor copy (thread 0, counted on x_full), K-major
+//       with the 128-byte swizzle wgmma reads (wgmma.cuh); rows past M are zero-filled.
+//   w:  the 8 row tiles' 512-byte chunks by cp.async (each lane copies and later reads the 16
+//       bytes of its own fragment).
+//   sz: each row's scale/zero word of the chunk's group (two: group size 32), by cp.async.
 // The tc layout gives lane t of a k16 step the k pairs 2t and 2t + 1 (positions 4t .. 4t+3, so
 // that the GEMV's B fragment is one load; quant_repack.h); wgmma wants pairs t and t + 4 in lane
 // t, with B in position order. Two shuffles per step move the code words there (pair P lives in
@@ -17,6 +19,9 @@
 // (c − z)·s in f32, rounded once to bf16; f16: one rounding of the exact product), so results
 // match dequantize + cuBLAS up to the order of the f32 sums. The conversion of chunk c + 1 runs
 // while the tensor cores multiply chunks c − 1 and c (A double-buffered in registers).
+// Status (H100): correct, but slower than dequantize + cuBLAS at prefill (TTFT 512 tokens 21.9 vs
+// 19.9 ms), so CudaBackend runs it only with QuantGemm::kFused; the measurements and what is left
+// to try are in bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md ("Sixth session").
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include <cuda.h>
 #include <cudaTypedefs.h>
