@@ -109,7 +109,63 @@ class CudaQgemm : public test::CudaBackendTest {
 
   void bias_and_accumulate(QgemvKernel kernel);
   void backend_paths(int64_t fused_max_rows);
+  struct KernelCase {
+    Config c;
+    int64_t n, k;
+  };
+  void kernel_against_reference(const KernelCase& cs, std::initializer_list<int64_t> ms, uint32_t& seed,
+                                void (*select)(bool), bool restore, const char* name_on, const char* name_off,
+                                double on_coef);
 };
+
+// One weight through qgemv_cuda twice, with a process-wide kernel switch on (select(true)) and off,
+// at each M: both against the reference with a bias, then the switched-on kernel accumulating onto
+// its own result. on_coef: its tolerance (the other: kFusedCoef); restore: the switch's value after.
+void CudaQgemm::kernel_against_reference(const KernelCase& cs, std::initializer_list<int64_t> ms, uint32_t& seed,
+                                         void (*select)(bool), bool restore, const char* name_on,
+                                         const char* name_off, double on_coef) {
+  PreparedLinear p;
+  ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
+  const QgemvRepacked& tc = p.kernels.back().second;
+  ASSERT_TRUE(tc.tc.defined());
+  std::vector<float> bias(cs.n);
+  for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
+  Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
+  auto run = [&](bool on, View out, View x, View b, bool accumulate) {
+    select(on);
+    const Status st = run_qgemv(out, x, tc, b, accumulate);
+    select(restore);
+    return st;
+  };
+  for (int64_t m : ms) {
+    auto [x, xf] = random_x(m, cs.k, seed++);
+    const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
+    const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k, m,
+                                         dtype_name(act()));
+    std::vector<float> got[2];
+    Tensor outs[2];
+    for (bool on : {true, false}) {
+      outs[on] = be_->alloc(Shape{m, cs.n}, act());
+      const Status st = run(on, outs[on], x, bias_dev, false);
+      ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+      got[on] = download(outs[on]);
+    }
+    std::vector<double> want(m * cs.n), magnitude(ref.magnitude);
+    for (int64_t i = 0; i < m * cs.n; ++i) {
+      want[i] = ref.y[i] + bias[i % cs.n];
+      magnitude[i] += std::fabs(bias[i % cs.n]);
+    }
+    EXPECT_TRUE(close_to(got[1], want, magnitude, act(), what + " " + name_on + ", bias", on_coef));
+    EXPECT_TRUE(close_to(got[0], want, magnitude, act(), what + " " + name_off + ", bias"));
+    const Status st = run(true, outs[1], x, View{}, true);
+    ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
+    for (int64_t i = 0; i < m * cs.n; ++i) {
+      want[i] = ref.y[i] + got[1][i];
+      magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
+    }
+    EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " " + name_on + ", accumulate", on_coef));
+  }
+}
 
 std::vector<Config> all_configs() {
   std::vector<Config> out;
@@ -370,114 +426,32 @@ TEST_P(CudaQgemm, GroupedLaunchMatchesEachWeight) {
 // (three stages a tile, the last one partial), N not a multiple of 16 where the partial scale
 // block is whole 16-byte units, M up to 16 (one and two n8 tiles), bias and accumulate, and a q/k/v-like grouped launch.
 TEST_P(CudaQgemm, StreamingKernelWalksManyTilesAndMatchesPerLaneKernel) {
-  struct Case {
-    Config c;
-    int64_t n, k;
-  };
   // 8232 = 514 tiles + 8 rows; int4 g128 at K 2816: Gp = 22 words, 8 rows x 88 B = 704 B.
-  const Case cases[] = {{{4, 128, false, false}, 8232, 2816}, {{4, 32, true, false}, 8192, 2816},
-                        {{4, 0, false, false}, 4096, 4096},   {{8, 0, true, false}, 8240, 2816},
-                        {{8, 128, false, false}, 2064, 2816}};
+  const KernelCase cases[] = {{{4, 128, false, false}, 8232, 2816}, {{4, 32, true, false}, 8192, 2816},
+                              {{4, 0, false, false}, 4096, 4096},   {{8, 0, true, false}, 8240, 2816},
+                              {{8, 128, false, false}, 2064, 2816}};
   uint32_t seed = 900;
-  for (const Case& cs : cases) {
-    PreparedLinear p;
-    ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
-    const QgemvRepacked& tc = p.kernels.back().second;
-    ASSERT_TRUE(tc.tc.defined());
-    std::vector<float> bias(cs.n);
-    for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
-    Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
-    for (int64_t m : {int64_t{1}, int64_t{5}, int64_t{8}, int64_t{12}, int64_t{16}}) {
-      auto [x, xf] = random_x(m, cs.k, seed++);
-      const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
-      const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k,
-                                           m, dtype_name(act()));
-      std::vector<float> got[2];
-      Tensor outs[2];
-      for (bool streaming : {true, false}) {
-        set_qgemv_streaming(streaming);
-        outs[streaming] = be_->alloc(Shape{m, cs.n}, act());
-        const Status st = run_qgemv(outs[streaming], x, tc, bias_dev, false);
-        set_qgemv_streaming(true);
-        ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
-        got[streaming] = download(outs[streaming]);
-      }
-      std::vector<double> want(m * cs.n), magnitude(ref.magnitude);
-      for (int64_t i = 0; i < m * cs.n; ++i) {
-        want[i] = ref.y[i] + bias[i % cs.n];
-        magnitude[i] += std::fabs(bias[i % cs.n]);
-      }
-      EXPECT_TRUE(close_to(got[1], want, magnitude, act(), what + " streaming, bias"));
-      EXPECT_TRUE(close_to(got[0], want, magnitude, act(), what + " per-lane, bias"));
-      // Accumulate onto the stored result.
-      ASSERT_TRUE(run_qgemv(outs[1], x, tc, View{}, true).is_ok()) << what;
-      for (int64_t i = 0; i < m * cs.n; ++i) {
-        want[i] = ref.y[i] + got[1][i];
-        magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
-      }
-      EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " streaming, accumulate"));
-    }
-  }
+  for (const KernelCase& cs : cases)
+    ASSERT_NO_FATAL_FAILURE(kernel_against_reference(cs, {1, 5, 8, 12, 16}, seed, set_qgemv_streaming, true,
+                                                     "streaming", "per-lane", kFusedCoef));
 }
 
 // The wgmma GEMM (qgemm_wgmma.cu, compute capability 9.0; int4 above 32 rows) against the
 // reference and against the per-lane kernel (wgmma off): N not a multiple of 16 or of the block's
-// 128 rows, K of 65 chunks (the 4-stage ring wraps many times; a partial 64-position chunk of
-// zero-padded x), M not a multiple of the block's 128 tokens, group sizes 32 (two groups per chunk),
+// 128 rows, K of 65 chunks (the 5-stage ring wraps many times), K = 1000 (a partial 64-position
+// chunk of zero-padded x), M not a multiple of the block's 256 tokens, group sizes 32 (two groups per chunk),
 // 128 and per-channel, bias and accumulate. Skips the wgmma half where the device has no sm_90a.
 TEST_P(CudaQgemm, WgmmaGemmMatchesReferenceAndPerLaneKernel) {
   cudaDeviceProp prop{};
   ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
   if (prop.major != 9 || prop.minor != 0) GTEST_SKIP() << "the wgmma GEMM needs compute capability 9.0";
-  struct Case {
-    Config c;
-    int64_t n, k;
-  };
-  const Case cases[] = {{{4, 128, false, false}, 1000, 4160}, {{4, 32, true, false}, 1040, 4096},
-                        {{4, 0, false, false}, 264, 1000}};
+  const KernelCase cases[] = {{{4, 128, false, false}, 1000, 4160}, {{4, 32, true, false}, 1040, 4096},
+                              {{4, 0, false, false}, 264, 1000}};
   uint32_t seed = 1000;
-  for (const Case& cs : cases) {
-    PreparedLinear p;
-    ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
-    const QgemvRepacked& tc = p.kernels.back().second;
-    ASSERT_TRUE(tc.tc.defined());
-    std::vector<float> bias(cs.n);
-    for (int64_t i = 0; i < cs.n; ++i) bias[i] = 0.125f * static_cast<float>(i % 9) - 0.5f;
-    Tensor bias_dev = upload(View{bias.data(), Shape{cs.n}, DType::kF32, Device::kCpu});
-    for (int64_t m : {int64_t{33}, int64_t{128}, int64_t{300}}) {
-      auto [x, xf] = random_x(m, cs.k, seed++);
-      const Reference ref = reference(xf, p.w, m, cs.n, cs.k);
-      const std::string what = fmt::format("int{} group {} [N {}, K {}] M {} {}", cs.c.bits, cs.c.group, cs.n, cs.k,
-                                           m, dtype_name(act()));
-      std::vector<float> got[2];
-      Tensor outs[2];
-      for (bool wgmma : {true, false}) {
-        set_qgemm_wgmma(wgmma);
-        outs[wgmma] = be_->alloc(Shape{m, cs.n}, act());
-        const Status st = run_qgemv(outs[wgmma], x, tc, bias_dev, false);
-        set_qgemm_wgmma(false);  // the backend default (QuantGemm::kDequantize)
-        ASSERT_TRUE(st.is_ok()) << what << ": " << st.message();
-        got[wgmma] = download(outs[wgmma]);
-      }
-      std::vector<double> want(m * cs.n), magnitude(ref.magnitude);
-      for (int64_t i = 0; i < m * cs.n; ++i) {
-        want[i] = ref.y[i] + bias[i % cs.n];
-        magnitude[i] += std::fabs(bias[i % cs.n]);
-      }
-      EXPECT_TRUE(close_to(got[1], want, magnitude, act(), what + " wgmma, bias", dequant_coef(act())));
-      EXPECT_TRUE(close_to(got[0], want, magnitude, act(), what + " per-lane, bias"));
-      set_qgemm_wgmma(true);
-      const Status acc = run_qgemv(outs[1], x, tc, View{}, true);
-      set_qgemm_wgmma(false);
-      ASSERT_TRUE(acc.is_ok()) << what << ": " << acc.message();
-      for (int64_t i = 0; i < m * cs.n; ++i) {
-        want[i] = ref.y[i] + got[1][i];
-        magnitude[i] = ref.magnitude[i] + std::fabs(got[1][i]);
-      }
-      EXPECT_TRUE(close_to(download(outs[1]), want, magnitude, act(), what + " wgmma, accumulate",
-                           dequant_coef(act())));
-    }
-  }
+  // Off afterwards: the backend default (QuantGemm::kDequantize).
+  for (const KernelCase& cs : cases)
+    ASSERT_NO_FATAL_FAILURE(kernel_against_reference(cs, {33, 128, 300}, seed, set_qgemm_wgmma, false, "wgmma",
+                                                     "per-lane", dequant_coef(act())));
 }
 
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
