@@ -140,33 +140,45 @@ struct BenchModel {
 };
 
 #ifdef COMPACTOR_HAS_CUDA
+// The value named `value` among `choices`; otherwise an error naming the flag and the choices
+// ("--pdl x: expected on or off").
+template <typename E>
+Result<E> choose(const char* flag, const std::string& value, std::initializer_list<std::pair<const char*, E>> choices) {
+  std::string names;
+  size_t i = 0;
+  for (const auto& [name, e] : choices) {
+    if (value == name) return e;
+    names += (i == 0 ? "" : i + 1 == choices.size() ? " or " : ", ") + std::string(name);
+    ++i;
+  }
+  return invalid_argument("{} {}: expected {}", flag, value, names);
+}
+
 Result<std::unique_ptr<CudaBackend>> make_cuda(const BenchCliOptions& o) {
   CudaBackendOptions opts;
   if (o.dtype == "bf16") opts.activation_dtype = DType::kBF16;
   else if (o.dtype == "f16") opts.activation_dtype = DType::kF16;
   else return unsupported("--dtype {}: the CUDA backend computes in bf16 or f16", o.dtype);
-  if (o.gemv != "custom" && o.gemv != "cublas") return invalid_argument("--gemv {}: expected custom or cublas", o.gemv);
-  if (o.attention != "auto" && o.attention != "tc" && o.attention != "cuda-cores")
-    return invalid_argument("--attention {}: expected auto, tc or cuda-cores", o.attention);
-  if (o.fuse != "on" && o.fuse != "off") return invalid_argument("--fuse {}: expected on or off", o.fuse);
-  if (o.quant_kernel != "tc" && o.quant_kernel != "cuda-cores")
-    return invalid_argument("--quant-kernel {}: expected tc or cuda-cores", o.quant_kernel);
-  opts.quant_kernel = o.quant_kernel == "cuda-cores" ? QuantKernel::kCudaCores : QuantKernel::kTensorCores;
+  ASSIGN_OR_RETURN(opts.matmul_kernel, (choose<MatmulKernel>("--gemv", o.gemv, {{"custom", MatmulKernel::kAuto},
+                                                                                {"cublas", MatmulKernel::kCublas}})));
+  ASSIGN_OR_RETURN(opts.attention_kernel,
+                   (choose<AttentionKernel>("--attention", o.attention,
+                                            {{"auto", AttentionKernel::kAuto},
+                                             {"tc", AttentionKernel::kTensorCores},
+                                             {"cuda-cores", AttentionKernel::kCudaCores}})));
+  ASSIGN_OR_RETURN(opts.fuse, (choose<FuseOps>("--fuse", o.fuse, {{"on", FuseOps::kOn}, {"off", FuseOps::kOff}})));
+  ASSIGN_OR_RETURN(opts.quant_kernel, (choose<QuantKernel>("--quant-kernel", o.quant_kernel,
+                                                           {{"tc", QuantKernel::kTensorCores},
+                                                            {"cuda-cores", QuantKernel::kCudaCores}})));
   if (o.attention_splits < 0) return invalid_argument("--attention-splits {}: expected 0 (auto) or more", o.attention_splits);
   opts.attention_splits = o.attention_splits;
-  opts.fuse = o.fuse == "off" ? FuseOps::kOff : FuseOps::kOn;
-  if (o.pdl != "on" && o.pdl != "off") return invalid_argument("--pdl {}: expected on or off", o.pdl);
-  opts.dependent_launch = o.pdl == "off" ? DependentLaunch::kOff : DependentLaunch::kOn;
-  if (o.stream_weights != "on" && o.stream_weights != "off")
-    return invalid_argument("--stream-weights {}: expected on or off", o.stream_weights);
-  opts.weight_streaming = o.stream_weights == "off" ? WeightStreaming::kOff : WeightStreaming::kOn;
-  if (o.quant_gemm != "fused" && o.quant_gemm != "dequant")
-    return invalid_argument("--quant-gemm {}: expected fused or dequant", o.quant_gemm);
-  opts.quant_gemm = o.quant_gemm == "dequant" ? QuantGemm::kDequantize : QuantGemm::kFused;
-  opts.matmul_kernel = o.gemv == "cublas" ? MatmulKernel::kCublas : MatmulKernel::kAuto;
-  opts.attention_kernel = o.attention == "cuda-cores" ? AttentionKernel::kCudaCores
-                          : o.attention == "tc"       ? AttentionKernel::kTensorCores
-                                                      : AttentionKernel::kAuto;
+  ASSIGN_OR_RETURN(opts.dependent_launch, (choose<DependentLaunch>("--pdl", o.pdl, {{"on", DependentLaunch::kOn},
+                                                                                    {"off", DependentLaunch::kOff}})));
+  ASSIGN_OR_RETURN(opts.weight_streaming,
+                   (choose<WeightStreaming>("--stream-weights", o.stream_weights,
+                                            {{"on", WeightStreaming::kOn}, {"off", WeightStreaming::kOff}})));
+  ASSIGN_OR_RETURN(opts.quant_gemm, (choose<QuantGemm>("--quant-gemm", o.quant_gemm, {{"fused", QuantGemm::kFused},
+                                                                                     {"dequant", QuantGemm::kDequantize}})));
   return CudaBackend::create(opts);
 }
 #endif

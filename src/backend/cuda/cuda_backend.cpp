@@ -453,7 +453,7 @@ const QgemvWeight* CudaBackend::fused_quantized(const LinearWeight& w, View x) {
   const bool tc = options_.quant_kernel == QuantKernel::kTensorCores &&
                   tc_layout_supported(w.bits(), w.format == Format::kNF4, w.group_size, w.g_idx.data != nullptr);
   // int4 (act-order too: x is staged in the repacked order) on the wgmma GEMM: every batch size.
-  const bool gemm = tc && qgemm_wgmma_enabled() && w.bits() == 4 && w.format != Format::kNF4;
+  const bool gemm = tc && qgemm_wgmma_takes(w.bits(), w.format == Format::kNF4);
   const int64_t max_rows = gemm ? INT64_MAX : tc ? kQgemvTcAutoMaxRows : kQgemvAutoMaxRows;
   if (options_.matmul_kernel != MatmulKernel::kAuto || x.rows() < 1 || x.rows() > max_rows) return nullptr;
   const void* src[kQgemvSources];

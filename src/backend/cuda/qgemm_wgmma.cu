@@ -73,8 +73,7 @@ __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
 }
 
-// What one thread copies for every chunk, fixed at the start.
-template <int kTokens>
+// What one thread copies for every chunk, fixed at the start (x: one tensor copy, copy_x).
 struct CopyPlan {
   const uint4* w;              // this warp's row tile, chunk 0, this lane's 16 bytes
   bool w_valid;
@@ -82,11 +81,10 @@ struct CopyPlan {
   bool sz_active, sz_valid;
 };
 
-template <int kTokens>
-__device__ __forceinline__ CopyPlan<kTokens> copy_plan(const QgemvTcArgs& a, int64_t tile0, int64_t m0) {
+__device__ __forceinline__ CopyPlan copy_plan(const QgemvTcArgs& a, int64_t tile0) {
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int64_t tiles = tc_tiles(a);
-  CopyPlan<kTokens> p;
+  CopyPlan p;
   const int64_t wt = tile0 + warp;
   p.w_valid = wt < tiles;
   const TcSegment& ws = a.seg[p.w_valid ? tc_segment_of(a, wt) : 0];
@@ -104,7 +102,7 @@ __device__ __forceinline__ CopyPlan<kTokens> copy_plan(const QgemvTcArgs& a, int
 
 // Weights of chunk c (constant inputs: may be copied before the previous kernel finishes).
 template <int kTokens>
-__device__ __forceinline__ void copy_weights(const QgemvTcArgs& a, const CopyPlan<kTokens>& p, GemmSmem<kTokens>& sm,
+__device__ __forceinline__ void copy_weights(const QgemvTcArgs& a, const CopyPlan& p, GemmSmem<kTokens>& sm,
                                              int c, int s) {
   const int tid = threadIdx.x;
   mma::cp_async16(&sm.w[s][tid / 32][tid % 32], p.w + static_cast<int64_t>(c) * 32, p.w_valid);
@@ -239,7 +237,7 @@ __device__ __forceinline__ void store_tile(const QgemvTcArgs& a, int64_t tile0, 
 // cores never drain between chunks) and chunk c + 1 has landed; then refill chunk c − 1's stage
 // with chunk c − 1 + kStages and convert chunk c + 1 into a_conv (chunk c − 1's A, free now).
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void step(const QgemvTcArgs& a, const CUtensorMap& x_map, const CopyPlan<kTokens>& p,
+__device__ __forceinline__ void step(const QgemvTcArgs& a, const CUtensorMap& x_map, const CopyPlan& p,
                                      GemmSmem<kTokens>& sm, int64_t m0, int c, int& s, uint32_t (&a_mul)[4][4],
                                      uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
   bulk::wait(&sm.x_full[s], static_cast<uint32_t>(c / kStages) & 1u);  // x of chunk c landed
@@ -272,7 +270,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kTokens;
   const int64_t tile0 = static_cast<int64_t>(blockIdx.y) * kWarps;
   const int chunks = a.chunks;
-  const CopyPlan<kTokens> p = copy_plan<kTokens>(a, tile0, m0);
+  const CopyPlan p = copy_plan(a, tile0);
 
   if (threadIdx.x == 0) {
     for (int i = 0; i < kStages; ++i) bulk::barrier_init(&sm.x_full[i], 1);
@@ -310,6 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
 
 void set_qgemm_wgmma(bool on) { wgmma_flag().store(on, std::memory_order_relaxed); }
 bool qgemm_wgmma_enabled() { return wgmma_flag().load(std::memory_order_relaxed); }
+bool qgemm_wgmma_takes(int bits, bool nf4) { return qgemm_wgmma_enabled() && bits == 4 && !nf4; }
 
 // The tensor map of x ([M, ldx] 16-bit, rows ldx · 2 bytes apart) in boxes of [kTokens, 64] with
 // the 128-byte swizzle; cuTensorMapEncodeTiled comes from the driver through the runtime's entry
@@ -341,8 +340,8 @@ Result<CUtensorMap> x_tensor_map(const QgemvTcArgs& a) {
 template <typename T, bool kSplit, int kTokens>
 Status launch_wgmma(const QgemvTcArgs& a, cudaStream_t stream) {
   const int64_t feature_blocks = ceil_div(tc_tiles(a), kWarps), token_blocks = ceil_div(a.m, kTokens);
-  if (feature_blocks > 65535 || token_blocks > 0x7fffffff)
-    return invalid_argument("qgemm (wgmma): {} rows and {} input rows exceed the grid", tc_tiles(a) * kTcRows, a.m);
+  if (feature_blocks > 65535)
+    return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
   const dim3 grid(static_cast<unsigned>(token_blocks), static_cast<unsigned>(feature_blocks));
   Result<CUtensorMap> map = x_tensor_map<T, kTokens>(a);
   if (!map.is_ok()) return map.status();
@@ -355,10 +354,12 @@ Status launch_wgmma(const QgemvTcArgs& a, cudaStream_t stream) {
 
 template <typename T>
 Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
-  // 16-byte copies of x: its rows start 16-byte aligned (ldx = Kp, a multiple of 64).
-  if (!qgemm_wgmma_enabled() || a.nf4 || a.int8 || a.perm != nullptr || a.group_shift < 5 ||
-      reinterpret_cast<uintptr_t>(a.x) % 16 != 0 || a.ldx % 8 != 0)
-    return false;
+  // The gather (act-order x read through perm) is a GEMV-only path of at most 8 rows.
+  if (!qgemm_wgmma_takes(a.int8 ? 8 : 4, a.nf4) || a.perm != nullptr) return false;
+  // qgemv_cuda hands over x in place only when 16-byte aligned (else staged), with rows of Kp.
+  if (reinterpret_cast<uintptr_t>(a.x) % 16 != 0 || a.ldx % kTcChunkK != 0 || a.m > 0x7fffffff)
+    return invalid_argument("qgemm (wgmma): x must be 16-byte aligned with rows of whole 64-position chunks and "
+                            "at most 2^31 - 1 rows (got ldx {}, {} rows)", a.ldx, a.m);
   const Status st = a.group_shift == 5 ? launch_wgmma<T, true, kGemmTokens>(a, stream)
                                        : launch_wgmma<T, false, kGemmTokens>(a, stream);
   RETURN_IF_ERROR(st);

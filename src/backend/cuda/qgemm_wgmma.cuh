@@ -8,8 +8,9 @@
 
 namespace compactor {
 
-// Launches the GEMM when it supports these arguments (enabled, int4 (not NF4, not int8), x read
-// directly: no act-order gather); false: the caller takes another kernel.
+// Launches the GEMM when it takes these arguments (qgemm_wgmma_takes, no act-order gather); false:
+// the caller takes another kernel. x that breaks qgemv_cuda's hand-over (16-byte aligned rows of
+// Kp) is an error, not a silent fallback to a kernel built for 32 rows.
 template <typename T>
 Result<bool> qgemm_wgmma_launch(const qtc::QgemvTcArgs& a, cudaStream_t stream);
 

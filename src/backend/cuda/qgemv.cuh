@@ -107,6 +107,9 @@ bool qgemv_streaming_enabled();
 // code) unless its options turn it off (A/B runs).
 void set_qgemm_wgmma(bool on);
 bool qgemm_wgmma_enabled();
+// Whether the GEMM takes a tensor-core weight of this format (enabled, int4, not NF4): the one rule
+// of CudaBackend::matmul's row limit and of the launch.
+bool qgemm_wgmma_takes(int bits, bool nf4);
 // Input rows from which tensor-core launches use the wgmma GEMM where it applies. Its weights are
 // rounded to the activation type before the product (as dequantize + cuBLAS does), the GEMV
 // kernels' are exact: results differ within dequant_coef (tests/cuda/qgemm_check.h).
