@@ -56,7 +56,7 @@ const LayerShape kShapes[] = {
 
 struct Options {
   std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128",
-              pdl = "on", stream_weights = "on", quant_gemm = "dequant";
+              pdl = "on", stream_weights = "on", quant_gemm = "fused";
   bool quick = false;
 };
 

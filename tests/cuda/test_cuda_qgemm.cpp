@@ -445,7 +445,7 @@ TEST_P(CudaQgemm, WgmmaGemmMatchesReferenceAndPerLaneKernel) {
   const KernelCase cases[] = {{{4, 128, false, false}, 1000, 4160}, {{4, 32, true, false}, 1040, 4096},
                               {{4, 0, false, false}, 264, 1000}};
   uint32_t seed = 1000;
-  // Off afterwards: the backend default (QuantGemm::kDequantize).
+  // Off afterwards, as this fixture's backends are made (use_kernel: QuantGemm::kDequantize).
   for (const KernelCase& cs : cases)
     ASSERT_NO_FATAL_FAILURE(kernel_against_reference(cs, {33, 128, 300}, seed, set_qgemm_wgmma, false, "wgmma",
                                                      "per-lane", dequant_coef(act())));

@@ -35,7 +35,7 @@ namespace {
 struct BenchCliOptions {
   std::string model, synthetic, dtype = "bf16", graphs = "on", out, gemv = "custom", attention = "auto", fuse = "on",
               quant_kernel = "tc", pdl = "on", stream_weights = "on",
-              quant_gemm = "dequant";
+              quant_gemm = "fused";
   std::vector<int> batches{1};
   std::vector<int> ttft_prompts;
   int prompt = 128, gen = 32, repeats = 3;

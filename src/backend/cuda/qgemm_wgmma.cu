@@ -3,14 +3,18 @@
 // into wgmma A fragments in registers, so the weights cross memory once, at half a byte each,
 // instead of the dequantize + cuBLAS path's 0.5 (read) + 2 (write) + 2 (read) bytes.
 //
-// Block: 2 warpgroups = 8 warps, 128 output rows (warp w: row tile w, the A rows of warpgroup
-// w / 4) × 256 input rows (tokens: the wgmma N, m64n256k16), all of K in 64-position chunks through
-// a 5-stage shared-memory ring (chunk c + 4 is copied while chunk c is multiplied):
-//   x:  256 tokens × 64 positions by one TMA tensor copy (thread 0, counted on x_full), K-major
-//       with the 128-byte swizzle wgmma reads (wgmma.cuh); rows past M are zero-filled.
-//   w:  the 8 row tiles' 512-byte chunks by cp.async (each lane copies and later reads the 16
-//       bytes of its own fragment).
-//   sz: each row's scale/zero word of the chunk's group (two: group size 32), by cp.async.
+// Block: 3 warpgroups, warp-specialised. Warps 0-7 (two consumer warpgroups, warp w: row tile w,
+// the A rows of warpgroup w / 4) multiply 128 output rows by kTokens input rows (the wgmma N:
+// 256, or 128 where that fills the GPU better, use_128_tokens); one thread of warp 8 copies. All
+// of K goes in 64-position chunks through a ring of as many stages as shared memory holds (6 at
+// 256 tokens), each with a `full` (copies landed) and an `empty` (multiplies done) mbarrier, and
+// no block-wide barrier in the loop:
+//   x:     [kTokens, 64] by one TMA tensor copy, K-major with the 128-byte swizzle wgmma reads
+//          (wgmma.cuh); rows past M zero-filled.
+//   codes: the block's 8 row tiles × one chunk (4 KB of the tc layout) by one TMA tensor copy
+//          (rows past the segment zero-filled; blocks never straddle the segments of a grouped
+//          launch, block_place).
+//   sz:    each lane loads its two rows' scale/zero words itself (__ldg), one chunk ahead.
 // The tc layout gives lane t of a k16 step the k pairs 2t and 2t + 1 (positions 4t .. 4t+3, so
 // that the GEMV's B fragment is one load; quant_repack.h); wgmma wants pairs t and t + 4 in lane
 // t, with B in position order. Two shuffles per step move the code words there (pair P lives in
@@ -18,10 +22,10 @@
 // Per chunk a warp converts its 4 × 4 A registers exactly as the dequantize kernel does (bf16:
 // (c − z)·s in f32, rounded once to bf16; f16: one rounding of the exact product), so results
 // match dequantize + cuBLAS up to the order of the f32 sums. The conversion of chunk c + 1 runs
-// while the tensor cores multiply chunks c − 1 and c (A double-buffered in registers).
-// Status (H100): correct, but slower than dequantize + cuBLAS at prefill (TTFT 512 tokens 21.9 vs
-// 19.9 ms), so CudaBackend runs it only with QuantGemm::kFused; the measurements and what is left
-// to try are in bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md ("Sixth session").
+// while the tensor cores multiply chunks c − 1 and c (A double-buffered in registers), and one
+// warpgroup converts while the other's multiply holds the tensor cores. The outputs leave through
+// shared memory as 16-byte rows (store_block).
+// Measured (H100, w4g128): bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md ("Seventh session").
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include <cuda.h>
 #include <cudaTypedefs.h>
@@ -41,83 +45,102 @@ using namespace qtc;  // the launch arguments and conversion helpers (qgemv_tc_c
 
 namespace {
 
-constexpr int kWarpgroups = 2;
-constexpr int kThreads = 128 * kWarpgroups;
-constexpr int kWarps = kThreads / 32;         // one 16-row tile each
-constexpr int kBlockRows = kWarps * kTcRows;  // 128
-constexpr int kStages = 5;
-constexpr int kGemmTokens = 256;
-constexpr int kXRowBytes = kTcChunkK * 2;  // one token's 64 positions
+constexpr int kConsumerWarps = 8;                     // 2 warpgroups, one 16-row tile per warp
+constexpr int kConsumerThreads = 32 * kConsumerWarps;
+constexpr int kThreads = kConsumerThreads + 128;      // + the producer warpgroup (one thread copies)
+constexpr int kBlockRows = kConsumerWarps * kTcRows;  // 128
+constexpr int kXRowBytes = kTcChunkK * 2;             // one token's 64 positions
 static_assert(kXRowBytes == 128, "one 128-byte swizzle row per token and chunk");
+constexpr int kWTileWords = 32 * 4;                   // one row tile's chunk in the tc layout (u32)
+constexpr int kOutPitch = kBlockRows + 4;             // f32 output staging row: + 4 spreads the banks
+// Shared memory a block may take (H100: 227 KB), less the slack to align the ring.
+constexpr size_t kSmemBudget = 227 * 1024 - 1024;
+// Stages of the ring: x, the 8 row tiles' codes, two barriers each.
+template <int kTokens>
+constexpr int kRingStages =
+    static_cast<int>(kSmemBudget / (kTokens * kXRowBytes + kConsumerWarps * kWTileWords * 4 + 2 * sizeof(uint64_t)));
 
 // kTokens: input rows per block, the wgmma N (128 or 256).
 template <int kTokens>
 struct GemmSmem {
-  uint8_t x[kStages][kTokens * kXRowBytes];  // first: each stage 1024-byte aligned
-  uint4 w[kStages][kWarps][32];
-  uint32_t sz[kStages][2][kBlockRows];  // [half of the chunk][row]
-  uint64_t x_full[kStages];             // the stage's x tile landed (tensor copy bytes)
+  uint8_t x[kRingStages<kTokens>][kTokens * kXRowBytes];  // first: each stage 1024-byte aligned
+  uint4 w[kRingStages<kTokens>][kConsumerWarps][32];       // [row tile][lane]: one tensor copy
+  uint64_t full[kRingStages<kTokens>];   // the stage's x and codes landed (tensor copy bytes)
+  uint64_t empty[kRingStages<kTokens>];  // every consumer warp is done with the stage
 };
 template <int kTokens>
 constexpr size_t kSmemBytes = sizeof(GemmSmem<kTokens>) + 1024;  // + slack to align the dynamic base
+template <int kTokens>
+constexpr uint32_t kStageBytes = kTokens * kXRowBytes + kConsumerWarps * kWTileWords * 4;
+// After the last chunk the x ring holds the block's f32 outputs, [token][kOutPitch].
+static_assert(sizeof(float) * 256 * kOutPitch <= kRingStages<256> * 256 * kXRowBytes, "output staging fits the ring");
+static_assert(sizeof(float) * 128 * kOutPitch <= kRingStages<128> * 128 * kXRowBytes, "output staging fits the ring");
+
+// The tensor maps of one launch: x ([M, ldx], 128-byte swizzled boxes of [kTokens, 64]) and
+// each segment's codes ([row tiles, chunks · 128] u32, boxes of 8 row tiles × one chunk).
+struct GemmMaps {
+  CUtensorMap x;
+  CUtensorMap w[kQgemvMaxGroup];
+};
 
 std::atomic<bool>& wgmma_flag() {
   static std::atomic<bool> on{false};
   return on;
 }
 
-__device__ __forceinline__ void cp_async4(uint32_t dst, const void* src, bool valid) {
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(dst), "l"(src), "r"(valid ? 4 : 0) : "memory");
+template <int kRegisters>
+__device__ __forceinline__ void raise_registers() {
+#ifdef COMPACTOR_WGMMA
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;" ::"n"(kRegisters));
+#endif
 }
-__device__ __forceinline__ void fence_proxy_async() {
-  asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+template <int kRegisters>
+__device__ __forceinline__ void lower_registers() {
+#ifdef COMPACTOR_WGMMA
+  asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;" ::"n"(kRegisters));
+#endif
 }
 
-// What one thread copies for every chunk, fixed at the start (x: one tensor copy, copy_x).
-struct CopyPlan {
-  const uint4* w;              // this warp's row tile, chunk 0, this lane's 16 bytes
-  bool w_valid;
-  const uint32_t* sz;          // scale/zero row of block row tid % 128, word `half` of chunk 0's group
-  bool sz_active, sz_valid;
+// A block's place: its segment and first row tile there. Blocks never straddle segments, so one
+// tensor copy brings all of a block's codes.
+__host__ __device__ inline int64_t segment_tiles(const TcSegment& sg) { return (sg.n + kTcRows - 1) / kTcRows; }
+__host__ __device__ inline int64_t segment_blocks(const TcSegment& sg) {
+  return (segment_tiles(sg) + kConsumerWarps - 1) / kConsumerWarps;
+}
+struct BlockPlace {
+  int seg;
+  int64_t tile0;
 };
-
-__device__ __forceinline__ CopyPlan copy_plan(const QgemvTcArgs& a, int64_t tile0) {
-  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
-  const int64_t tiles = tc_tiles(a);
-  CopyPlan p;
-  const int64_t wt = tile0 + warp;
-  p.w_valid = wt < tiles;
-  const TcSegment& ws = a.seg[p.w_valid ? tc_segment_of(a, wt) : 0];
-  p.w = ws.tc + ((p.w_valid ? wt - ws.first_tile : 0) * a.chunks) * 32 + lane;
-
-  const int half = tid / kBlockRows, row_in_block = tid % kBlockRows;
-  const int64_t st = tile0 + row_in_block / kTcRows;
-  p.sz_active = half == 0 || a.group_shift == 5;
-  const int si = st < tiles ? tc_segment_of(a, st) : 0;
-  const int64_t srow = st < tiles ? (st - a.seg[si].first_tile) * kTcRows + row_in_block % kTcRows : 0;
-  p.sz_valid = st < tiles && srow < a.seg[si].n;
-  p.sz = a.seg[si].scale_zero + (p.sz_valid ? srow : 0) * a.groups_padded + half;
-  return p;
+__device__ __forceinline__ BlockPlace block_place(const QgemvTcArgs& a, int64_t block) {
+  int si = 0;
+  while (si + 1 < a.segments && block >= segment_blocks(a.seg[si])) block -= segment_blocks(a.seg[si++]);
+  return {si, block * kConsumerWarps};
 }
 
-// Weights of chunk c (constant inputs: may be copied before the previous kernel finishes).
+// One thread copies: each chunk's codes (constant inputs: the first stages before the wait for the
+// previous kernel) and x tile, into the stage its consumers last released.
 template <int kTokens>
-__device__ __forceinline__ void copy_weights(const QgemvTcArgs& a, const CopyPlan& p, GemmSmem<kTokens>& sm,
-                                             int c, int s) {
-  const int tid = threadIdx.x;
-  mma::cp_async16(&sm.w[s][tid / 32][tid % 32], p.w + static_cast<int64_t>(c) * 32, p.w_valid);
-  if (p.sz_active)
-    cp_async4(mma::smem_addr(&sm.sz[s][tid / kBlockRows][tid % kBlockRows]), p.sz + ((c * kTcChunkK) >> a.group_shift),
-              p.sz_valid);
-}
-
-// x of chunk c into stage s: one tensor copy of the block's [kTokens, 64] tile (thread 0; rows
-// past M zero-filled by the copy), completing on x_full[s].
-template <int kTokens>
-__device__ __forceinline__ void copy_x(const CUtensorMap& x_map, GemmSmem<kTokens>& sm, int64_t m0, int c, int s) {
-  if (threadIdx.x != 0) return;
-  bulk::arrive_expect_bytes(&sm.x_full[s], kTokens * kXRowBytes);
-  bulk::copy_tensor_2d(sm.x[s], &x_map, c * kTcChunkK, static_cast<int>(m0), &sm.x_full[s]);
+__device__ __forceinline__ void produce(const QgemvTcArgs& a, const GemmMaps& maps, GemmSmem<kTokens>& sm,
+                                        int64_t m0, BlockPlace bp) {
+  constexpr int kStages = kRingStages<kTokens>;
+  const CUtensorMap* w_map = &maps.w[bp.seg];
+  const int tile0 = static_cast<int>(bp.tile0), row0 = static_cast<int>(m0);
+  const auto copy_w = [&](int c, int s) {
+    bulk::arrive_expect_bytes(&sm.full[s], kStageBytes<kTokens>);  // rows past N / M count: zero-filled
+    bulk::copy_tensor_2d(sm.w[s], w_map, c * kWTileWords, tile0, &sm.full[s]);
+  };
+  const auto copy_x = [&](int c, int s) { bulk::copy_tensor_2d(sm.x[s], &maps.x, c * kTcChunkK, row0, &sm.full[s]); };
+  const int first = a.chunks < kStages ? a.chunks : kStages;
+  for (int c = 0; c < first; ++c) copy_w(c, c);
+  wait_for_prior_grids();
+  for (int c = 0; c < first; ++c) copy_x(c, c);
+  int s = 0;
+  for (int c = kStages; c < a.chunks; ++c) {
+    bulk::wait(&sm.empty[s], static_cast<uint32_t>(c / kStages - 1) & 1u);
+    copy_w(c, s);
+    copy_x(c, s);
+    s = s + 1 == kStages ? 0 : s + 1;
+  }
 }
 
 // One scale/zero word, ready for the conversion.
@@ -159,21 +182,45 @@ __device__ __forceinline__ uint32_t dq_pair<__half>(uint32_t v, const Dq& q) {
   return *reinterpret_cast<const uint32_t*>(&r);
 }
 
+// The scale/zero words a lane needs for one chunk: rows g and g + 8 of its warp's tile, for the
+// chunk's group (two groups at group size 32: [half of the chunk]).
+struct SzWords {
+  uint32_t lo[2], hi[2];
+};
+
+// Where a lane reads them: its two rows' scale/zero rows (rows past N read row N − 1; their
+// outputs are never stored).
+struct SzRows {
+  const uint32_t* lo;
+  const uint32_t* hi;
+};
+
+template <bool kSplit>
+__device__ __forceinline__ SzWords load_sz(const SzRows& r, int c, int group_shift) {
+  const int group = (c * kTcChunkK) >> group_shift;
+  SzWords w;
+  w.lo[0] = __ldg(r.lo + group);
+  w.hi[0] = __ldg(r.hi + group);
+  w.lo[1] = kSplit ? __ldg(r.lo + group + 1) : w.lo[0];
+  w.hi[1] = kSplit ? __ldg(r.hi + group + 1) : w.hi[0];
+  return w;
+}
+
 // This warp's A fragments of the chunk in stage s: a[step][register] (see the file comment).
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void convert_chunk(const GemmSmem<kTokens>& sm, int s, uint32_t (&a)[4][4]) {
+__device__ __forceinline__ void convert_chunk(const GemmSmem<kTokens>& sm, int s, const SzWords& sz,
+                                              uint32_t (&a)[4][4]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const uint4 w = sm.w[s][warp][lane];
   const uint32_t words[4] = {w.x, w.y, w.z, w.w};
   const int src_lo = 4 * g + t / 2, src_hi = src_lo + 2;  // lanes holding k pairs t and t + 4
   const int shift = 8 * (t & 1);                          // second half of their words for odd t
-  const int row = warp * kTcRows + g;
-  Dq lo = dq_of<T>(sm.sz[s][0][row]), hi = dq_of<T>(sm.sz[s][0][row + 8]);
+  Dq lo = dq_of<T>(sz.lo[0]), hi = dq_of<T>(sz.hi[0]);
 #pragma unroll
   for (int st = 0; st < 4; ++st) {
     if (kSplit && st == 2) {  // group size 32: the second half of the chunk has its own group
-      lo = dq_of<T>(sm.sz[s][1][row]);
-      hi = dq_of<T>(sm.sz[s][1][row + 8]);
+      lo = dq_of<T>(sz.lo[1]);
+      hi = dq_of<T>(sz.hi[1]);
     }
     const uint32_t wa = __shfl_sync(0xffffffffu, words[st], src_lo) >> shift;
     const uint32_t wb = __shfl_sync(0xffffffffu, words[st], src_hi) >> shift;
@@ -204,104 +251,138 @@ __device__ __forceinline__ void multiply_chunk(const GemmSmem<kTokens>& sm, int 
   wgmma::pin(acc);
 }
 
-// Output rows of this warp's tile, tokens of this block: acc element 4i + e is (row g + 8 (e >> 1),
-// token 8i + 2t + (e & 1)) (wgmma.cuh).
+// The block's outputs: the warps' accumulators, staged as f32 through the (drained) ring, then
+// written token by token, 8 rows (16 bytes) per thread, with the bias and (accumulate) the stored
+// values added in f32 and one rounding. acc element 4i + e is (row g + 8 (e >> 1), token
+// 8i + 2t + (e & 1)) of the warp's tile (wgmma.cuh).
 template <typename T, int kTokens>
-__device__ __forceinline__ void store_tile(const QgemvTcArgs& a, int64_t tile0, int64_t m0,
-                                           const float (&acc)[kTokens / 2]) {
+__device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, BlockPlace bp, int64_t m0,
+                                            const float (&acc)[kTokens / 2]) {
+  float(*tile)[kOutPitch] = reinterpret_cast<float(*)[kOutPitch]>(&sm.x[0][0]);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const int64_t tile = tile0 + warp;
-  if (tile >= tc_tiles(a)) return;
-  const TcSegment& sg = a.seg[tc_segment_of(a, tile)];
-  const int64_t row0 = (tile - sg.first_tile) * kTcRows + g;
+  bulk::named_sync(1, kConsumerThreads);  // both warpgroups' multiplies have read the ring
+#pragma unroll
+  for (int i = 0; i < kTokens / 8; ++i)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) tile[8 * i + 2 * t + (e & 1)][warp * kTcRows + g + 8 * (e >> 1)] = acc[4 * i + e];
+  bulk::named_sync(1, kConsumerThreads);
+  const TcSegment& sg = a.seg[bp.seg];
   T* out = static_cast<T*>(sg.out);
+  const int64_t row_base = bp.tile0 * kTcRows;
+  const int r8 = (threadIdx.x % (kBlockRows / 8)) * 8;  // this thread's 8 rows of the block
+  const int64_t row = row_base + r8;
+  const bool vec = sg.n % 8 == 0 && row + 8 <= sg.n;   // 16-byte aligned and whole
+  float bias[8];
 #pragma unroll
-  for (int e2 = 0; e2 < 2; ++e2) {
-    const int64_t row = row0 + 8 * e2;
-    if (row >= sg.n) continue;
-    const float bias = sg.bias != nullptr ? load_any(sg.bias, a.bias_dtype, row) : 0.f;
+  for (int j = 0; j < 8; ++j)
+    bias[j] = sg.bias != nullptr && row + j < sg.n ? load_any(sg.bias, a.bias_dtype, row + j) : 0.f;
+  constexpr int kTokensPerPass = kConsumerThreads / (kBlockRows / 8);  // 16
+  for (int tk = threadIdx.x / (kBlockRows / 8); tk < kTokens; tk += kTokensPerPass) {
+    const int64_t m = m0 + tk;
+    if (m >= a.m || row >= sg.n) continue;
+    float v[8];
 #pragma unroll
-    for (int i = 0; i < kTokens / 8; ++i)
+    for (int j = 0; j < 8; ++j) v[j] = tile[tk][r8 + j] + bias[j];
+    T* o = out + m * sg.n + row;
+    if (vec) {
+      if (a.accumulate) {
+        float old[8];
+        load8(o, old);
 #pragma unroll
-      for (int e1 = 0; e1 < 2; ++e1) {
-        const int64_t m = m0 + 8 * i + 2 * t + e1;
-        if (m >= a.m) continue;
-        T* o = out + m * sg.n + row;
-        *o = from_f32<T>(acc[4 * i + 2 * e2 + e1] + bias + (a.accumulate ? to_f32(*o) : 0.f));
+        for (int j = 0; j < 8; ++j) v[j] += old[j];
       }
+      store8(o, v);
+    } else {
+      for (int j = 0; j < 8 && row + j < sg.n; ++j) o[j] = from_f32<T>(v[j] + (a.accumulate ? to_f32(o[j]) : 0.f));
+    }
   }
 }
 
-// Chunk c: issue its multiply (A in a_mul, x in stage s), which queues behind chunk c − 1's on
-// the tensor cores; wait until chunk c − 1's is done (one group stays in flight, so the tensor
-// cores never drain between chunks) and chunk c + 1 has landed; then refill chunk c − 1's stage
-// with chunk c − 1 + kStages and convert chunk c + 1 into a_conv (chunk c − 1's A, free now).
+// Stage s is free again for this warp.
+template <int kTokens>
+__device__ __forceinline__ void release(GemmSmem<kTokens>& sm, int s) {
+  __syncwarp();
+  if (threadIdx.x % 32 == 0) bulk::arrive(&sm.empty[s]);
+}
+
+// Chunk c (its A in a_mul, its x in stage s): issue its multiply, which queues behind chunk
+// c − 1's on the tensor cores; once chunk c − 1's is done (one group stays in flight, so the
+// tensor cores never drain while the next chunk converts) release its stage, then wait for chunk
+// c + 1 and convert it into a_conv (chunk c − 1's A, free now) with the scale/zero words loaded
+// one chunk ahead. The two warpgroups run this independently: one converts while the other's
+// multiply holds the tensor cores.
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void step(const QgemvTcArgs& a, const CUtensorMap& x_map, const CopyPlan& p,
-                                     GemmSmem<kTokens>& sm, int64_t m0, int c, int& s, uint32_t (&a_mul)[4][4],
-                                     uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
-  bulk::wait(&sm.x_full[s], static_cast<uint32_t>(c / kStages) & 1u);  // x of chunk c landed
+__device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, const SzRows& rows, int c,
+                                              int& s, SzWords& sz_next, uint32_t (&a_mul)[4][4],
+                                              uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
+  constexpr int kStages = kRingStages<kTokens>;
   multiply_chunk<T, kTokens>(sm, s, a_mul, acc);
   wgmma::wait<1>();
   wgmma::pin(acc);
   pin(a_conv);  // read by chunk c − 1's wgmma until here
-  // cp.async groups (weights): chunks 0 .. kStages − 1 (prologue), then chunk k >= kStages in
-  // group k + 1 (step k − kStages + 1 commits it; step 0 an empty group): at most kStages − 3
-  // pending leaves chunk c + 1 landed.
-  mma::cp_async_wait<kStages - 3>();
-  fence_proxy_async();
-  __syncthreads();
   const int s_prev = s == 0 ? kStages - 1 : s - 1, s_next = s + 1 == kStages ? 0 : s + 1;
-  if (c >= 1 && c - 1 + kStages < a.chunks) {
-    copy_weights(a, p, sm, c - 1 + kStages, s_prev);
-    copy_x(x_map, sm, m0, c - 1 + kStages, s_prev);
+  if (c >= 1) release(sm, s_prev);
+  if (c + 1 < a.chunks) {
+    bulk::wait(&sm.full[s_next], static_cast<uint32_t>((c + 1) / kStages) & 1u);
+    convert_chunk<T, kSplit, kTokens>(sm, s_next, sz_next, a_conv);
+    if (c + 2 < a.chunks) sz_next = load_sz<kSplit>(rows, c + 2, a.group_shift);
   }
-  mma::cp_async_commit();
-  if (c + 1 < a.chunks) convert_chunk<T, kSplit, kTokens>(sm, s_next, a_conv);
   s = s_next;
 }
 
 template <typename T, bool kSplit, int kTokens>
-__global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcArgs a, const __grid_constant__ CUtensorMap x_map) {
+__device__ __forceinline__ void consume(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, int64_t m0, BlockPlace bp) {
+  const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
+  const TcSegment& sg = a.seg[bp.seg];
+  const int64_t r = (bp.tile0 + warp) * kTcRows + g, last = sg.n - 1;
+  const SzRows rows{sg.scale_zero + (r < last ? r : last) * a.groups_padded,
+                    sg.scale_zero + (r + 8 < last ? r + 8 : last) * a.groups_padded};
+  SzWords sz_next = load_sz<kSplit>(rows, 0, a.group_shift);
+  wait_for_prior_grids();  // the outputs: an earlier kernel may still read (or, accumulating, write) them
+  float acc[kTokens / 2];
+#pragma unroll
+  for (int i = 0; i < kTokens / 2; ++i) acc[i] = 0.f;
+  uint32_t a0[4][4], a1[4][4] = {};  // A of even and odd chunks: unrolled by two, no register copies
+  bulk::wait(&sm.full[0], 0);
+  convert_chunk<T, kSplit, kTokens>(sm, 0, sz_next, a0);
+  if (a.chunks > 1) sz_next = load_sz<kSplit>(rows, 1, a.group_shift);
+  int s = 0;
+  for (int c = 0; c < a.chunks; c += 2) {
+    consume_chunk<T, kSplit, kTokens>(a, sm, rows, c, s, sz_next, a0, a1, acc);
+    if (c + 1 < a.chunks) consume_chunk<T, kSplit, kTokens>(a, sm, rows, c + 1, s, sz_next, a1, a0, acc);
+  }
+  wgmma::wait<0>();
+  wgmma::pin(acc);
+  store_block<T, kTokens>(a, sm, bp, m0, acc);
+}
+
+// Warp-specialised: warps 0-7 (two warpgroups) convert and multiply, one thread of warp 8 copies;
+// they meet only at the stage barriers (full: copied; empty: multiplied).
+template <typename T, bool kSplit, int kTokens>
+__global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcArgs a, const __grid_constant__ GemmMaps maps) {
   // The ring needs 1024-byte alignment (the swizzle pattern repeats every 8 rows of 128 bytes);
   // offsetting from the __shared__ symbol keeps the accesses in the shared window (LDS, not LD).
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   auto& sm = *reinterpret_cast<GemmSmem<kTokens>*>(smem_raw + ((1024 - (mma::smem_addr(smem_raw) & 1023)) & 1023));
   const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kTokens;
-  const int64_t tile0 = static_cast<int64_t>(blockIdx.y) * kWarps;
-  const int chunks = a.chunks;
-  const CopyPlan p = copy_plan(a, tile0);
-
+  const BlockPlace bp = block_place(a, blockIdx.y);
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; ++i) bulk::barrier_init(&sm.x_full[i], 1);
+    for (int i = 0; i < kRingStages<kTokens>; ++i) {
+      bulk::barrier_init(&sm.full[i], 1);
+      bulk::barrier_init(&sm.empty[i], kConsumerWarps);
+    }
     bulk::barrier_init_fence();
   }
   __syncthreads();
-  // Prologue: the weights of the first kStages chunks before the wait for the previous kernel
-  // (launch.cuh), then x; one commit group per chunk (the first also holds every early weight).
-  for (int c = 0; c < kStages; ++c) {
-    if (c < chunks) copy_weights(a, p, sm, c, c);
-    mma::cp_async_commit();
+  if (threadIdx.x >= kConsumerThreads) {
+    // Registers per thread after the split: the producer needs few, the consumers hold the
+    // accumulators (kTokens / 2) and two chunks of A fragments; 128 · 40 + 256 · 232 ≤ 64 K.
+    lower_registers<40>();
+    if (threadIdx.x == kConsumerThreads) produce<kTokens>(a, maps, sm, m0, bp);
+  } else {
+    raise_registers<232>();
+    consume<T, kSplit, kTokens>(a, sm, m0, bp);
   }
-  wait_for_prior_grids();
-  for (int c = 0; c < kStages && c < chunks; ++c) copy_x(x_map, sm, m0, c, c);
-  mma::cp_async_wait<kStages - 1>();  // chunk 0
-  fence_proxy_async();
-  __syncthreads();
-
-  float acc[kTokens / 2];
-#pragma unroll
-  for (int i = 0; i < kTokens / 2; ++i) acc[i] = 0.f;
-  uint32_t a0[4][4], a1[4][4] = {};  // A of even and odd chunks: unrolled by two, no register copies
-  convert_chunk<T, kSplit, kTokens>(sm, 0, a0);
-  int s = 0;
-  for (int c = 0; c < chunks; c += 2) {
-    step<T, kSplit, kTokens>(a, x_map, p, sm, m0, c, s, a0, a1, acc);
-    if (c + 1 < chunks) step<T, kSplit, kTokens>(a, x_map, p, sm, m0, c + 1, s, a1, a0, acc);
-  }
-  wgmma::wait<0>();
-  wgmma::pin(acc);
-  store_tile<T, kTokens>(a, tile0, m0, acc);
 }
 
 }  // namespace
@@ -310,11 +391,13 @@ void set_qgemm_wgmma(bool on) { wgmma_flag().store(on, std::memory_order_relaxed
 bool qgemm_wgmma_enabled() { return wgmma_flag().load(std::memory_order_relaxed); }
 bool qgemm_wgmma_takes(int bits, bool nf4) { return qgemm_wgmma_enabled() && bits == 4 && !nf4; }
 
-// The tensor map of x ([M, ldx] 16-bit, rows ldx · 2 bytes apart) in boxes of [kTokens, 64] with
-// the 128-byte swizzle; cuTensorMapEncodeTiled comes from the driver through the runtime's entry
-// point query (no link against libcuda).
-template <typename T, int kTokens>
-Result<CUtensorMap> x_tensor_map(const QgemvTcArgs& a) {
+namespace {
+
+// A 2-D tensor map (rows `row_bytes` apart) in boxes of box[1] rows × box[0] elements; rows and
+// columns past the end are zero-filled. cuTensorMapEncodeTiled comes from the driver through the
+// runtime's entry point query (no link against libcuda).
+Result<CUtensorMap> tensor_map_2d(CUtensorMapDataType type, const void* base, uint64_t cols, uint64_t rows,
+                                  uint64_t row_bytes, const cuuint32_t (&box)[2], CUtensorMapSwizzle swizzle) {
   static const PFN_cuTensorMapEncodeTiled_v12000 encode = [] {
     void* fn = nullptr;
     cudaDriverEntryPointQueryResult found{};
@@ -326,31 +409,75 @@ Result<CUtensorMap> x_tensor_map(const QgemvTcArgs& a) {
   }();
   if (encode == nullptr) return unsupported("qgemm (wgmma): the driver has no cuTensorMapEncodeTiled");
   CUtensorMap map;
-  const cuuint64_t dims[2] = {static_cast<cuuint64_t>(a.ldx), static_cast<cuuint64_t>(a.m)};
-  const cuuint64_t strides[1] = {static_cast<cuuint64_t>(a.ldx) * 2};
-  const cuuint32_t box[2] = {kTcChunkK, kTokens}, element_strides[2] = {1, 1};
-  const CUresult r = encode(&map, std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-                            2, const_cast<void*>(a.x), dims, strides, box, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+  const cuuint64_t dims[2] = {cols, rows}, strides[1] = {row_bytes};
+  const cuuint32_t element_strides[2] = {1, 1};
+  const CUresult r = encode(&map, type, 2, const_cast<void*>(base), dims, strides, box, element_strides,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                             CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) return error(StatusCode::kInternal, "qgemm (wgmma): cuTensorMapEncodeTiled failed ({})", static_cast<int>(r));
   return map;
 }
 
+template <typename T, int kTokens>
+Result<GemmMaps> gemm_maps(const QgemvTcArgs& a) {
+  GemmMaps maps{};
+  const cuuint32_t x_box[2] = {kTcChunkK, kTokens}, w_box[2] = {kWTileWords, kConsumerWarps};
+  Result<CUtensorMap> x = tensor_map_2d(std::is_same_v<T, __half> ? CU_TENSOR_MAP_DATA_TYPE_FLOAT16 : CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+                                        a.x, a.ldx, a.m, a.ldx * 2, x_box, CU_TENSOR_MAP_SWIZZLE_128B);
+  if (!x.is_ok()) return x.status();
+  maps.x = x.value();
+  for (int i = 0; i < a.segments; ++i) {
+    const uint64_t words = static_cast<uint64_t>(a.chunks) * kWTileWords;
+    Result<CUtensorMap> w = tensor_map_2d(CU_TENSOR_MAP_DATA_TYPE_UINT32, a.seg[i].tc, words, segment_tiles(a.seg[i]),
+                                          words * 4, w_box, CU_TENSOR_MAP_SWIZZLE_NONE);
+    if (!w.is_ok()) return w.status();
+    maps.w[i] = w.value();
+  }
+  return maps;
+}
+
 template <typename T, bool kSplit, int kTokens>
-Status launch_wgmma(const QgemvTcArgs& a, cudaStream_t stream) {
-  const int64_t feature_blocks = ceil_div(tc_tiles(a), kWarps), token_blocks = ceil_div(a.m, kTokens);
-  if (feature_blocks > 65535)
-    return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
-  const dim3 grid(static_cast<unsigned>(token_blocks), static_cast<unsigned>(feature_blocks));
-  Result<CUtensorMap> map = x_tensor_map<T, kTokens>(a);
-  if (!map.is_ok()) return map.status();
-  const CUtensorMap x_map = map.value();
+Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, cudaStream_t stream) {
+  Result<GemmMaps> maps = gemm_maps<T, kTokens>(a);
+  if (!maps.is_ok()) return maps.status();
+  const dim3 grid(static_cast<unsigned>(ceil_div(a.m, kTokens)), static_cast<unsigned>(blocks));
   constexpr auto kernel = qgemm_wgmma_kernel<T, kSplit, kTokens>;
   CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
-  CUDA_RETURN_IF_ERROR(launch_kernel(kernel, grid, kThreads, kSmemBytes<kTokens>, stream, a, x_map));
+  CUDA_RETURN_IF_ERROR(launch_kernel(kernel, grid, kThreads, kSmemBytes<kTokens>, stream, a, maps.value()));
   return Status::ok();
 }
+
+int multiprocessors() {
+  static const int count = [] {
+    int device = 0, n = 0;
+    if (cudaGetDevice(&device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
+      return 132;
+    return n;
+  }();
+  return count;
+}
+
+// Tokens per block: 256 unless 128 finishes sooner. Both grids run in whole waves of one block per
+// SM; a 128-token block takes about 0.7 of a 256-token block's time (H100: the conversion of the
+// weights is the same for both, only the multiply halves), so 128 wins where 256 leaves SMs idle
+// (few blocks, or a last wave barely filled).
+bool use_128_tokens(int64_t m, int64_t blocks) {
+  const int64_t sms = multiprocessors();
+  const int64_t waves256 = ceil_div(ceil_div(m, 256) * blocks, sms), waves128 = ceil_div(ceil_div(m, 128) * blocks, sms);
+  return static_cast<double>(waves128) * 0.7 < static_cast<double>(waves256);
+}
+
+template <typename T, bool kSplit>
+Status launch_wgmma_sized(const QgemvTcArgs& a, cudaStream_t stream) {
+  int64_t blocks = 0;
+  for (int i = 0; i < a.segments; ++i) blocks += segment_blocks(a.seg[i]);
+  if (blocks > 65535) return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
+  return use_128_tokens(a.m, blocks) ? launch_wgmma<T, kSplit, 128>(a, blocks, stream)
+                                     : launch_wgmma<T, kSplit, 256>(a, blocks, stream);
+}
+
+}  // namespace
 
 template <typename T>
 Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
@@ -360,8 +487,7 @@ Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
   if (reinterpret_cast<uintptr_t>(a.x) % 16 != 0 || a.ldx % kTcChunkK != 0 || a.m > 0x7fffffff)
     return invalid_argument("qgemm (wgmma): x must be 16-byte aligned with rows of whole 64-position chunks and "
                             "at most 2^31 - 1 rows (got ldx {}, {} rows)", a.ldx, a.m);
-  const Status st = a.group_shift == 5 ? launch_wgmma<T, true, kGemmTokens>(a, stream)
-                                       : launch_wgmma<T, false, kGemmTokens>(a, stream);
+  const Status st = a.group_shift == 5 ? launch_wgmma_sized<T, true>(a, stream) : launch_wgmma_sized<T, false>(a, stream);
   RETURN_IF_ERROR(st);
   return true;
 }
