@@ -74,6 +74,13 @@ struct PreparedLinear {
 
 class CudaQgemm : public test::CudaBackendTest {
  protected:
+  // The kernels here are held to the GEMVs' tolerance, so this fixture's backends keep the wgmma
+  // GEMM (the backend's default above 32 rows, dequantize-exact weights) off unless a test turns it
+  // on (use_kernel(..., QuantGemm::kFused) or set_qgemm_wgmma) with the dequantize tolerance.
+  void SetUp() override {
+    test::CudaBackendTest::SetUp();
+    if (be_ != nullptr) use_kernel(QuantKernel::kTensorCores);
+  }
   void prepare(const Config& c, int64_t n, int64_t k, uint32_t seed, PreparedLinear* p) {
     auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed));
     ASSERT_TRUE(packed.is_ok()) << packed.status().message();
