@@ -32,10 +32,12 @@ class CudaBackendTest : public ::testing::TestWithParam<DType> {
  protected:
   void SetUp() override {
     if (!gpu_present()) GTEST_SKIP() << "no CUDA device";
-    auto be = CudaBackend::create(CudaBackendOptions{GetParam()});
+    auto be = CudaBackend::create(backend_options());
     ASSERT_TRUE(be.is_ok()) << be.status().message();
     be_ = std::move(be).value();
   }
+  // The options SetUp makes be_ with (a fixture may change the defaults).
+  virtual CudaBackendOptions backend_options() const { return CudaBackendOptions{GetParam()}; }
   DType act() const { return GetParam(); }
 
   Tensor upload(View host) {

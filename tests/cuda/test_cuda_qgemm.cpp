@@ -77,9 +77,10 @@ class CudaQgemm : public test::CudaBackendTest {
   // The kernels here are held to the GEMVs' tolerance, so this fixture's backends keep the wgmma
   // GEMM (the backend's default above 32 rows, dequantize-exact weights) off unless a test turns it
   // on (use_kernel(..., QuantGemm::kFused) or set_qgemm_wgmma) with the dequantize tolerance.
-  void SetUp() override {
-    test::CudaBackendTest::SetUp();
-    if (be_ != nullptr) use_kernel(QuantKernel::kTensorCores);
+  CudaBackendOptions backend_options() const override {
+    CudaBackendOptions o{GetParam()};
+    o.quant_gemm = QuantGemm::kDequantize;
+    return o;
   }
   void prepare(const Config& c, int64_t n, int64_t k, uint32_t seed, PreparedLinear* p) {
     auto packed = pack_linear(random_linear(c.bits, c.group, c.sym, c.act_order, n, k, seed));
@@ -96,7 +97,7 @@ class CudaQgemm : public test::CudaBackendTest {
     }
   }
   void use_kernel(QuantKernel kernel, QuantGemm gemm = QuantGemm::kDequantize) {
-    CudaBackendOptions o{GetParam()};
+    CudaBackendOptions o = backend_options();
     o.quant_kernel = kernel;
     o.quant_gemm = gemm;
     be_.reset();

@@ -481,7 +481,7 @@ Command make_bench_command(CLI::App& root) {
       ->capture_default_str();
   app->add_option("--quant-kernel", opts->quant_kernel,
                   "CUDA: fused kernel for packed int4, int8 (no act-order) and NF4 (blocks >= 64) weights: tc "
-                  "(tensor cores, up to 32 rows) or cuda-cores (up to 8 rows); more rows dequantize + cuBLAS")
+                  "(tensor cores, up to 32 rows) or cuda-cores (up to 8 rows); more rows: --quant-gemm")
       ->capture_default_str();
   app->add_option("--pdl", opts->pdl,
                   "CUDA (compute capability >= 9.0): programmatic dependent launches, each kernel starting while "

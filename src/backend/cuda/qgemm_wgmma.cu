@@ -55,10 +55,12 @@ constexpr int kWTileWords = 32 * 4;                   // one row tile's chunk in
 constexpr int kOutPitch = kBlockRows + 4;             // f32 output staging row: + 4 spreads the banks
 // Shared memory a block may take (H100: 227 KB), less the slack to align the ring.
 constexpr size_t kSmemBudget = 227 * 1024 - 1024;
-// Stages of the ring: x, the 8 row tiles' codes, two barriers each.
+// Bytes one stage's copies bring: the x tile and the 8 row tiles' codes.
 template <int kTokens>
-constexpr int kRingStages =
-    static_cast<int>(kSmemBudget / (kTokens * kXRowBytes + kConsumerWarps * kWTileWords * 4 + 2 * sizeof(uint64_t)));
+constexpr uint32_t kStageBytes = kTokens * kXRowBytes + kConsumerWarps * kWTileWords * 4;
+// Stages of the ring: those bytes and two barriers each.
+template <int kTokens>
+constexpr int kRingStages = static_cast<int>(kSmemBudget / (kStageBytes<kTokens> + 2 * sizeof(uint64_t)));
 
 // kTokens: input rows per block, the wgmma N (128 or 256).
 template <int kTokens>
@@ -70,11 +72,6 @@ struct GemmSmem {
 };
 template <int kTokens>
 constexpr size_t kSmemBytes = sizeof(GemmSmem<kTokens>) + 1024;  // + slack to align the dynamic base
-template <int kTokens>
-constexpr uint32_t kStageBytes = kTokens * kXRowBytes + kConsumerWarps * kWTileWords * 4;
-// After the last chunk the x ring holds the block's f32 outputs, [token][kOutPitch].
-static_assert(sizeof(float) * 256 * kOutPitch <= kRingStages<256> * 256 * kXRowBytes, "output staging fits the ring");
-static_assert(sizeof(float) * 128 * kOutPitch <= kRingStages<128> * 128 * kXRowBytes, "output staging fits the ring");
 
 // The tensor maps of one launch: x ([M, ldx], 128-byte swizzled boxes of [kTokens, 64]) and
 // each segment's codes ([row tiles, chunks · 128] u32, boxes of 8 row tiles × one chunk).
@@ -103,7 +100,6 @@ __device__ __forceinline__ void lower_registers() {
 
 // A block's place: its segment and first row tile there. Blocks never straddle segments, so one
 // tensor copy brings all of a block's codes.
-__host__ __device__ inline int64_t segment_tiles(const TcSegment& sg) { return (sg.n + kTcRows - 1) / kTcRows; }
 __host__ __device__ inline int64_t segment_blocks(const TcSegment& sg) {
   return (segment_tiles(sg) + kConsumerWarps - 1) / kConsumerWarps;
 }
@@ -258,6 +254,7 @@ __device__ __forceinline__ void multiply_chunk(const GemmSmem<kTokens>& sm, int 
 template <typename T, int kTokens>
 __device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, BlockPlace bp, int64_t m0,
                                             const float (&acc)[kTokens / 2]) {
+  static_assert(sizeof(float) * kTokens * kOutPitch <= sizeof(sm.x), "the f32 outputs fit the drained x ring");
   float(*tile)[kOutPitch] = reinterpret_cast<float(*)[kOutPitch]>(&sm.x[0][0]);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   bulk::named_sync(1, kConsumerThreads);  // both warpgroups' multiplies have read the ring
@@ -271,7 +268,8 @@ __device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kToke
   const int64_t row_base = bp.tile0 * kTcRows;
   const int r8 = (threadIdx.x % (kBlockRows / 8)) * 8;  // this thread's 8 rows of the block
   const int64_t row = row_base + r8;
-  const bool vec = sg.n % 8 == 0 && row + 8 <= sg.n;   // 16-byte aligned and whole
+  // 16-byte stores where the 8 rows are whole and aligned (the output may be a view at any offset).
+  const bool vec = sg.n % 8 == 0 && row + 8 <= sg.n && reinterpret_cast<uintptr_t>(out) % 16 == 0;
   float bias[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j)

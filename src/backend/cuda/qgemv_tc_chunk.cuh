@@ -39,10 +39,11 @@ struct QgemvTcArgs {
   bool int8;        // int8 codes (the int8 tc layout: 32-position chunks)
 };
 
-// Row tiles of all the launch's segments.
+// Row tiles of one segment, and of all the launch's segments.
+__host__ __device__ inline int64_t segment_tiles(const TcSegment& sg) { return (sg.n + kTcRows - 1) / kTcRows; }
 __host__ __device__ inline int64_t tc_tiles(const QgemvTcArgs& a) {
   const TcSegment& last = a.seg[a.segments - 1];
-  return last.first_tile + (last.n + kTcRows - 1) / kTcRows;
+  return last.first_tile + segment_tiles(last);
 }
 
 // The segment holding global row tile `tile`.
