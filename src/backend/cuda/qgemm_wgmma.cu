@@ -445,23 +445,11 @@ Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, cudaStream_t stream) {
   return Status::ok();
 }
 
-int multiprocessors() {
-  static const int count = [] {
-    int device = 0, n = 0;
-    if (cudaGetDevice(&device) != cudaSuccess ||
-        cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device) != cudaSuccess)
-      return 132;
-    return n;
-  }();
-  return count;
-}
-
 // Tokens per block: 256 unless 128 finishes sooner. Both grids run in whole waves of one block per
-// SM; a 128-token block takes about 0.7 of a 256-token block's time (H100: the conversion of the
-// weights is the same for both, only the multiply halves), so 128 wins where 256 leaves SMs idle
-// (few blocks, or a last wave barely filled).
-bool use_128_tokens(int64_t m, int64_t blocks) {
-  const int64_t sms = multiprocessors();
+// SM (`sms` of them); a 128-token block takes about 0.7 of a 256-token block's time (H100: the
+// conversion of the weights is the same for both, only the multiply halves), so 128 wins where 256
+// leaves SMs idle (few blocks, or a last wave barely filled).
+bool use_128_tokens(int64_t m, int64_t blocks, int64_t sms) {
   const int64_t waves256 = ceil_div(ceil_div(m, 256) * blocks, sms), waves128 = ceil_div(ceil_div(m, 128) * blocks, sms);
   return static_cast<double>(waves128) * 0.7 < static_cast<double>(waves256);
 }
@@ -471,8 +459,9 @@ Status launch_wgmma_sized(const QgemvTcArgs& a, cudaStream_t stream) {
   int64_t blocks = 0;
   for (int i = 0; i < a.segments; ++i) blocks += segment_blocks(a.seg[i]);
   if (blocks > 65535) return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
-  return use_128_tokens(a.m, blocks) ? launch_wgmma<T, kSplit, 128>(a, blocks, stream)
-                                     : launch_wgmma<T, kSplit, 256>(a, blocks, stream);
+  ASSIGN_OR_RETURN(const int sms, current_sm_count());
+  return use_128_tokens(a.m, blocks, sms) ? launch_wgmma<T, kSplit, 128>(a, blocks, stream)
+                                          : launch_wgmma<T, kSplit, 256>(a, blocks, stream);
 }
 
 }  // namespace
