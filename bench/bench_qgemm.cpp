@@ -16,7 +16,8 @@
 // tensor-core one (level pairs from a shared-memory table), dequant is its NF4 dequantize.
 // Run (GPU machine): build-*/bench/bench_qgemm [--json out.json] [--act bf16|f16] [--m 1,2,4]
 //                    [--formats w4g128,w8,w3g128,w2g64] [--shapes "llama2 q/k/v/o,..."] [--quick]
-//                    [--pdl on|off] [--stream-weights on|off] [--quant-gemm fused|dequant]   (pdl on: programmatic dependent launches, as the backend decodes:
+//                    [--pdl on|off] [--stream-weights on|off] [--quant-gemm fused|dequant] [--gemm-plan auto|256x2]
+//                    (gemm-plan: the wgmma GEMM's tokens per block x split K, default its own choice; pdl on: programmatic dependent launches, as the backend decodes:
 //                    each timed launch may start while the previous one drains)
 #include <cuda_runtime_api.h>
 
@@ -26,6 +27,7 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <regex>
 #include <string>
 #include <vector>
 
@@ -57,6 +59,7 @@ const LayerShape kShapes[] = {
 struct Options {
   std::string json_path, act = "bf16", formats = "w4g128,w8,w3g128,w2g64", shapes, m_list = "1,2,4,8,16,32,64,128",
               pdl = "on", stream_weights = "on", quant_gemm = "fused";
+  std::string gemm_plan = "auto";
   bool quick = false;
 };
 
@@ -165,15 +168,17 @@ struct Row {
   int64_t n, k, m;
   double fused_us, dequant_us, cublas_us, dense_us, fused_gbs, fused_tflops;
   double tc_us = 0, tc_gbs = 0;  // int4 only (0 otherwise)
+  std::string gemm_plan = "-";   // where tc is the wgmma GEMM: tokens per block x blocks per tile
   double best_fused_us() const { return tc_us > 0 ? std::min(fused_us, tc_us) : fused_us; }
 };
 
 void print_row(const Row& r) {
   std::printf("%-16s %6ld %6ld %-7s %4ld | %9.2f %7.0f %5.1f%% %6.2f | %9.2f %7.0f %5.1f%% | %9.2f %9.2f %9.2f | "
-              "%5.2fx %5.2fx %5.2fx\n",
+              "%5.2fx %5.2fx %5.2fx %s\n",
               r.shape.c_str(), r.n, r.k, r.format.c_str(), r.m, r.fused_us, r.fused_gbs, 100.0 * r.fused_gbs / kPeakGBs,
               r.fused_tflops, r.tc_us, r.tc_gbs, 100.0 * r.tc_gbs / kPeakGBs, r.dequant_us, r.cublas_us, r.dense_us,
-              r.cublas_us / r.best_fused_us(), r.dense_us / r.best_fused_us(), r.dequant_us / r.best_fused_us());
+              r.cublas_us / r.best_fused_us(), r.dense_us / r.best_fused_us(), r.dequant_us / r.best_fused_us(),
+              r.gemm_plan.c_str());
 }
 
 nlohmann::json to_json(const Row& r) {
@@ -181,7 +186,7 @@ nlohmann::json to_json(const Row& r) {
           {"format", r.format},     {"m", r.m},           {"fused_us", r.fused_us},
           {"fused_gbs", r.fused_gbs}, {"fused_pct_of_3000gbs", 100.0 * r.fused_gbs / kPeakGBs},
           {"fused_tflops", r.fused_tflops}, {"dequant_cublas_us", r.dequant_us}, {"cublas_us", r.cublas_us},
-          {"dense_us", r.dense_us}, {"tc_us", r.tc_us}, {"tc_gbs", r.tc_gbs},
+          {"dense_us", r.dense_us}, {"tc_us", r.tc_us}, {"tc_gbs", r.tc_gbs}, {"gemm_plan", r.gemm_plan},
           {"speedup_vs_cublas", r.cublas_us / r.best_fused_us()}, {"speedup_vs_dense", r.dense_us / r.best_fused_us()},
           {"speedup_vs_dequant", r.dequant_us / r.best_fused_us()}};
 }
@@ -248,6 +253,11 @@ std::vector<Row> bench_shape(CudaBackend& be, cublasHandle_t handle, const Layer
       }, quick);
       r.tc_gbs = (static_cast<double>(repacked_tc[0].bytes()) + static_cast<double>((m * s.k + m * s.n) * 2)) /
                  (r.tc_us * 1e3);
+      if (qgemm_wgmma_takes(p.bits, nf4) && m >= kQgemmWgmmaMinRows) {
+        auto plan = qgemm_wgmma_plan(m, s.n, s.k);
+        die_if(plan.status(), "GEMM plan " + s.name);
+        r.gemm_plan = std::to_string(plan->tokens) + "x" + std::to_string(plan->splits);
+      }
     }
     r.dequant_us = time_us(be, [&](int i) -> Status {
       const LinearWeight& q = packed[i % copies].w;
@@ -321,6 +331,11 @@ int run(const Options& o) {
   auto be_or = CudaBackend::create(be_opts);
   die_if(be_or.status(), "CUDA backend");
   CudaBackend& be = **be_or;
+  if (o.gemm_plan != "auto") {
+    const size_t x = o.gemm_plan.find('x');
+    const int tokens = std::stoi(o.gemm_plan.substr(0, x)), splits = std::stoi(o.gemm_plan.substr(x + 1));
+    set_qgemm_wgmma_plan(tokens, splits);
+  }
   cublasHandle_t handle = nullptr;
   if (cublasCreate(&handle) != CUBLAS_STATUS_SUCCESS || cublasSetStream(handle, be.stream()) != CUBLAS_STATUS_SUCCESS) {
     std::fprintf(stderr, "bench_qgemm: cuBLAS initialisation failed\n");
@@ -344,6 +359,15 @@ int run(const Options& o) {
               "format", "M", "fused us", "GB/s", "%peak", "TFLOPs", "tc us", "GB/s", "%peak", "deq+cuBLAS", "cuBLAS us",
               "dense us", "xcuBL", "xdense", "xdeq");
   std::printf("(speedups x.. use the faster of fused and tc)\n");
+  if (qgemm_wgmma_enabled()) {
+    std::printf("wgmma GEMM blocks at once (256 tokens / 128 tokens) by blocks per tile:");
+    for (int s = 1; s <= kGemmMaxSplits; ++s) {
+      auto wide = qgemm_wgmma_blocks_at_once(256, s), narrow = qgemm_wgmma_blocks_at_once(128, s);
+      die_if(wide.is_ok() ? narrow.status() : wide.status(), "GEMM clusters");
+      std::printf(" %d: %d / %d", s, *wide, *narrow);
+    }
+    std::printf("\n");
+  }
   nlohmann::json records = nlohmann::json::array();
   std::vector<Row> all;
   for (const LayerShape& s : kShapes) {
@@ -358,7 +382,7 @@ int run(const Options& o) {
   cublasDestroy(handle);
   const nlohmann::json estimates = model_estimates(all);
   if (!o.json_path.empty()) {
-    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"stream_weights", o.stream_weights}, {"quant_gemm", o.quant_gemm},
+    nlohmann::json doc = {{"device", be.name()}, {"activation", o.act}, {"peak_gbs", kPeakGBs}, {"pdl", o.pdl}, {"stream_weights", o.stream_weights}, {"quant_gemm", o.quant_gemm}, {"gemm_plan", o.gemm_plan},
                           {"auto_max_rows", kQgemvAutoMaxRows}, {"results", records},
                           {"model_linear_estimates", estimates}};
     std::ofstream(o.json_path) << doc.dump(2) << "\n";
@@ -391,6 +415,13 @@ int main(int argc, char** argv) {
                  "int4 on tensor cores above 32 rows: the wgmma GEMM (fused) or the per-lane kernel (dequant: what "
                  "the backend then replaces by dequantize + cuBLAS)")
       ->check(CLI::IsMember({"fused", "dequant"}));
+  app.add_option("--gemm-plan", o.gemm_plan,
+                 "the wgmma GEMM's tokens per block x blocks per output tile (split K over a cluster): auto (chosen "
+                 "per launch), or e.g. 256x1, 128x2; 0 in either place leaves that part to the GEMM")
+      ->check([](const std::string& v) -> std::string {
+        static const std::regex form("auto|(0|128|256)x[0-4]");
+        return std::regex_match(v, form) ? "" : "expected auto or TOKENSxSPLITS (TOKENS 0, 128 or 256; SPLITS 0-4)";
+      });
   CLI11_PARSE(app, argc, argv);
   return compactor::run(o);
 }

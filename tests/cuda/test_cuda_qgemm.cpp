@@ -459,6 +459,45 @@ TEST_P(CudaQgemm, WgmmaGemmMatchesReferenceAndPerLaneKernel) {
                                                      "per-lane", dequant_coef(act())));
 }
 
+// The GEMM on with K split over clusters of kSplits blocks (off: unsplit, the cost model's choice).
+template <int kSplits>
+void wgmma_with_splits(bool on) {
+  set_qgemm_wgmma(on);
+  set_qgemm_wgmma_plan(0, on ? kSplits : 0);
+}
+
+// Split K (qgemm_wgmma.cu: each block of a cluster multiplies its share of the chunks, the partial
+// tiles summed through distributed shared memory): forced to 1..4 blocks per tile, K of 65 chunks
+// (shares of 16 and 17), M with a partial token tile, N past the last row tile, bias and
+// accumulate; and the same bits on every run (the sum's order is fixed by cluster rank).
+TEST_P(CudaQgemm, WgmmaGemmSplitKMatchesReferenceAndIsDeterministic) {
+  cudaDeviceProp prop{};
+  ASSERT_EQ(cudaGetDeviceProperties(&prop, 0), cudaSuccess);
+  if (prop.major != 9 || prop.minor != 0) GTEST_SKIP() << "the wgmma GEMM needs compute capability 9.0";
+  const KernelCase cs{{4, 128, false, false}, 1000, 4160};
+  void (*const selects[])(bool) = {wgmma_with_splits<1>, wgmma_with_splits<2>, wgmma_with_splits<3>,
+                                   wgmma_with_splits<4>};
+  uint32_t seed = 2000;
+  for (int i = 0; i < 4; ++i) {
+    SCOPED_TRACE(fmt::format("{} blocks per tile", i + 1));
+    ASSERT_NO_FATAL_FAILURE(kernel_against_reference(cs, {40, 300}, seed, selects[i], false, "wgmma split",
+                                                     "per-lane", dequant_coef(act())));
+  }
+  PreparedLinear p;
+  ASSERT_NO_FATAL_FAILURE(prepare(cs.c, cs.n, cs.k, seed++, &p));
+  auto [x, xf] = random_x(300, cs.k, seed++);
+  std::vector<float> runs[2];
+  for (std::vector<float>& got : runs) {
+    Tensor out = be_->alloc(Shape{300, cs.n}, act());
+    wgmma_with_splits<3>(true);
+    const Status st = run_qgemv(out, x, p.kernels.back().second, View{}, false);
+    wgmma_with_splits<3>(false);
+    ASSERT_TRUE(st.is_ok()) << st.message();
+    got = download(out);
+  }
+  EXPECT_TRUE(runs[0] == runs[1]) << "split K gave different outputs on two runs";
+}
+
 TEST_P(CudaQgemm, ReplacedWeightIsNotServedFromAStaleRepack) {
   const int64_t n = 128, k = 256;
   for (uint32_t seed = 500; seed < 504; ++seed) {  // same shapes: the allocator likely reuses addresses

@@ -75,5 +75,27 @@ __device__ __forceinline__ void named_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 
+// Thread block clusters (sm_90): the blocks of a cluster run at once on one GPC and read each
+// other's shared memory.
+// Every thread of every block of the cluster meets here; shared-memory writes made before are
+// visible to the other blocks' reads after.
+__device__ __forceinline__ void cluster_sync() {
+  asm volatile("barrier.cluster.arrive.release;\n barrier.cluster.wait.acquire;" ::: "memory");
+}
+// This block's rank in its cluster.
+__device__ __forceinline__ uint32_t cluster_rank() {
+  uint32_t rank;
+  asm("mov.u32 %0, %%cluster_ctarank;" : "=r"(rank));
+  return rank;
+}
+// The generic address, in the shared memory of the cluster's block `rank`, of what `p` addresses
+// in this block's.
+template <typename P>
+__device__ __forceinline__ P* cluster_map(P* p, uint32_t rank) {
+  uint64_t mapped;
+  asm("mapa.u64 %0, %1, %2;" : "=l"(mapped) : "l"(p), "r"(rank));
+  return reinterpret_cast<P*>(mapped);
+}
+
 }  // namespace bulk
 }  // namespace compactor

@@ -25,21 +25,35 @@ inline std::atomic<bool>& dependent_launch_flag() {
 inline void set_dependent_launch(bool on) { dependent_launch_flag().store(on, std::memory_order_relaxed); }
 inline bool dependent_launch_enabled() { return dependent_launch_flag().load(std::memory_order_relaxed); }
 
-// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when enabled.
+// kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when enabled,
+// in thread block clusters of `cluster_z` blocks along z where that is above 1 (the grid's z a
+// multiple of it; compute capability 9.0).
 template <typename... Params, typename... Args>
-cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          Args&&... args) {
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+cudaError_t launch_kernel_in_clusters(void (*kernel)(Params...), dim3 grid, unsigned cluster_z, dim3 block,
+                                      size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchAttribute attr[2];
+  int n = 0;
+  if (dependent_launch_enabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (cluster_z > 1) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n++].val.clusterDim = {1, 1, cluster_z};
+  }
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = stream;
   cfg.attrs = attr;
-  cfg.numAttrs = dependent_launch_enabled() ? 1 : 0;
+  cfg.numAttrs = static_cast<unsigned>(n);
   return cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+}
+template <typename... Params, typename... Args>
+cudaError_t launch_kernel(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
+                          Args&&... args) {
+  return launch_kernel_in_clusters(kernel, grid, 1, block, smem, stream, std::forward<Args>(args)...);
 }
 
 // Lets kKernel take `bytes` of dynamic shared memory (the attribute is required once static plus

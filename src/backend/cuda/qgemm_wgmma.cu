@@ -5,8 +5,8 @@
 //
 // Block: 3 warpgroups, warp-specialised. Warps 0-7 (two consumer warpgroups, warp w: row tile w,
 // the A rows of warpgroup w / 4) multiply 128 output rows by kTokens input rows (the wgmma N:
-// 256, or 128 where that fills the GPU better, use_128_tokens); one thread of warp 8 copies. All
-// of K goes in 64-position chunks through a ring of as many stages as shared memory holds (6 at
+// 256, or 128 where that fills the GPU better); one thread of warp 8 copies. All of the block's
+// K goes in 64-position chunks through a ring of as many stages as shared memory holds (6 at
 // 256 tokens), each with a `full` (copies landed) and an `empty` (multiplies done) mbarrier, and
 // no block-wide barrier in the loop:
 //   x:     [kTokens, 64] by one TMA tensor copy, K-major with the 128-byte swizzle wgmma reads
@@ -24,7 +24,13 @@
 // match dequantize + cuBLAS up to the order of the f32 sums. The conversion of chunk c + 1 runs
 // while the tensor cores multiply chunks c − 1 and c (A double-buffered in registers), and one
 // warpgroup converts while the other's multiply holds the tensor cores. The outputs leave through
-// shared memory as 16-byte rows (store_block).
+// shared memory as 16-byte rows (emit_outputs).
+// Split K: where a launch has too few tiles to fill the GPU (a 4096-row weight at 512 tokens: 64
+// tiles for 132 SMs), the grid's z splits each tile's chunks over a cluster of gridDim.z blocks;
+// each stages its f32 partial tile in its own shared memory and, after a cluster barrier, writes
+// its slice of the tile's tokens summed over the cluster's tiles (distributed shared memory): no
+// workspace, no flags between launches, the same bits whichever block finishes first. Tokens per
+// block and splits come from a cost model (qgemm_plan.h).
 // Measured (H100, w4g128): bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md ("Seventh session").
 // Test: build-*/tests/test_cuda_qgemm (on a GPU machine). Bench: build-*/bench/bench_qgemm.
 #include <cuda.h>
@@ -35,6 +41,7 @@
 #include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/launch.cuh"
 #include "backend/cuda/mma.cuh"
+#include "backend/cuda/qgemm_plan.h"
 #include "backend/cuda/qgemm_wgmma.cuh"
 #include "backend/cuda/qgemv.cuh"
 #include "backend/cuda/wgmma.cuh"
@@ -84,6 +91,14 @@ std::atomic<bool>& wgmma_flag() {
   static std::atomic<bool> on{false};
   return on;
 }
+std::atomic<int>& forced_tokens() {  // set_qgemm_wgmma_plan
+  static std::atomic<int> tokens{0};
+  return tokens;
+}
+std::atomic<int>& forced_splits() {
+  static std::atomic<int> splits{0};
+  return splits;
+}
 
 template <int kRegisters>
 __device__ __forceinline__ void raise_registers() {
@@ -113,25 +128,39 @@ __device__ __forceinline__ BlockPlace block_place(const QgemvTcArgs& a, int64_t 
   return {si, block * kConsumerWarps};
 }
 
+// The chunks of K a block multiplies: all of them, or where the launch splits K over a cluster
+// (gridDim.z blocks per tile, split_gemm), block z's share.
+struct ChunkRange {
+  int first;
+  int count;
+};
+__device__ __forceinline__ ChunkRange chunk_range(int chunks, int split, int splits) {
+  const int first = static_cast<int>(static_cast<int64_t>(chunks) * split / splits);
+  return {first, static_cast<int>(static_cast<int64_t>(chunks) * (split + 1) / splits) - first};
+}
+
 // One thread copies: each chunk's codes (constant inputs: the first stages before the wait for the
 // previous kernel) and x tile, into the stage its consumers last released.
 template <int kTokens>
 __device__ __forceinline__ void produce(const QgemvTcArgs& a, const GemmMaps& maps, GemmSmem<kTokens>& sm,
-                                        int64_t m0, BlockPlace bp) {
+                                        int64_t m0, BlockPlace bp, ChunkRange r) {
   constexpr int kStages = kRingStages<kTokens>;
   const CUtensorMap* w_map = &maps.w[bp.seg];
   const int tile0 = static_cast<int>(bp.tile0), row0 = static_cast<int>(m0);
+  // c: the block's chunk c, chunk r.first + c of K.
   const auto copy_w = [&](int c, int s) {
     bulk::arrive_expect_bytes(&sm.full[s], kStageBytes<kTokens>);  // rows past N / M count: zero-filled
-    bulk::copy_tensor_2d(sm.w[s], w_map, c * kWTileWords, tile0, &sm.full[s]);
+    bulk::copy_tensor_2d(sm.w[s], w_map, (r.first + c) * kWTileWords, tile0, &sm.full[s]);
   };
-  const auto copy_x = [&](int c, int s) { bulk::copy_tensor_2d(sm.x[s], &maps.x, c * kTcChunkK, row0, &sm.full[s]); };
-  const int first = a.chunks < kStages ? a.chunks : kStages;
+  const auto copy_x = [&](int c, int s) {
+    bulk::copy_tensor_2d(sm.x[s], &maps.x, (r.first + c) * kTcChunkK, row0, &sm.full[s]);
+  };
+  const int first = r.count < kStages ? r.count : kStages;
   for (int c = 0; c < first; ++c) copy_w(c, c);
   wait_for_prior_grids();
   for (int c = 0; c < first; ++c) copy_x(c, c);
   int s = 0;
-  for (int c = kStages; c < a.chunks; ++c) {
+  for (int c = kStages; c < r.count; ++c) {
     bulk::wait(&sm.empty[s], static_cast<uint32_t>(c / kStages - 1) & 1u);
     copy_w(c, s);
     copy_x(c, s);
@@ -247,15 +276,18 @@ __device__ __forceinline__ void multiply_chunk(const GemmSmem<kTokens>& sm, int 
   wgmma::pin(acc);
 }
 
-// The block's outputs: the warps' accumulators, staged as f32 through the (drained) ring, then
-// written token by token, 8 rows (16 bytes) per thread, with the bias and (accumulate) the stored
-// values added in f32 and one rounding. acc element 4i + e is (row g + 8 (e >> 1), token
-// 8i + 2t + (e & 1)) of the warp's tile (wgmma.cuh).
-template <typename T, int kTokens>
-__device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, BlockPlace bp, int64_t m0,
-                                            const float (&acc)[kTokens / 2]) {
+// The f32 output tile [token][row] of a block, staged in its (drained) ring.
+template <int kTokens>
+__device__ __forceinline__ float (*output_tile(GemmSmem<kTokens>& sm))[kOutPitch] {
   static_assert(sizeof(float) * kTokens * kOutPitch <= sizeof(sm.x), "the f32 outputs fit the drained x ring");
-  float(*tile)[kOutPitch] = reinterpret_cast<float(*)[kOutPitch]>(&sm.x[0][0]);
+  return reinterpret_cast<float(*)[kOutPitch]>(&sm.x[0][0]);
+}
+
+// The warps' accumulators into the output tile. acc element 4i + e is (row g + 8 (e >> 1), token
+// 8i + 2t + (e & 1)) of the warp's tile (wgmma.cuh).
+template <int kTokens>
+__device__ __forceinline__ void stage_outputs(GemmSmem<kTokens>& sm, const float (&acc)[kTokens / 2]) {
+  float(*tile)[kOutPitch] = output_tile(sm);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   bulk::named_sync(1, kConsumerThreads);  // both warpgroups' multiplies have read the ring
 #pragma unroll
@@ -263,6 +295,16 @@ __device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kToke
 #pragma unroll
     for (int e = 0; e < 4; ++e) tile[8 * i + 2 * t + (e & 1)][warp * kTcRows + g + 8 * (e >> 1)] = acc[4 * i + e];
   bulk::named_sync(1, kConsumerThreads);
+}
+
+// Tokens [tk_begin, tk_end) of the block's outputs from the staged tile, 8 rows (16 bytes) per
+// thread, with the bias and (accumulate) the stored values added in f32 and one rounding. parts >
+// 1: the launch splits K over clusters of that many blocks, and each output sums the tiles of
+// cluster ranks 0, 1, ... in that order (through distributed shared memory), so every split
+// gives the same bits wherever it runs.
+template <typename T, int kTokens>
+__device__ __forceinline__ void emit_outputs(const QgemvTcArgs& a, const float (*tile)[kOutPitch], int parts,
+                                             BlockPlace bp, int64_t m0, int tk_begin, int tk_end) {
   const TcSegment& sg = a.seg[bp.seg];
   T* out = static_cast<T*>(sg.out);
   const int64_t row_base = bp.tile0 * kTcRows;
@@ -275,12 +317,17 @@ __device__ __forceinline__ void store_block(const QgemvTcArgs& a, GemmSmem<kToke
   for (int j = 0; j < 8; ++j)
     bias[j] = sg.bias != nullptr && row + j < sg.n ? load_any(sg.bias, a.bias_dtype, row + j) : 0.f;
   constexpr int kTokensPerPass = kConsumerThreads / (kBlockRows / 8);  // 16
-  for (int tk = threadIdx.x / (kBlockRows / 8); tk < kTokens; tk += kTokensPerPass) {
+  for (int tk = tk_begin + threadIdx.x / (kBlockRows / 8); tk < tk_end; tk += kTokensPerPass) {
     const int64_t m = m0 + tk;
     if (m >= a.m || row >= sg.n) continue;
-    float v[8];
+    float v[8] = {};
+    for (int q = 0; q < parts; ++q) {
+      const float* src = parts == 1 ? &tile[tk][r8] : bulk::cluster_map(&tile[tk][r8], q);
+      const float4 lo = *reinterpret_cast<const float4*>(src), hi = *reinterpret_cast<const float4*>(src + 4);
+      v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w, v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
+    }
 #pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] = tile[tk][r8 + j] + bias[j];
+    for (int j = 0; j < 8; ++j) v[j] += bias[j];
     T* o = out + m * sg.n + row;
     if (vec) {
       if (a.accumulate) {
@@ -310,8 +357,8 @@ __device__ __forceinline__ void release(GemmSmem<kTokens>& sm, int s) {
 // one chunk ahead. The two warpgroups run this independently: one converts while the other's
 // multiply holds the tensor cores.
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, const SzRows& rows, int c,
-                                              int& s, SzWords& sz_next, uint32_t (&a_mul)[4][4],
+__device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, const SzRows& rows,
+                                              ChunkRange r, int c, int& s, SzWords& sz_next, uint32_t (&a_mul)[4][4],
                                               uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
   constexpr int kStages = kRingStages<kTokens>;
   multiply_chunk<T, kTokens>(sm, s, a_mul, acc);
@@ -320,22 +367,23 @@ __device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTo
   pin(a_conv);  // read by chunk c − 1's wgmma until here
   const int s_prev = s == 0 ? kStages - 1 : s - 1, s_next = s + 1 == kStages ? 0 : s + 1;
   if (c >= 1) release(sm, s_prev);
-  if (c + 1 < a.chunks) {
+  if (c + 1 < r.count) {
     bulk::wait(&sm.full[s_next], static_cast<uint32_t>((c + 1) / kStages) & 1u);
     convert_chunk<T, kSplit, kTokens>(sm, s_next, sz_next, a_conv);
-    if (c + 2 < a.chunks) sz_next = load_sz<kSplit>(rows, c + 2, a.group_shift);
+    if (c + 2 < r.count) sz_next = load_sz<kSplit>(rows, r.first + c + 2, a.group_shift);
   }
   s = s_next;
 }
 
+// The block's chunks, multiplied; their sums staged in the output tile (stage_outputs).
 template <typename T, bool kSplit, int kTokens>
-__device__ __forceinline__ void consume(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, int64_t m0, BlockPlace bp) {
+__device__ __forceinline__ void consume(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, BlockPlace bp, ChunkRange range) {
   const int warp = threadIdx.x / 32, g = threadIdx.x % 32 / 4;
   const TcSegment& sg = a.seg[bp.seg];
   const int64_t r = (bp.tile0 + warp) * kTcRows + g, last = sg.n - 1;
   const SzRows rows{sg.scale_zero + (r < last ? r : last) * a.groups_padded,
                     sg.scale_zero + (r + 8 < last ? r + 8 : last) * a.groups_padded};
-  SzWords sz_next = load_sz<kSplit>(rows, 0, a.group_shift);
+  SzWords sz_next = load_sz<kSplit>(rows, range.first, a.group_shift);
   wait_for_prior_grids();  // the outputs: an earlier kernel may still read (or, accumulating, write) them
   float acc[kTokens / 2];
 #pragma unroll
@@ -343,15 +391,15 @@ __device__ __forceinline__ void consume(const QgemvTcArgs& a, GemmSmem<kTokens>&
   uint32_t a0[4][4], a1[4][4] = {};  // A of even and odd chunks: unrolled by two, no register copies
   bulk::wait(&sm.full[0], 0);
   convert_chunk<T, kSplit, kTokens>(sm, 0, sz_next, a0);
-  if (a.chunks > 1) sz_next = load_sz<kSplit>(rows, 1, a.group_shift);
+  if (range.count > 1) sz_next = load_sz<kSplit>(rows, range.first + 1, a.group_shift);
   int s = 0;
-  for (int c = 0; c < a.chunks; c += 2) {
-    consume_chunk<T, kSplit, kTokens>(a, sm, rows, c, s, sz_next, a0, a1, acc);
-    if (c + 1 < a.chunks) consume_chunk<T, kSplit, kTokens>(a, sm, rows, c + 1, s, sz_next, a1, a0, acc);
+  for (int c = 0; c < range.count; c += 2) {
+    consume_chunk<T, kSplit, kTokens>(a, sm, rows, range, c, s, sz_next, a0, a1, acc);
+    if (c + 1 < range.count) consume_chunk<T, kSplit, kTokens>(a, sm, rows, range, c + 1, s, sz_next, a1, a0, acc);
   }
   wgmma::wait<0>();
   wgmma::pin(acc);
-  store_block<T, kTokens>(a, sm, bp, m0, acc);
+  stage_outputs<kTokens>(sm, acc);
 }
 
 // Warp-specialised: warps 0-7 (two warpgroups) convert and multiply, one thread of warp 8 copies;
@@ -372,20 +420,38 @@ __global__ void __launch_bounds__(kThreads, 1) qgemm_wgmma_kernel(const QgemvTcA
     bulk::barrier_init_fence();
   }
   __syncthreads();
+  const int splits = static_cast<int>(gridDim.z);
+  const ChunkRange range = chunk_range(a.chunks, static_cast<int>(blockIdx.z), splits);
+  // Split K (clusters of gridDim.z blocks along z, block z = cluster rank z): once every block of
+  // the cluster has staged its partial sums (first cluster barrier), block z writes the z-th slice
+  // of the tile's tokens; no block leaves while another may read its shared memory (second). The
+  // barriers sit in both branches: code after a join would be held to the producer's registers.
   if (threadIdx.x >= kConsumerThreads) {
     // Registers per thread after the split: the producer needs few, the consumers hold the
     // accumulators (kTokens / 2) and two chunks of A fragments; 128 · 40 + 256 · 232 ≤ 64 K.
     lower_registers<40>();
-    if (threadIdx.x == kConsumerThreads) produce<kTokens>(a, maps, sm, m0, bp);
+    if (threadIdx.x == kConsumerThreads) produce<kTokens>(a, maps, sm, m0, bp, range);
+    if (splits > 1) {
+      bulk::cluster_sync();
+      bulk::cluster_sync();
+    }
   } else {
     raise_registers<232>();
-    consume<T, kSplit, kTokens>(a, sm, m0, bp);
+    consume<T, kSplit, kTokens>(a, sm, bp, range);
+    if (splits > 1) bulk::cluster_sync();
+    const int slice = (kTokens + splits - 1) / splits, begin = static_cast<int>(blockIdx.z) * slice;
+    emit_outputs<T, kTokens>(a, output_tile(sm), splits, bp, m0, begin, begin + slice < kTokens ? begin + slice : kTokens);
+    if (splits > 1) bulk::cluster_sync();
   }
 }
 
 }  // namespace
 
 void set_qgemm_wgmma(bool on) { wgmma_flag().store(on, std::memory_order_relaxed); }
+void set_qgemm_wgmma_plan(int tokens, int splits) {
+  forced_tokens().store(tokens == 128 || tokens == 256 ? tokens : 0, std::memory_order_relaxed);
+  forced_splits().store(splits > 0 ? splits : 0, std::memory_order_relaxed);
+}
 bool qgemm_wgmma_enabled() { return wgmma_flag().load(std::memory_order_relaxed); }
 bool qgemm_wgmma_takes(int bits, bool nf4) { return qgemm_wgmma_enabled() && bits == 4 && !nf4; }
 
@@ -435,23 +501,62 @@ Result<GemmMaps> gemm_maps(const QgemvTcArgs& a) {
 }
 
 template <typename T, bool kSplit, int kTokens>
-Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, cudaStream_t stream) {
+Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, int splits, cudaStream_t stream) {
   Result<GemmMaps> maps = gemm_maps<T, kTokens>(a);
   if (!maps.is_ok()) return maps.status();
-  const dim3 grid(static_cast<unsigned>(ceil_div(a.m, kTokens)), static_cast<unsigned>(blocks));
+  const dim3 grid(static_cast<unsigned>(ceil_div(a.m, kTokens)), static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
   constexpr auto kernel = qgemm_wgmma_kernel<T, kSplit, kTokens>;
   CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
-  CUDA_RETURN_IF_ERROR(launch_kernel(kernel, grid, kThreads, kSmemBytes<kTokens>, stream, a, maps.value()));
+  CUDA_RETURN_IF_ERROR(launch_kernel_in_clusters(kernel, grid, static_cast<unsigned>(splits), kThreads,
+                                                 kSmemBytes<kTokens>, stream, a, maps.value()));
   return Status::ok();
 }
 
-// Tokens per block: 256 unless 128 finishes sooner. Both grids run in whole waves of one block per
-// SM (`sms` of them); a 128-token block takes about 0.7 of a 256-token block's time (H100: the
-// conversion of the weights is the same for both, only the multiply halves), so 128 wins where 256
-// leaves SMs idle (few blocks, or a last wave barely filled).
-bool use_128_tokens(int64_t m, int64_t blocks, int64_t sms) {
-  const int64_t waves256 = ceil_div(ceil_div(m, 256) * blocks, sms), waves128 = ceil_div(ceil_div(m, 128) * blocks, sms);
-  return static_cast<double>(waves128) * 0.7 < static_cast<double>(waves256);
+// Blocks of this kernel that run at once in clusters of `splits` on the current device (a GPC's
+// SMs beyond a multiple of the cluster size stay idle; 0: clusters that large cannot run), asked
+// of the driver once per device.
+template <typename T, bool kSplit, int kTokens>
+Result<int> blocks_at_once(int splits, int sms) {
+  if (splits == 1) return sms;
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> known[kMaxDevices][kGemmMaxSplits + 1] = {};  // blocks + 1; 0: not asked yet
+  int device = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  std::atomic<int>* slot = device < kMaxDevices ? &known[device][splits] : nullptr;
+  if (slot != nullptr && slot->load(std::memory_order_relaxed) > 0) return slot->load(std::memory_order_relaxed) - 1;
+  constexpr auto kernel = qgemm_wgmma_kernel<T, kSplit, kTokens>;
+  CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
+  cudaLaunchAttribute cluster{};
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim = {1, 1, static_cast<unsigned>(splits)};
+  cudaLaunchConfig_t cfg{};
+  cfg.gridDim = dim3(1, 1, static_cast<unsigned>(splits));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmemBytes<kTokens>;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = 1;
+  int clusters = 0;
+  if (cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg) != cudaSuccess) {
+    (void)cudaGetLastError();  // clusters of this size cannot run here: not an error of the launch
+    clusters = 0;
+  }
+  if (slot != nullptr) slot->store(clusters * splits + 1, std::memory_order_relaxed);
+  return clusters * splits;
+}
+
+// The plan of a launch of `row_blocks` blocks of 128 output rows (qgemm_plan.h), within the limits
+// set_qgemm_wgmma_plan set.
+template <typename T, bool kSplit>
+Result<GemmPlan> plan_launch(int64_t m, int64_t row_blocks, int chunks) {
+  ASSIGN_OR_RETURN(const int sms, current_sm_count());
+  int at_once[2][kGemmMaxSplits + 1] = {};
+  for (int s = 1; s <= kGemmMaxSplits; ++s) {
+    ASSIGN_OR_RETURN(at_once[0][s], (blocks_at_once<T, kSplit, 128>(s, sms)));
+    ASSIGN_OR_RETURN(at_once[1][s], (blocks_at_once<T, kSplit, 256>(s, sms)));
+  }
+  const GemmPlanLimits limits{forced_tokens().load(std::memory_order_relaxed),
+                              forced_splits().load(std::memory_order_relaxed)};
+  return plan_gemm(m, row_blocks, chunks, at_once, limits);
 }
 
 template <typename T, bool kSplit>
@@ -459,9 +564,9 @@ Status launch_wgmma_sized(const QgemvTcArgs& a, cudaStream_t stream) {
   int64_t blocks = 0;
   for (int i = 0; i < a.segments; ++i) blocks += segment_blocks(a.seg[i]);
   if (blocks > 65535) return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
-  ASSIGN_OR_RETURN(const int sms, current_sm_count());
-  return use_128_tokens(a.m, blocks, sms) ? launch_wgmma<T, kSplit, 128>(a, blocks, stream)
-                                          : launch_wgmma<T, kSplit, 256>(a, blocks, stream);
+  ASSIGN_OR_RETURN(const GemmPlan plan, (plan_launch<T, kSplit>(a.m, blocks, a.chunks)));
+  return plan.tokens == 128 ? launch_wgmma<T, kSplit, 128>(a, blocks, plan.splits, stream)
+                            : launch_wgmma<T, kSplit, 256>(a, blocks, plan.splits, stream);
 }
 
 }  // namespace
@@ -477,6 +582,18 @@ Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
   const Status st = a.group_shift == 5 ? launch_wgmma_sized<T, true>(a, stream) : launch_wgmma_sized<T, false>(a, stream);
   RETURN_IF_ERROR(st);
   return true;
+}
+
+Result<int> qgemm_wgmma_blocks_at_once(int tokens, int splits) {
+  if (splits < 1 || splits > kGemmMaxSplits) return invalid_argument("qgemm (wgmma): {} blocks per tile", splits);
+  ASSIGN_OR_RETURN(const int sms, current_sm_count());
+  return tokens == 128 ? blocks_at_once<__nv_bfloat16, false, 128>(splits, sms)
+                       : blocks_at_once<__nv_bfloat16, false, 256>(splits, sms);
+}
+
+Result<GemmPlan> qgemm_wgmma_plan(int64_t m, int64_t n, int64_t k) {
+  // Every instance of the kernel takes the same shared memory and threads: one answers for all.
+  return plan_launch<__nv_bfloat16, false>(m, ceil_div(n, kBlockRows), static_cast<int>(ceil_div(k, kTcChunkK)));
 }
 
 template Result<bool> qgemm_wgmma_launch<__half>(const QgemvTcArgs&, cudaStream_t);

@@ -18,6 +18,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/common.cuh"
+#include "backend/cuda/qgemm_plan.h"
 #include "formats/quant_repack.h"
 
 namespace compactor {
@@ -107,6 +108,16 @@ bool qgemv_streaming_enabled();
 // code) unless its options turn it off (A/B runs).
 void set_qgemm_wgmma(bool on);
 bool qgemm_wgmma_enabled();
+// Tokens per block (128 or 256) and blocks per output tile (split K over a thread block cluster)
+// of the GEMM's launches (qgemm_plan.h): 0 (the default) lets the cost model choose per launch;
+// else fixed (splits at most kGemmMaxSplits and no more than K has 64-position chunks), for A/B
+// runs and tests. Process-wide.
+void set_qgemm_wgmma_plan(int tokens, int splits);
+// The plan the GEMM takes for x [m, k] times one weight of n rows on the current device.
+Result<GemmPlan> qgemm_wgmma_plan(int64_t m, int64_t n, int64_t k);
+// Blocks of the GEMM (128 or 256 tokens) that run at once on the current device in clusters of
+// `splits` (1: one per SM; fewer where a GPC's SMs are not a multiple of the cluster).
+Result<int> qgemm_wgmma_blocks_at_once(int tokens, int splits);
 // Whether the GEMM takes a tensor-core weight of this format (enabled, int4, not NF4): the one rule
 // of CudaBackend::matmul's row limit and of the launch.
 bool qgemm_wgmma_takes(int bits, bool nf4);
