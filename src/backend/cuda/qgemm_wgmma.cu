@@ -297,49 +297,72 @@ __device__ __forceinline__ void stage_outputs(GemmSmem<kTokens>& sm, const float
   bulk::named_sync(1, kConsumerThreads);
 }
 
-// Tokens [tk_begin, tk_end) of the block's outputs from the staged tile, 8 rows (16 bytes) per
-// thread, with the bias and (accumulate) the stored values added in f32 and one rounding. parts >
-// 1: the launch splits K over clusters of that many blocks, and each output sums the tiles of
-// cluster ranks 0, 1, ... in that order (through distributed shared memory), so every split
-// gives the same bits wherever it runs.
+// 8 rows (r8 ..) of token tk summed over the cluster's staged tiles, ranks 0, 1, ... in that order
+// (parts > 1: distributed shared memory; 1: this block's tile alone). Every load is issued
+// before the first add, so the remote latencies overlap.
+__device__ __forceinline__ void gather8(const float (*tile)[kOutPitch], int parts, int tk, int r8, float (&v)[8]) {
+  float4 lo[kGemmMaxSplits], hi[kGemmMaxSplits];
+#pragma unroll
+  for (int q = 0; q < kGemmMaxSplits; ++q) {
+    if (q >= parts) break;
+    const float* src = parts == 1 ? &tile[tk][r8] : bulk::cluster_map(&tile[tk][r8], q);
+    lo[q] = *reinterpret_cast<const float4*>(src);
+    hi[q] = *reinterpret_cast<const float4*>(src + 4);
+  }
+  v[0] = v[1] = v[2] = v[3] = v[4] = v[5] = v[6] = v[7] = 0.f;
+#pragma unroll
+  for (int q = 0; q < kGemmMaxSplits; ++q) {
+    if (q >= parts) break;
+    v[0] += lo[q].x, v[1] += lo[q].y, v[2] += lo[q].z, v[3] += lo[q].w;
+    v[4] += hi[q].x, v[5] += hi[q].y, v[6] += hi[q].z, v[7] += hi[q].w;
+  }
+}
+
+// One token's 8 outputs from rows `row` ..: + bias, + the stored values when accumulating, one
+// rounding; 16-byte stores where `vec` (the 8 rows whole and aligned).
+template <typename T>
+__device__ __forceinline__ void write8(const QgemvTcArgs& a, const TcSegment& sg, int64_t m, int64_t row,
+                                      float (&v)[8], const float (&bias)[8], bool vec) {
+  if (m >= a.m || row >= sg.n) return;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) v[j] += bias[j];
+  T* o = static_cast<T*>(sg.out) + m * sg.n + row;
+  if (vec) {
+    if (a.accumulate) {
+      float old[8];
+      load8(o, old);
+#pragma unroll
+      for (int j = 0; j < 8; ++j) v[j] += old[j];
+    }
+    store8(o, v);
+  } else {
+    for (int j = 0; j < 8 && row + j < sg.n; ++j) o[j] = from_f32<T>(v[j] + (a.accumulate ? to_f32(o[j]) : 0.f));
+  }
+}
+
+// Tokens [tk_begin, tk_end) of the block's outputs from the staged tile (parts > 1: the launch
+// splits K over clusters of that many blocks; gather8), 8 rows per thread, two tokens at a time
+// so that the second's loads overlap the first's.
 template <typename T, int kTokens>
 __device__ __forceinline__ void emit_outputs(const QgemvTcArgs& a, const float (*tile)[kOutPitch], int parts,
                                              BlockPlace bp, int64_t m0, int tk_begin, int tk_end) {
   const TcSegment& sg = a.seg[bp.seg];
-  T* out = static_cast<T*>(sg.out);
-  const int64_t row_base = bp.tile0 * kTcRows;
   const int r8 = (threadIdx.x % (kBlockRows / 8)) * 8;  // this thread's 8 rows of the block
-  const int64_t row = row_base + r8;
+  const int64_t row = bp.tile0 * kTcRows + r8;
   // 16-byte stores where the 8 rows are whole and aligned (the output may be a view at any offset).
-  const bool vec = sg.n % 8 == 0 && row + 8 <= sg.n && reinterpret_cast<uintptr_t>(out) % 16 == 0;
+  const bool vec = sg.n % 8 == 0 && row + 8 <= sg.n && reinterpret_cast<uintptr_t>(sg.out) % 16 == 0;
   float bias[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j)
     bias[j] = sg.bias != nullptr && row + j < sg.n ? load_any(sg.bias, a.bias_dtype, row + j) : 0.f;
   constexpr int kTokensPerPass = kConsumerThreads / (kBlockRows / 8);  // 16
-  for (int tk = tk_begin + threadIdx.x / (kBlockRows / 8); tk < tk_end; tk += kTokensPerPass) {
-    const int64_t m = m0 + tk;
-    if (m >= a.m || row >= sg.n) continue;
-    float v[8] = {};
-    for (int q = 0; q < parts; ++q) {
-      const float* src = parts == 1 ? &tile[tk][r8] : bulk::cluster_map(&tile[tk][r8], q);
-      const float4 lo = *reinterpret_cast<const float4*>(src), hi = *reinterpret_cast<const float4*>(src + 4);
-      v[0] += lo.x, v[1] += lo.y, v[2] += lo.z, v[3] += lo.w, v[4] += hi.x, v[5] += hi.y, v[6] += hi.z, v[7] += hi.w;
-    }
-#pragma unroll
-    for (int j = 0; j < 8; ++j) v[j] += bias[j];
-    T* o = out + m * sg.n + row;
-    if (vec) {
-      if (a.accumulate) {
-        float old[8];
-        load8(o, old);
-#pragma unroll
-        for (int j = 0; j < 8; ++j) v[j] += old[j];
-      }
-      store8(o, v);
-    } else {
-      for (int j = 0; j < 8 && row + j < sg.n; ++j) o[j] = from_f32<T>(v[j] + (a.accumulate ? to_f32(o[j]) : 0.f));
-    }
+  for (int tk = tk_begin + threadIdx.x / (kBlockRows / 8); tk < tk_end; tk += 2 * kTokensPerPass) {
+    const int tk2 = tk + kTokensPerPass;
+    float v[8], w[8];
+    gather8(tile, parts, tk, r8, v);
+    if (tk2 < tk_end) gather8(tile, parts, tk2, r8, w);
+    write8<T>(a, sg, m0 + tk, row, v, bias, vec);
+    if (tk2 < tk_end) write8<T>(a, sg, m0 + tk2, row, w, bias, vec);
   }
 }
 
