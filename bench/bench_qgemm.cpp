@@ -355,10 +355,11 @@ int run(const Options& o) {
   const std::vector<std::string> only = split(o.shapes);
   std::printf("%s, %s activations; fused = qgemv (CudaBackend::matmul uses it for M <= %ld)\n", be.name().c_str(),
               o.act.c_str(), kQgemvAutoMaxRows);
-  std::printf("%-16s %6s %6s %-7s %4s | %9s %7s %6s %6s | %9s %7s %6s | %9s %9s %9s | %6s %6s %6s\n", "shape", "N", "K",
+  std::printf("%-16s %6s %6s %-7s %4s | %9s %7s %6s %6s | %9s %7s %6s | %9s %9s %9s | %6s %6s %6s %s\n", "shape", "N", "K",
               "format", "M", "fused us", "GB/s", "%peak", "TFLOPs", "tc us", "GB/s", "%peak", "deq+cuBLAS", "cuBLAS us",
-              "dense us", "xcuBL", "xdense", "xdeq");
-  std::printf("(speedups x.. use the faster of fused and tc)\n");
+              "dense us", "xcuBL", "xdense", "xdeq", "plan");
+  std::printf("(speedups x.. use the faster of fused and tc; plan: where tc is the wgmma GEMM, tokens per block x "
+              "blocks per tile)\n");
   if (qgemm_wgmma_enabled()) {
     std::printf("wgmma GEMM blocks at once (256 tokens / 128 tokens) by blocks per tile:");
     for (int s = 1; s <= kGemmMaxSplits; ++s) {
