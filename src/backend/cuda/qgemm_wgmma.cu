@@ -525,6 +525,8 @@ Result<GemmMaps> gemm_maps(const QgemvTcArgs& a) {
 
 template <typename T, bool kSplit, int kTokens>
 Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, int splits, cudaStream_t stream) {
+  if (splits < 1 || splits > kGemmMaxSplits || splits > a.chunks)  // every block needs a chunk
+    return invalid_argument("qgemm (wgmma): {} blocks per tile for {} chunks of K", splits, a.chunks);
   Result<GemmMaps> maps = gemm_maps<T, kTokens>(a);
   if (!maps.is_ok()) return maps.status();
   const dim3 grid(static_cast<unsigned>(ceil_div(a.m, kTokens)), static_cast<unsigned>(blocks), static_cast<unsigned>(splits));
