@@ -537,10 +537,11 @@ Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, int splits, cudaStream
   return Status::ok();
 }
 
-// Blocks of this kernel that run at once in clusters of `splits` on the current device (a GPC's
-// SMs beyond a multiple of the cluster size stay idle; 0: clusters that large cannot run), asked
-// of the driver once per device.
-template <typename T, bool kSplit, int kTokens>
+// Blocks of the kTokens kernels that run at once in clusters of `splits` on the current device (a
+// GPC's SMs beyond a multiple of the cluster size stay idle; 0: clusters that large cannot run),
+// asked of the driver once per device. Every instance for kTokens takes the same shared memory and
+// threads, so one answers for all.
+template <int kTokens>
 Result<int> blocks_at_once(int splits, int sms) {
   if (splits == 1) return sms;
   constexpr int kMaxDevices = 64;
@@ -549,7 +550,7 @@ Result<int> blocks_at_once(int splits, int sms) {
   CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
   std::atomic<int>* slot = device < kMaxDevices ? &known[device][splits] : nullptr;
   if (slot != nullptr && slot->load(std::memory_order_relaxed) > 0) return slot->load(std::memory_order_relaxed) - 1;
-  constexpr auto kernel = qgemm_wgmma_kernel<T, kSplit, kTokens>;
+  constexpr auto kernel = qgemm_wgmma_kernel<__nv_bfloat16, false, kTokens>;
   CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
   cudaLaunchAttribute cluster{};
   cluster.id = cudaLaunchAttributeClusterDimension;
@@ -571,13 +572,12 @@ Result<int> blocks_at_once(int splits, int sms) {
 
 // The plan of a launch of `row_blocks` blocks of 128 output rows (qgemm_plan.h), within the limits
 // set_qgemm_wgmma_plan set.
-template <typename T, bool kSplit>
 Result<GemmPlan> plan_launch(int64_t m, int64_t row_blocks, int chunks) {
   ASSIGN_OR_RETURN(const int sms, current_sm_count());
   int at_once[2][kGemmMaxSplits + 1] = {};
   for (int s = 1; s <= kGemmMaxSplits; ++s) {
-    ASSIGN_OR_RETURN(at_once[0][s], (blocks_at_once<T, kSplit, 128>(s, sms)));
-    ASSIGN_OR_RETURN(at_once[1][s], (blocks_at_once<T, kSplit, 256>(s, sms)));
+    ASSIGN_OR_RETURN(at_once[0][s], blocks_at_once<128>(s, sms));
+    ASSIGN_OR_RETURN(at_once[1][s], blocks_at_once<256>(s, sms));
   }
   const GemmPlanLimits limits{forced_tokens().load(std::memory_order_relaxed),
                               forced_splits().load(std::memory_order_relaxed)};
@@ -589,7 +589,7 @@ Status launch_wgmma_sized(const QgemvTcArgs& a, cudaStream_t stream) {
   int64_t blocks = 0;
   for (int i = 0; i < a.segments; ++i) blocks += segment_blocks(a.seg[i]);
   if (blocks > 65535) return invalid_argument("qgemm (wgmma): {} output rows exceed the grid", tc_tiles(a) * kTcRows);
-  ASSIGN_OR_RETURN(const GemmPlan plan, (plan_launch<T, kSplit>(a.m, blocks, a.chunks)));
+  ASSIGN_OR_RETURN(const GemmPlan plan, plan_launch(a.m, blocks, a.chunks));
   return plan.tokens == 128 ? launch_wgmma<T, kSplit, 128>(a, blocks, plan.splits, stream)
                             : launch_wgmma<T, kSplit, 256>(a, blocks, plan.splits, stream);
 }
@@ -612,13 +612,11 @@ Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
 Result<int> qgemm_wgmma_blocks_at_once(int tokens, int splits) {
   if (splits < 1 || splits > kGemmMaxSplits) return invalid_argument("qgemm (wgmma): {} blocks per tile", splits);
   ASSIGN_OR_RETURN(const int sms, current_sm_count());
-  return tokens == 128 ? blocks_at_once<__nv_bfloat16, false, 128>(splits, sms)
-                       : blocks_at_once<__nv_bfloat16, false, 256>(splits, sms);
+  return tokens == 128 ? blocks_at_once<128>(splits, sms) : blocks_at_once<256>(splits, sms);
 }
 
 Result<GemmPlan> qgemm_wgmma_plan(int64_t m, int64_t n, int64_t k) {
-  // Every instance of the kernel takes the same shared memory and threads: one answers for all.
-  return plan_launch<__nv_bfloat16, false>(m, ceil_div(n, kBlockRows), static_cast<int>(ceil_div(k, kTcChunkK)));
+  return plan_launch(m, ceil_div(n, kBlockRows), static_cast<int>(ceil_div(k, kTcChunkK)));
 }
 
 template Result<bool> qgemm_wgmma_launch<__half>(const QgemvTcArgs&, cudaStream_t);
