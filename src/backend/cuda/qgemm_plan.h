@@ -11,8 +11,10 @@
 // or for clusters the whole clusters a GPC's SMs hold (queried from the driver). The constants
 // are fitted to H100 measurements (bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md, "Ninth
 // session"): a 128-token chunk takes 0.7 of a 256-token one (the conversion of the weights is the
-// same, only the multiply halves); each split block pays for the cluster's exchange of partial
-// sums (barriers, reads of the other blocks' tiles), more the more blocks share a tile.
+// same, only the multiply halves); each split block pays an extra cost that grows with the blocks
+// per tile. It is named the exchange (the barriers and reads of the other blocks' partial tiles),
+// but the measurements put most of it in the fixed start and store of a block, which a short
+// split block cannot amortise (notes: "What the split blocks pay"). Fitted, not derived.
 #pragma once
 
 #include <cstdint>
@@ -36,9 +38,9 @@ struct GemmPlanLimits {
 struct GemmCosts {
   double chunk128 = 0.7;         // a 128-token chunk, in 256-token chunks
   double block_start = 1.0;      // a block's start, first copies and store
-  double exchange_base = 2.4;    // a split block's share of the cluster's exchange of partial sums:
-  double exchange_per_split = 1.2;  //   base + per_split × splits, for 128 tokens (256: twice the bytes)
-  double exchange256 = 1.5;      // the exchange of 256-token tiles, in that of 128-token ones
+  double exchange_base = 2.4;       // a split block's extra cost (see the file comment):
+  double exchange_per_split = 1.2;  //   base + per_split × splits at 128 tokens,
+  double exchange256 = 1.5;         //   times this at 256 tokens
   int min_chunks_per_split = 4;  // shorter shares are all start and exchange
 };
 
