@@ -190,13 +190,9 @@ Status CudaBackend::init() {
   set_qgemv_streaming(options_.weight_streaming == WeightStreaming::kOn && prop.major >= 9);
   // The wgmma GEMM is sm_90a code: compute capability 9.0 exactly.
   set_qgemm_wgmma(options_.quant_gemm == QuantGemm::kFused && prop.major == 9 && prop.minor == 0);
-  if (qgemm_wgmma_enabled()) {
-    // The GEMM's plans ask the driver how many clusters fit (cached per device): ask here, not
-    // first inside a graph capture of a decode step.
-    for (int tokens : {128, 256})
-      for (int splits = 1; splits <= kGemmMaxSplits; ++splits)
-        RETURN_IF_ERROR(qgemm_wgmma_blocks_at_once(tokens, splits).status());
-  }
+  // The GEMM's plans ask the driver once per device how many clusters fit: here, not first inside
+  // a graph capture of a decode step (one query fills the device's whole table).
+  if (qgemm_wgmma_enabled()) RETURN_IF_ERROR(qgemm_wgmma_blocks_at_once(256, 1).status());
   name_ = fmt::format("cuda:{} ({}, sm_{}{}, {} activations)", options_.device, prop.name, prop.major, prop.minor,
                       dtype_name(options_.activation_dtype));
   set_device_allocator(Device::kCuda, DeviceAllocator{cuda_alloc, cuda_free, cuda_memset_zero});

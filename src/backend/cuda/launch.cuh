@@ -25,6 +25,14 @@ inline std::atomic<bool>& dependent_launch_flag() {
 inline void set_dependent_launch(bool on) { dependent_launch_flag().store(on, std::memory_order_relaxed); }
 inline bool dependent_launch_enabled() { return dependent_launch_flag().load(std::memory_order_relaxed); }
 
+// The launch attribute that groups blocks into thread block clusters of `z` blocks along z.
+inline cudaLaunchAttribute cluster_z_attribute(unsigned z) {
+  cudaLaunchAttribute attr{};
+  attr.id = cudaLaunchAttributeClusterDimension;
+  attr.val.clusterDim = {1, 1, z};
+  return attr;
+}
+
 // kernel<<<grid, block, smem, stream>>>(args...), as a programmatic dependent launch when enabled,
 // in thread block clusters of `cluster_z` blocks along z where that is above 1 (the grid's z a
 // multiple of it; compute capability 9.0).
@@ -37,10 +45,7 @@ cudaError_t launch_kernel_in_clusters(void (*kernel)(Params...), dim3 grid, unsi
     attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[n++].val.programmaticStreamSerializationAllowed = 1;
   }
-  if (cluster_z > 1) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n++].val.clusterDim = {1, 1, cluster_z};
-  }
+  if (cluster_z > 1) attr[n++] = cluster_z_attribute(cluster_z);
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = grid;
   cfg.blockDim = block;

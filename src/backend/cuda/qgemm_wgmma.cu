@@ -37,6 +37,7 @@
 #include <cudaTypedefs.h>
 
 #include <atomic>
+#include <mutex>
 
 #include "backend/cuda/bulk_copy.cuh"
 #include "backend/cuda/launch.cuh"
@@ -129,7 +130,7 @@ __device__ __forceinline__ BlockPlace block_place(const QgemvTcArgs& a, int64_t 
 }
 
 // The chunks of K a block multiplies: all of them, or where the launch splits K over a cluster
-// (gridDim.z blocks per tile, split_gemm), block z's share.
+// (gridDim.z blocks per tile; qgemm_plan.h), block z's share.
 struct ChunkRange {
   int first;
   int count;
@@ -143,24 +144,24 @@ __device__ __forceinline__ ChunkRange chunk_range(int chunks, int split, int spl
 // previous kernel) and x tile, into the stage its consumers last released.
 template <int kTokens>
 __device__ __forceinline__ void produce(const QgemvTcArgs& a, const GemmMaps& maps, GemmSmem<kTokens>& sm,
-                                        int64_t m0, BlockPlace bp, ChunkRange r) {
+                                        int64_t m0, BlockPlace bp, ChunkRange range) {
   constexpr int kStages = kRingStages<kTokens>;
   const CUtensorMap* w_map = &maps.w[bp.seg];
   const int tile0 = static_cast<int>(bp.tile0), row0 = static_cast<int>(m0);
-  // c: the block's chunk c, chunk r.first + c of K.
+  // c: the block's chunk c, chunk range.first + c of K.
   const auto copy_w = [&](int c, int s) {
     bulk::arrive_expect_bytes(&sm.full[s], kStageBytes<kTokens>);  // rows past N / M count: zero-filled
-    bulk::copy_tensor_2d(sm.w[s], w_map, (r.first + c) * kWTileWords, tile0, &sm.full[s]);
+    bulk::copy_tensor_2d(sm.w[s], w_map, (range.first + c) * kWTileWords, tile0, &sm.full[s]);
   };
   const auto copy_x = [&](int c, int s) {
-    bulk::copy_tensor_2d(sm.x[s], &maps.x, (r.first + c) * kTcChunkK, row0, &sm.full[s]);
+    bulk::copy_tensor_2d(sm.x[s], &maps.x, (range.first + c) * kTcChunkK, row0, &sm.full[s]);
   };
-  const int first = r.count < kStages ? r.count : kStages;
+  const int first = range.count < kStages ? range.count : kStages;
   for (int c = 0; c < first; ++c) copy_w(c, c);
   wait_for_prior_grids();
   for (int c = 0; c < first; ++c) copy_x(c, c);
   int s = 0;
-  for (int c = kStages; c < r.count; ++c) {
+  for (int c = kStages; c < range.count; ++c) {
     bulk::wait(&sm.empty[s], static_cast<uint32_t>(c / kStages - 1) & 1u);
     copy_w(c, s);
     copy_x(c, s);
@@ -381,7 +382,7 @@ __device__ __forceinline__ void release(GemmSmem<kTokens>& sm, int s) {
 // multiply holds the tensor cores.
 template <typename T, bool kSplit, int kTokens>
 __device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTokens>& sm, const SzRows& rows,
-                                              ChunkRange r, int c, int& s, SzWords& sz_next, uint32_t (&a_mul)[4][4],
+                                              ChunkRange range, int c, int& s, SzWords& sz_next, uint32_t (&a_mul)[4][4],
                                               uint32_t (&a_conv)[4][4], float (&acc)[kTokens / 2]) {
   constexpr int kStages = kRingStages<kTokens>;
   multiply_chunk<T, kTokens>(sm, s, a_mul, acc);
@@ -390,10 +391,10 @@ __device__ __forceinline__ void consume_chunk(const QgemvTcArgs& a, GemmSmem<kTo
   pin(a_conv);  // read by chunk c − 1's wgmma until here
   const int s_prev = s == 0 ? kStages - 1 : s - 1, s_next = s + 1 == kStages ? 0 : s + 1;
   if (c >= 1) release(sm, s_prev);
-  if (c + 1 < r.count) {
+  if (c + 1 < range.count) {
     bulk::wait(&sm.full[s_next], static_cast<uint32_t>((c + 1) / kStages) & 1u);
     convert_chunk<T, kSplit, kTokens>(sm, s_next, sz_next, a_conv);
-    if (c + 2 < r.count) sz_next = load_sz<kSplit>(rows, r.first + c + 2, a.group_shift);
+    if (c + 2 < range.count) sz_next = load_sz<kSplit>(rows, range.first + c + 2, a.group_shift);
   }
   s = s_next;
 }
@@ -537,24 +538,14 @@ Status launch_wgmma(const QgemvTcArgs& a, int64_t blocks, int splits, cudaStream
   return Status::ok();
 }
 
-// Blocks of the kTokens kernels that run at once in clusters of `splits` on the current device (a
-// GPC's SMs beyond a multiple of the cluster size stay idle; 0: clusters that large cannot run),
-// asked of the driver once per device. Every instance for kTokens takes the same shared memory and
-// threads, so one answers for all.
+// Clusters of `splits` blocks of the kTokens kernels that run at once (every instance for kTokens
+// takes the same shared memory and threads, so one answers for all); 0 where clusters that large
+// cannot run.
 template <int kTokens>
-Result<int> blocks_at_once(int splits, int sms) {
-  if (splits == 1) return sms;
-  constexpr int kMaxDevices = 64;
-  static std::atomic<int> known[kMaxDevices][kGemmMaxSplits + 1] = {};  // blocks + 1; 0: not asked yet
-  int device = 0;
-  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
-  std::atomic<int>* slot = device < kMaxDevices ? &known[device][splits] : nullptr;
-  if (slot != nullptr && slot->load(std::memory_order_relaxed) > 0) return slot->load(std::memory_order_relaxed) - 1;
+Result<int> clusters_at_once(int splits) {
   constexpr auto kernel = qgemm_wgmma_kernel<__nv_bfloat16, false, kTokens>;
   CUDA_RETURN_IF_ERROR((allow_dynamic_smem<kernel>(kSmemBytes<kTokens>)));
-  cudaLaunchAttribute cluster{};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim = {1, 1, static_cast<unsigned>(splits)};
+  cudaLaunchAttribute cluster = cluster_z_attribute(static_cast<unsigned>(splits));
   cudaLaunchConfig_t cfg{};
   cfg.gridDim = dim3(1, 1, static_cast<unsigned>(splits));
   cfg.blockDim = dim3(kThreads);
@@ -566,22 +557,54 @@ Result<int> blocks_at_once(int splits, int sms) {
     (void)cudaGetLastError();  // clusters of this size cannot run here: not an error of the launch
     clusters = 0;
   }
-  if (slot != nullptr) slot->store(clusters * splits + 1, std::memory_order_relaxed);
-  return clusters * splits;
+  return clusters;
+}
+
+// Blocks that run at once on the current device, [0: 128 / 1: 256 tokens][blocks per tile] (a GPC's
+// SMs beyond a multiple of the cluster size stay idle).
+using AtOnce = int[2][kGemmMaxSplits + 1];
+Status ask_blocks_at_once(AtOnce& t) {
+  ASSIGN_OR_RETURN(const int sms, current_sm_count());
+  t[0][1] = t[1][1] = sms;
+  for (int s = 2; s <= kGemmMaxSplits; ++s) {
+    ASSIGN_OR_RETURN(const int narrow, clusters_at_once<128>(s));
+    ASSIGN_OR_RETURN(const int wide, clusters_at_once<256>(s));
+    t[0][s] = narrow * s;
+    t[1][s] = wide * s;
+  }
+  return Status::ok();
+}
+
+// The table of the current device, asked of the driver once per device: a launch reads it after
+// one cudaGetDevice.
+Result<const AtOnce*> blocks_at_once() {
+  constexpr int kMaxDevices = 64;
+  static AtOnce tables[kMaxDevices];
+  static std::atomic<bool> ready[kMaxDevices];
+  static std::mutex filling;
+  int device = 0;
+  CUDA_RETURN_IF_ERROR(cudaGetDevice(&device));
+  if (device >= kMaxDevices) {  // not cached: asked at every launch
+    thread_local AtOnce asked;
+    RETURN_IF_ERROR(ask_blocks_at_once(asked));
+    return &asked;
+  }
+  if (ready[device].load(std::memory_order_acquire)) return &tables[device];
+  std::lock_guard<std::mutex> lock(filling);
+  if (!ready[device].load(std::memory_order_relaxed)) {
+    RETURN_IF_ERROR(ask_blocks_at_once(tables[device]));
+    ready[device].store(true, std::memory_order_release);
+  }
+  return &tables[device];
 }
 
 // The plan of a launch of `row_blocks` blocks of 128 output rows (qgemm_plan.h), within the limits
 // set_qgemm_wgmma_plan set.
 Result<GemmPlan> plan_launch(int64_t m, int64_t row_blocks, int chunks) {
-  ASSIGN_OR_RETURN(const int sms, current_sm_count());
-  int at_once[2][kGemmMaxSplits + 1] = {};
-  for (int s = 1; s <= kGemmMaxSplits; ++s) {
-    ASSIGN_OR_RETURN(at_once[0][s], blocks_at_once<128>(s, sms));
-    ASSIGN_OR_RETURN(at_once[1][s], blocks_at_once<256>(s, sms));
-  }
+  ASSIGN_OR_RETURN(const AtOnce* at_once, blocks_at_once());
   const GemmPlanLimits limits{forced_tokens().load(std::memory_order_relaxed),
                               forced_splits().load(std::memory_order_relaxed)};
-  return plan_gemm(m, row_blocks, chunks, at_once, limits);
+  return plan_gemm(m, row_blocks, chunks, *at_once, limits);
 }
 
 template <typename T, bool kSplit>
@@ -610,9 +633,10 @@ Result<bool> qgemm_wgmma_launch(const QgemvTcArgs& a, cudaStream_t stream) {
 }
 
 Result<int> qgemm_wgmma_blocks_at_once(int tokens, int splits) {
-  if (splits < 1 || splits > kGemmMaxSplits) return invalid_argument("qgemm (wgmma): {} blocks per tile", splits);
-  ASSIGN_OR_RETURN(const int sms, current_sm_count());
-  return tokens == 128 ? blocks_at_once<128>(splits, sms) : blocks_at_once<256>(splits, sms);
+  if ((tokens != 128 && tokens != 256) || splits < 1 || splits > kGemmMaxSplits)
+    return invalid_argument("qgemm (wgmma): no plan of {} tokens and {} blocks per tile", tokens, splits);
+  ASSIGN_OR_RETURN(const AtOnce* at_once, blocks_at_once());
+  return (*at_once)[tokens / 256][splits];
 }
 
 Result<GemmPlan> qgemm_wgmma_plan(int64_t m, int64_t n, int64_t k) {
