@@ -17,8 +17,9 @@
 //   sz:    each lane loads its two rows' scale/zero words itself (__ldg), one chunk ahead.
 // The tc layout gives lane t of a k16 step the k pairs 2t and 2t + 1 (positions 4t .. 4t+3, so
 // that the GEMV's B fragment is one load; quant_repack.h); wgmma wants pairs t and t + 4 in lane
-// t, with B in position order. Two shuffles per step move the code words there (pair P lives in
-// lane P / 2, half P % 2 of its word), so x is copied as stored.
+// t, with B in position order. A lane reads the two lanes' words that hold its pairs (pair P lives
+// in lane P / 2, half P % 2 of its word; two 16-byte shared loads per chunk, no shuffles), so x is
+// copied as stored.
 // Per chunk a warp converts its 4 × 4 A registers exactly as the dequantize kernel does (bf16:
 // (c − z)·s in f32, rounded once to bf16; f16: one rounding of the exact product), so results
 // match dequantize + cuBLAS up to the order of the f32 sums. The conversion of chunk c + 1 runs
@@ -174,38 +175,33 @@ struct Dq {
   uint32_t zero;     // f16: (1024 + z) pair
   uint32_t scale2;   // f16: (scale, scale) pair
   float scale;       // bf16: f32 scale
-  float neg_zero;    // bf16: −(128 + z)·scale, exact in f32 (8 × 11 significant bits)
+  float neg_zero16;  // bf16: −(128 + z)·s, for a code at bits 16-19 of the f32 128 (8 × 11 bits: exact)
+  float neg_zero12;  // bf16: −(2048 + z)·s, for a code at bits 12-15 of the f32 2048 (12 × 11 bits: exact)
 };
 template <typename T>
 __device__ __forceinline__ Dq dq_of(uint32_t sz) {
   const float s = sz_scale(sz);
   const float z = static_cast<float>(__half2int_rn(__ushort_as_half(static_cast<unsigned short>(sz >> 16))));
-  return Dq{zero_pair<T>(sz), (sz & 0xffffu) * 0x00010001u, s, -(128.f + z) * s};
+  return Dq{zero_pair<T>(sz), (sz & 0xffffu) * 0x00010001u, s, -(128.f + z) * s, -(2048.f + z) * s};
 }
 
-// (a & 0x000F0000) | magic as one LOP3 (see nibbles_or).
-__device__ __forceinline__ uint32_t nibble_or(uint32_t a, uint32_t magic) {
+// (a & kMask) | magic as one LOP3 (see nibbles_or).
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t masked_or(uint32_t a, uint32_t magic) {
   uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(0x000F0000), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(kMask), "r"(magic));
   return d;
 }
 
-// The A register of the code pair at bits 0-3 (lower k) and 16-19 of v: (c − z)·s for both.
-template <typename T>
-__device__ __forceinline__ uint32_t dq_pair(uint32_t v, const Dq& q);
-template <>
-__device__ __forceinline__ uint32_t dq_pair<__nv_bfloat16>(uint32_t v, const Dq& q) {
-  // 128 + c as f32 (0x43000000 = 128, its mantissa's last place 2^-16: c lands at bits 16-19);
-  // (128 + c)·s − (128 + z)·s in one fma is (c − z)·s rounded once, and that is exact in f32.
-  const float lo = __uint_as_float(nibble_or(v << 16, 0x43000000u));
-  const float hi = __uint_as_float(nibble_or(v, 0x43000000u));
-  return mma::pack2<__nv_bfloat16>(fmaf(lo, q.scale, q.neg_zero), fmaf(hi, q.scale, q.neg_zero));
+// bf16: (c − z)·s of the codes c at bits 16-19 and 12-15 of u, in f32. A code at bits 16-19 ORed
+// into the f32 128 (0x43000000, last place 2^-16) gives 128 + c, one at bits 12-15 ORed into 2048
+// (0x45000000, last place 2^-12) gives 2048 + c; (m + c)·s − (m + z)·s in one fma is (c − z)·s,
+// exact in f32, so the A value is rounded once (to bf16), as the dequantize kernel rounds it.
+__device__ __forceinline__ float dq_bits16(uint32_t u, const Dq& q) {
+  return fmaf(__uint_as_float(masked_or<0x000F0000u>(u, 0x43000000u)), q.scale, q.neg_zero16);
 }
-template <>
-__device__ __forceinline__ uint32_t dq_pair<__half>(uint32_t v, const Dq& q) {
-  const uint32_t d = sub2<__half>(nibbles_or(v, tc_magic<__half>()), q.zero);  // exact c − z
-  const __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&d), *reinterpret_cast<const __half2*>(&q.scale2));
-  return *reinterpret_cast<const uint32_t*>(&r);
+__device__ __forceinline__ float dq_bits12(uint32_t u, const Dq& q) {
+  return fmaf(__uint_as_float(masked_or<0x0000F000u>(u, 0x45000000u)), q.scale, q.neg_zero12);
 }
 
 // The scale/zero words a lane needs for one chunk: rows g and g + 8 of its warp's tile, for the
@@ -232,15 +228,66 @@ __device__ __forceinline__ SzWords load_sz(const SzRows& r, int c, int group_shi
   return w;
 }
 
-// This warp's A fragments of the chunk in stage s: a[step][register] (see the file comment).
+// The A registers (row g, row g + 8) of one wgmma k pair from the tc word w of the lane that
+// holds it, whose byte `half` (0 or 1: the pair's first position) and byte half + 2 (its second)
+// hold the pair's codes (row g in the low nibble, row g + 8 in the high; quant_repack.h).
+// bf16: two byte permutes copy byte half to bytes 1-2 and byte half + 2 likewise, which puts each
+// code at bits 16-19 (row g) or 12-15 (row g + 8), where dq_bits16 / dq_bits12 read it: no shifts.
+struct PairSelect {
+  uint32_t first, second;  // __byte_perm selectors (bf16)
+  int shift;               // 8 · half (f16)
+};
+__device__ __forceinline__ PairSelect pair_select(int half) {
+  return {static_cast<uint32_t>(half * 0x110), static_cast<uint32_t>((half + 2) * 0x110), 8 * half};
+}
+template <typename T>
+__device__ __forceinline__ void dq_pair(uint32_t w, const PairSelect& sel, const Dq& lo, const Dq& hi,
+                                        uint32_t& row_g, uint32_t& row_g8);
+template <>
+__device__ __forceinline__ void dq_pair<__nv_bfloat16>(uint32_t w, const PairSelect& sel, const Dq& lo, const Dq& hi,
+                                                       uint32_t& row_g, uint32_t& row_g8) {
+  const uint32_t first = __byte_perm(w, 0u, sel.first), second = __byte_perm(w, 0u, sel.second);
+  row_g = mma::pack2<__nv_bfloat16>(dq_bits16(first, lo), dq_bits16(second, lo));
+  row_g8 = mma::pack2<__nv_bfloat16>(dq_bits12(first, hi), dq_bits12(second, hi));
+}
+template <>
+__device__ __forceinline__ void dq_pair<__half>(uint32_t w, const PairSelect& sel, const Dq& lo, const Dq& hi,
+                                                uint32_t& row_g, uint32_t& row_g8) {
+  // (a & 0x000F000F) | 1024-pair gives the halves (1024 + c) of both positions; − (1024 + z) is
+  // exact, the product rounded once.
+  const auto dq = [](uint32_t v, const Dq& q) {
+    const uint32_t d = sub2<__half>(nibbles_or(v, tc_magic<__half>()), q.zero);
+    const __half2 r = __hmul2(*reinterpret_cast<const __half2*>(&d), *reinterpret_cast<const __half2*>(&q.scale2));
+    return *reinterpret_cast<const uint32_t*>(&r);
+  };
+  const uint32_t v = w >> sel.shift;
+  row_g = dq(v, lo);
+  row_g8 = dq(v >> 4, hi);
+}
+
+// Keeps the A registers' definitions (and reads) on this side of the point.
+__device__ __forceinline__ void pin(uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int st = 0; st < 4; ++st)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(a[st][r])::"memory");
+}
+
+// This warp's A fragments of the chunk in stage s: a[step][register]. The tc layout gives lane t
+// of a k16 step the positions 4t .. 4t+3 (the GEMV's order); wgmma wants k pairs t and t + 4 in
+// lane t, with B in position order, so lane (g, t) reads the words of lanes 4g + t/2 (pair t) and
+// 4g + t/2 + 2 (pair t + 4), half t % 2 of each: two 16-byte shared loads, and x copied as stored.
 template <typename T, bool kSplit, int kTokens>
 __device__ __forceinline__ void convert_chunk(const GemmSmem<kTokens>& sm, int s, const SzWords& sz,
                                               uint32_t (&a)[4][4]) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
-  const uint4 w = sm.w[s][warp][lane];
-  const uint32_t words[4] = {w.x, w.y, w.z, w.w};
-  const int src_lo = 4 * g + t / 2, src_hi = src_lo + 2;  // lanes holding k pairs t and t + 4
-  const int shift = 8 * (t & 1);                          // second half of their words for odd t
+  // The source lane through an identity shuffle: with the index in plain arithmetic ptxas moves the
+  // conversion between the next multiply's wgmmas and serialises them (C7515; found by trial, the
+  // PTX differing only in the address arithmetic).
+  const int src = __shfl_sync(0xffffffffu, 4 * g + t / 2, lane);
+  const uint4 wl = sm.w[s][warp][src], wh = sm.w[s][warp][src + 2];
+  const uint32_t words_lo[4] = {wl.x, wl.y, wl.z, wl.w}, words_hi[4] = {wh.x, wh.y, wh.z, wh.w};
+  const PairSelect sel = pair_select(t & 1);
   Dq lo = dq_of<T>(sz.lo[0]), hi = dq_of<T>(sz.hi[0]);
 #pragma unroll
   for (int st = 0; st < 4; ++st) {
@@ -248,20 +295,9 @@ __device__ __forceinline__ void convert_chunk(const GemmSmem<kTokens>& sm, int s
       lo = dq_of<T>(sz.lo[1]);
       hi = dq_of<T>(sz.hi[1]);
     }
-    const uint32_t wa = __shfl_sync(0xffffffffu, words[st], src_lo) >> shift;
-    const uint32_t wb = __shfl_sync(0xffffffffu, words[st], src_hi) >> shift;
-    a[st][0] = dq_pair<T>(wa, lo);       // row g,   k 2t, 2t+1
-    a[st][1] = dq_pair<T>(wa >> 4, hi);  // row g+8, k 2t, 2t+1
-    a[st][2] = dq_pair<T>(wb, lo);       // row g,   k 2t+8, 2t+9
-    a[st][3] = dq_pair<T>(wb >> 4, hi);  // row g+8, k 2t+8, 2t+9
+    dq_pair<T>(words_lo[st], sel, lo, hi, a[st][0], a[st][1]);  // rows g, g+8; k 2t, 2t+1
+    dq_pair<T>(words_hi[st], sel, lo, hi, a[st][2], a[st][3]);  // rows g, g+8; k 2t+8, 2t+9
   }
-}
-
-__device__ __forceinline__ void pin(uint32_t (&a)[4][4]) {
-#pragma unroll
-  for (int st = 0; st < 4; ++st)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(a[st][r])::"memory");
 }
 
 // acc += A(chunk) · x(stage s)ᵀ: four k16 steps, 32 bytes apart in each swizzled x row.
