@@ -265,14 +265,6 @@ __device__ __forceinline__ void dq_pair<__half>(uint32_t w, const PairSelect& se
   row_g8 = dq(v >> 4, hi);
 }
 
-// Keeps the A registers' definitions (and reads) on this side of the point.
-__device__ __forceinline__ void pin(uint32_t (&a)[4][4]) {
-#pragma unroll
-  for (int st = 0; st < 4; ++st)
-#pragma unroll
-    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(a[st][r])::"memory");
-}
-
 // This warp's A fragments of the chunk in stage s: a[step][register]. The tc layout gives lane t
 // of a k16 step the positions 4t .. 4t+3 (the GEMV's order); wgmma wants k pairs t and t + 4 in
 // lane t, with B in position order, so lane (g, t) reads the words of lanes 4g + t/2 (pair t) and
@@ -298,6 +290,13 @@ __device__ __forceinline__ void convert_chunk(const GemmSmem<kTokens>& sm, int s
     dq_pair<T>(words_lo[st], sel, lo, hi, a[st][0], a[st][1]);  // rows g, g+8; k 2t, 2t+1
     dq_pair<T>(words_hi[st], sel, lo, hi, a[st][2], a[st][3]);  // rows g, g+8; k 2t+8, 2t+9
   }
+}
+
+__device__ __forceinline__ void pin(uint32_t (&a)[4][4]) {
+#pragma unroll
+  for (int st = 0; st < 4; ++st)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) asm volatile("" : "+r"(a[st][r])::"memory");
 }
 
 // acc += A(chunk) · x(stage s)ᵀ: four k16 steps, 32 bytes apart in each swizzled x row.
