@@ -185,14 +185,6 @@ __device__ __forceinline__ Dq dq_of(uint32_t sz) {
   return Dq{zero_pair<T>(sz), (sz & 0xffffu) * 0x00010001u, s, -(128.f + z) * s, -(2048.f + z) * s};
 }
 
-// (a & kMask) | magic as one LOP3 (see nibbles_or).
-template <uint32_t kMask>
-__device__ __forceinline__ uint32_t masked_or(uint32_t a, uint32_t magic) {
-  uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(kMask), "r"(magic));
-  return d;
-}
-
 // bf16: (c − z)·s of the codes c at bits 16-19 and 12-15 of u, in f32. A code at bits 16-19 ORed
 // into the f32 128 (0x43000000, last place 2^-16) gives 128 + c, one at bits 12-15 ORed into 2048
 // (0x45000000, last place 2^-12) gives 2048 + c; (m + c)·s − (m + z)·s in one fma is (c − z)·s,

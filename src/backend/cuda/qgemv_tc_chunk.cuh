@@ -74,13 +74,16 @@ __device__ __forceinline__ void tc_store_output(const QgemvTcArgs& a, const TcSe
 template <typename T> __device__ __forceinline__ uint32_t tc_magic();
 template <> __device__ __forceinline__ uint32_t tc_magic<__half>() { return 0x64006400u; }         // 1024, 1024
 template <> __device__ __forceinline__ uint32_t tc_magic<__nv_bfloat16>() { return 0x43004300u; }  // 128, 128
-// (a & 0x000F000F) | magic as one LOP3: written out because the compiler emits an AND and an OR
-// when both constants are immediates (a LOP3 takes one), twice the instructions of the conversion.
-__device__ __forceinline__ uint32_t nibbles_or(uint32_t a, uint32_t magic) {
+// (a & kMask) | magic as one LOP3: written out because the compiler emits an AND and an OR when
+// both constants are immediates (a LOP3 takes one), twice the instructions of the conversion.
+template <uint32_t kMask>
+__device__ __forceinline__ uint32_t masked_or(uint32_t a, uint32_t magic) {
   uint32_t d;
-  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(0x000F000F), "r"(magic));
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(d) : "r"(a), "n"(kMask), "r"(magic));
   return d;
 }
+// The codes at bits 0-3 and 16-19 into the two 16-bit halves of magic.
+__device__ __forceinline__ uint32_t nibbles_or(uint32_t a, uint32_t magic) { return masked_or<0x000F000Fu>(a, magic); }
 
 template <typename T> struct Pair;
 template <> struct Pair<__half> { using type = __half2; };
