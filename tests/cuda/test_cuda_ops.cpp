@@ -17,6 +17,7 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/ops_ref.h"
+#include "backend/cuda/attention.cuh"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/matmul.cuh"
 #include "model/sampler.h"
@@ -552,6 +553,25 @@ TEST_P(CudaOps, AttentionTensorCoresEverywhere) {
 TEST_P(CudaOps, AttentionDecodeRepeats) {
   const AttentionCase c{2, 1, 32, 8, 128, {700, 90}, 1.f};
   for (int rep = 0; rep < 3; ++rep) run_attention_case(c, 900, fmt::format("decode repeat {}", rep));
+}
+
+// The key-split rule (plan_attention): decode splits until the GPU is full twice over; the
+// row-tiled prefill kernels, whose splits need the separate combine pass, split only where the GPU
+// is less than full and each split keeps at least 256 keys. Llama-2-7B heads on 132 SMs.
+TEST(CudaAttentionPlan, PrefillSplitsOnlyALessThanFullGpuWithManyKeysPerSplit) {
+  const AttentionParams p{32, 32, 128, 0.088f};
+  const auto plan = [&](int tokens, int32_t past) {
+    DeviceBatch b;
+    b.tokens = tokens;
+    b.past_host = &past;
+    return plan_attention(p, b, 132, 0);
+  };
+  EXPECT_GT(plan(1, 576).splits, 1) << "decode, 32 blocks";
+  EXPECT_EQ(plan(512, 0).splits, 1) << "prefill of 512 tokens: 256 blocks fill the GPU";
+  EXPECT_EQ(plan(128, 0).splits, 1) << "prefill of 128 tokens: 128 keys make no 256-key split";
+  const AttentionPlan chunk = plan(64, 4096);  // a 64-token chunk after 4096 cached keys: 32 blocks
+  EXPECT_GT(chunk.splits, 1);
+  EXPECT_GE(chunk.keys_per_split, 256);
 }
 
 // The CUDA-core kernel (the fallback for other head dims) on every case, and its split path.

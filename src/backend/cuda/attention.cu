@@ -35,9 +35,9 @@ constexpr int kMinKeysPerSplit = 64;  // below this a split costs more in mergin
 // The row-tiled kernels (more than kDecodeRows query rows per kv head: prefill) merge splits in a
 // separate pass over every row's partials (attention_combine_kernel), which costs more than the
 // split saves unless the GPU is less than full and each split has many keys. Measured (H100,
-// Llama-2-7B shapes, bf16): at 512 prompt tokens the old rule (the decode kernel's: fewer than two
-// blocks per SM) chose 2 splits, and TTFT went 12.41 -> 11.61 ms without them; at 128 tokens
-// 7.13 -> 6.98 ms.
+// synthetic Llama-2-7B, bf16, one call): at 512 prompt tokens the old rule (the decode kernel's:
+// fewer than two blocks per SM) chose 2 splits, and TTFT went 12.35 -> 11.53 ms without them; at
+// 128 tokens 7.03 -> 6.89 ms (bench/results/NVIDIA-H100-80GB-HBM3-ncu-notes.md, "Tenth session").
 constexpr int kMinKeysPerCombinedSplit = 256;
 constexpr int kMaxSplits = 64;
 static_assert(kMaxSplits <= kDecodeMaxSplits, "every planned split count fits the decode kernel's merge");
@@ -303,7 +303,8 @@ AttentionPlan plan_attention(const AttentionParams& p, const DeviceBatch& batch,
   if (force_splits > 0) {
     splits = force_splits;
   } else {
-    const bool combined = static_cast<int64_t>(batch.tokens) * group > kDecodeRows;  // not the decode kernel
+    // More query rows per kv head than the decode kernel takes: splits go through the combine pass.
+    const bool combined = static_cast<int64_t>(batch.tokens) * group > kDecodeRows;
     const int64_t fill = combined ? sm_count : 2LL * sm_count;
     const int min_keys = combined ? kMinKeysPerCombinedSplit : kMinKeysPerSplit;
     if (blocks > 0 && blocks < fill)
